@@ -1,0 +1,69 @@
+"""The `tunewiz` command: the wizard with no arguments, headless subcommands otherwise.
+
+Each subcommand lives in its own module with a `register(subparsers)` function
+that adds its parser and sets `func`. Modules import nothing heavy at the top:
+`tunewiz estimate` must answer without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from core.errors import UserError
+
+COMMAND_MODULES = ("cli.estimate", "cli.data", "cli.train", "cli.chat")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunewiz",
+        description="Fine-tune language models from the terminal. "
+        "Run without arguments to open the wizard.",
+    )
+    parser.add_argument("--version", action="version", version="tunewiz 0.1.0")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show debug logs.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        from tui.app import run_app
+
+        return run_app() or 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except UserError as exc:
+        print_user_error(exc)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def print_user_error(exc: UserError) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(stderr=True)
+    text = Text("error: ", style="bold red")
+    text.append(str(exc))  # appended as plain text: never parsed as markup
+    console.print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
