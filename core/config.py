@@ -87,7 +87,9 @@ class ModelConfig:
         False,
         "Run Python code shipped with the model on the hub. Only for models you trust.",
     )
-    lora_r: int = opt(16, "LoRA rank: the size of the adapters. 8-64 is typical; higher learns more.")
+    lora_r: int = opt(
+        16, "LoRA rank: the size of the adapters. 8-64 is typical; higher learns more."
+    )
     lora_alpha: int = opt(32, "LoRA scaling; usually twice the rank.")
     lora_dropout: float = opt(0.05, "Dropout on the adapters, against overfitting small datasets.")
     lora_target_modules: str = opt(
@@ -166,13 +168,16 @@ class DataConfig:
 @dataclass
 class TrainingConfig:
     num_train_epochs: float = opt(3.0, "How many times to go through the training data.")
-    max_steps: int = opt(-1, "Stop after this many optimizer steps (overrides epochs); -1 for no limit.")
+    max_steps: int = opt(
+        -1, "Stop after this many optimizer steps (overrides epochs); -1 for no limit."
+    )
     per_device_train_batch_size: int = opt(
         4, "Rows per step on each GPU. Bigger is faster but needs more memory."
     )
     per_device_eval_batch_size: int = opt(4, "Rows per step when evaluating.")
     gradient_accumulation_steps: int = opt(
-        1, "Add up gradients over this many steps before updating: a bigger batch at no memory cost."
+        1,
+        "Add up gradients over this many steps before updating: a bigger batch at no memory cost.",
     )
     learning_rate: float = opt(
         2e-4, "Step size of the optimizer. ~2e-4 for LoRA, ~1e-5 for full fine-tuning."
@@ -182,9 +187,13 @@ class TrainingConfig:
         "How the learning rate changes over the run.",
         ("linear", "cosine", "constant", "constant_with_warmup"),
     )
-    warmup_ratio: float = opt(0.03, "Fraction of the run spent ramping the learning rate up from 0.")
+    warmup_ratio: float = opt(
+        0.03, "Fraction of the run spent ramping the learning rate up from 0."
+    )
     weight_decay: float = opt(0.0, "Pull weights gently towards zero, against overfitting.")
-    max_grad_norm: float = opt(1.0, "Clip gradients to this norm so one bad batch cannot derail training.")
+    max_grad_norm: float = opt(
+        1.0, "Clip gradients to this norm so one bad batch cannot derail training."
+    )
     optim: str = opt(
         "adamw_torch",
         "Optimizer: adamw_torch, or the 8-bit / paged ones (bitsandbytes, GPU) that save memory.",
@@ -193,7 +202,9 @@ class TrainingConfig:
     logging_steps: int = opt(1, "Log loss and speed every this many steps.")
     save_strategy: str = opt("steps", "When to save checkpoints.", ("no", "steps", "epoch"))
     save_steps: int = opt(50, "Save a checkpoint every this many steps (save_strategy=steps).")
-    eval_strategy: str = opt("steps", "When to evaluate on the validation rows.", ("no", "steps", "epoch"))
+    eval_strategy: str = opt(
+        "steps", "When to evaluate on the validation rows.", ("no", "steps", "epoch")
+    )
     eval_steps: int = opt(50, "Evaluate every this many steps (eval_strategy=steps).")
     save_total_limit: int = opt(
         2, "Keep at most this many checkpoints on disk (older ones are deleted; the best is kept)."
@@ -215,7 +226,9 @@ class DistributedConfig:
         "optimizer and gradients.",
         DISTRIBUTED,
     )
-    num_processes: int = opt(1, "Total training processes (usually one per GPU, over all machines).")
+    num_processes: int = opt(
+        1, "Total training processes (usually one per GPU, over all machines)."
+    )
     num_machines: int = opt(1, "How many machines take part.")
     machine_rank: int = opt(0, "This machine's number, 0 for the main one.")
     main_process_ip: str = opt("", "Address of machine 0, when several machines take part.")
@@ -396,7 +409,9 @@ def coerce(value: Any, expected: Any, *, where: str) -> Any:
             return {str(k): str(v) for k, v in value.items()}
         if isinstance(value, str):
             return parse_mapping(value, where=where)
-        raise UserError(f"expected a table like {{prompt = 'question'}}, got {value!r}", where=where)
+        raise UserError(
+            f"expected a table like {{prompt = 'question'}}, got {value!r}", where=where
+        )
     if expected is str:
         if isinstance(value, (dict, list)):
             raise UserError(f"expected text, got {value!r}", where=where)
@@ -409,7 +424,9 @@ def parse_mapping(text: str, *, where: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" not in part:
-            raise UserError(f"expected key=value pairs separated by commas, got {part!r}", where=where)
+            raise UserError(
+                f"expected key=value pairs separated by commas, got {part!r}", where=where
+            )
         key, val = (s.strip() for s in part.split("=", 1))
         out[key] = val
     return out
@@ -440,7 +457,9 @@ def validate(cfg: RunConfig) -> None:
     if not 0 <= m.lora_dropout < 1:
         raise UserError("must be between 0 and 1", where="model.lora_dropout")
     if t.max_steps <= 0 and t.max_steps != -1:
-        raise UserError("must be a positive number of steps, or -1 for no limit", where="training.max_steps")
+        raise UserError(
+            "must be a positive number of steps, or -1 for no limit", where="training.max_steps"
+        )
     if t.max_steps == -1 and t.num_train_epochs <= 0:
         raise UserError("must be positive when max_steps is -1", where="training.num_train_epochs")
     if d.validation_split < 0:

@@ -26,7 +26,9 @@ def resolve_model(name: str) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserError("this folder has no config.json, so it is not a model folder", where=str(path))
+            raise UserError(
+                "this folder has no config.json, so it is not a model folder", where=str(path)
+            )
         return str(path)
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -45,7 +47,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolve_model(name), trust_remote_code=trust_remote_code
+        )
     except OSError as exc:
         raise UserError(
             f"could not load the tokenizer of {name!r}: {exc}",

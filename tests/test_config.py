@@ -84,7 +84,9 @@ def test_validate_rejects_impossible_values(option, value, where):
 def test_validate_accepts_defaults_and_checks_cross_field_rules():
     validate(RunConfig())
     cfg = RunConfig()
-    cfg.training = dataclasses.replace(cfg.training, load_best_model_at_end=True, eval_strategy="no")
+    cfg.training = dataclasses.replace(
+        cfg.training, load_best_model_at_end=True, eval_strategy="no"
+    )
     with pytest.raises(UserError, match="load_best_model_at_end"):
         validate(cfg)
     cfg = RunConfig()
