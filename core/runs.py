@@ -1,0 +1,302 @@
+"""Reading and steering runs through their run directory (light: no torch).
+
+A run directory is the single source of truth for a run:
+
+    runs/<name>/
+      config.toml      the complete RunConfig (`tunewiz train <that file>` reproduces the run)
+      estimate.json    the estimator's prediction for this run
+      status.json      state, pid, host, times, step / total_steps, error (written atomically)
+      metrics.jsonl    one JSON object per logging / eval step
+      train.log        everything the worker printed
+      checkpoint-N/    HF Trainer checkpoints (adapter or full model, trainer_state.json,
+                       tokenizer, chat_template.jinja)
+      final/           the result: adapter or full model, tokenizer, chat template
+      STOP             present while a graceful stop is requested
+
+The TUI, `tunewiz runs` and chat read runs only through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STATES = ("starting", "running", "finished", "failed", "stopped", "died")
+LIVE_STATES = ("starting", "running")
+FINAL_STATES = ("finished", "failed", "stopped")
+
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+CONFIG_FILE = "config.toml"
+ESTIMATE_FILE = "estimate.json"
+STOP_FILE = "STOP"
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: Path
+    state: str = "starting"
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    last_loss: float | None = None
+    best_eval_loss: float | None = None
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    pid: int | None = None
+    host: str = ""
+    error: str = ""
+    method: str = ""
+    model: str = ""
+
+    @property
+    def progress(self) -> float:
+        """Fraction of steps done, 0..1."""
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["path"] = str(self.path)
+        out["progress"] = round(self.progress, 4)
+        return out
+
+
+# -- status.json --------------------------------------------------------------
+
+
+def read_status(run_dir: str | Path) -> dict:
+    """The run's status.json as a dict ({} when missing or mid-replace)."""
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def write_status(run_dir: str | Path, **fields: Any) -> dict:
+    """Merge `fields` into status.json atomically (tmp file + os.replace), return the result."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    status.update(fields)
+    status["updated_at"] = time.time()
+    atomic_write_text(run_dir / STATUS_FILE, json.dumps(status, indent=2, default=str))
+    return status
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    # A reader (the TUI polling) must never see a half-written file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when `pid` runs on this machine (a zombie counts as dead)."""
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(int(pid))
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except Exception:  # NoSuchProcess, AccessDenied on exotic systems
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+# -- RunInfo ------------------------------------------------------------------
+
+
+def read_run(run_dir: str | Path) -> RunInfo:
+    run_dir = Path(run_dir)
+    st = read_status(run_dir)
+    info = RunInfo(name=run_dir.name, path=run_dir)
+    info.state = st.get("state", "starting")
+    info.step = int(st.get("step") or 0)
+    info.total_steps = int(st.get("total_steps") or 0)
+    info.epoch = float(st.get("epoch") or 0.0)
+    info.last_loss = st.get("last_loss")
+    info.best_eval_loss = st.get("best_eval_loss")
+    info.pid = st.get("pid")
+    info.host = st.get("host", "")
+    info.error = st.get("error") or ""
+    info.method = st.get("method", "")
+    info.model = st.get("model", "")
+
+    # A process that vanished without writing a final state (kill -9, reboot,
+    # machine lost) would otherwise look "running" forever.
+    if info.state in LIVE_STATES and (not info.host or info.host == this_host()):
+        if not pid_alive(info.pid):
+            info.state = "died"
+            info.error = info.error or "the training process ended without writing a final status"
+
+    started = st.get("started_at")
+    before = float(st.get("elapsed_before_s") or 0.0)
+    if started:
+        end = st.get("ended_at") if info.state not in LIVE_STATES else None
+        if end is None and info.state == "died":
+            end = st.get("updated_at") or started
+        info.elapsed_s = before + max(0.0, float(end or time.time()) - float(started))
+    info.eta_s = _eta(st, info) if info.state in LIVE_STATES else None
+    return info
+
+
+def _eta(st: dict, info: RunInfo) -> float | None:
+    # Rate over this session only: a resumed run's first steps include loading.
+    start_step = int(st.get("start_step") or 0)
+    t0 = st.get("first_step_at")
+    done = info.step - start_step
+    if not t0 or done <= 0 or not info.total_steps:
+        return None
+    rate = (time.time() - float(t0)) / done
+    return max(0.0, (info.total_steps - info.step) * rate)
+
+
+def list_runs(runs_dir: str | Path) -> list[RunInfo]:
+    """Every run under `runs_dir`, newest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    dirs = [
+        d
+        for d in runs_dir.iterdir()
+        if d.is_dir() and ((d / STATUS_FILE).exists() or (d / CONFIG_FILE).exists())
+    ]
+
+    def started(d: Path) -> float:
+        st = read_status(d)
+        return float(st.get("created_at") or st.get("started_at") or d.stat().st_mtime)
+
+    return [read_run(d) for d in sorted(dirs, key=started, reverse=True)]
+
+
+def resolve_run(name_or_path: str | Path, runs_dir: str | Path) -> Path:
+    """A run's directory from its name or path; a UserError listing known runs otherwise."""
+    candidate = Path(name_or_path).expanduser()
+    for path in (candidate, Path(runs_dir) / str(name_or_path)):
+        if path.is_dir() and ((path / STATUS_FILE).exists() or (path / CONFIG_FILE).exists()):
+            return path
+    known = [r.name for r in list_runs(runs_dir)]
+    raise UserError(
+        f"no run named {str(name_or_path)!r}",
+        where=str(runs_dir),
+        hint=("known runs: " + ", ".join(known))
+        if known
+        else "no runs yet: start one with `tunewiz train`",
+    )
+
+
+# -- metrics and logs ---------------------------------------------------------
+
+
+class MetricsTail:
+    """Reads metrics.jsonl incrementally: only what was appended since the last call."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        self.path = path / METRICS_FILE if path.is_dir() else path
+        self.offset = 0
+        self._partial = b""
+
+    def read_new(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < self.offset:  # truncated or replaced: start over
+                    self.offset, self._partial = 0, b""
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # an incomplete last line waits for the rest
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("skipping a malformed line in %s", self.path)
+        return out
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """All metrics of a run (for plotting a finished run)."""
+    return MetricsTail(Path(run_dir) / METRICS_FILE).read_new()
+
+
+def tail_log(run_dir: str | Path, n: int = 50) -> list[str]:
+    """The last `n` lines of train.log, reading backwards in blocks (logs can be large)."""
+    path = Path(run_dir) / LOG_FILE
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with fh:
+        end = fh.seek(0, os.SEEK_END)
+        pos, data, block = end, b"", 8192
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            data = fh.read(step) + data
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[-n:] if n > 0 else []
+
+
+# -- control ------------------------------------------------------------------
+
+
+def stop_run(run_dir: str | Path) -> None:
+    """Ask a run to stop gracefully: it saves a checkpoint and ends as `stopped`.
+
+    The STOP file works for every rank and machine (the trainer checks it each
+    step); SIGTERM wakes a single-process worker on this host at once.
+    """
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    if info.state not in LIVE_STATES:
+        raise UserError(
+            f"run {info.name!r} is not running (state: {info.state})", where=str(run_dir)
+        )
+    (run_dir / STOP_FILE).write_text(str(time.time()), encoding="utf-8")
+    st = read_status(run_dir)
+    if info.pid and info.host == this_host() and not st.get("distributed"):
+        try:
+            os.kill(int(info.pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
