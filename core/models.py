@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import bundled, paths
 from core.errors import UserError
@@ -58,3 +61,251 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# -- loading a model to chat with ------------------------------------------------
+
+# ChatML, for models that ship without a chat template (base models).
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, with everything needed to prompt it as it was trained."""
+
+    model: Any
+    tokenizer: Any
+    chat_template: str
+    label: str  # "SmolLM2-135M-Instruct", "runs/x checkpoint-40", "runs/x base"
+    context_length: int
+    target: str = ""
+    checkpoint: str | None = None  # "checkpoint-40", "final", "base", or None for a plain model
+    run_dir: Path | None = None
+    base_model: str = ""  # what the weights started from (the run's [model].model)
+    method: str = "full"  # full | lora | qlora
+
+
+def find_run(target: str | Path, runs_dir: str | Path = "runs") -> Path | None:
+    """The run directory `target` names (a run folder, or a name under runs_dir), else None."""
+    text = str(target).strip()
+    if not text:
+        return None
+    for candidate in (Path(text).expanduser(), Path(runs_dir) / text):
+        if (candidate / "config.toml").is_file():
+            return candidate
+    return None
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype_for(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # half precision on a CPU is slower and less accurate
+
+
+def _require(module: str, pip_name: str, why: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{why} needs the `{pip_name}` package", hint=f"pip install {pip_name}")
+
+
+def bnb_config(model_cfg, dtype):
+    """The BitsAndBytesConfig a QLoRA run trained with (from its [model] settings)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    _require("bitsandbytes", "bitsandbytes", "a QLoRA model (4-bit)")
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(
+        model_cfg.bnb_4bit_compute_dtype, dtype
+    )
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=model_cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=model_cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def load_causal_lm(name_or_path: str, *, device: str, dtype=None, trust_remote_code=False, **kw):
+    """AutoModelForCausalLM.from_pretrained with user-facing errors and no progress bars."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    resolved = resolve_model(name_or_path)
+    if "quantization_config" not in kw:
+        kw["device_map"] = device
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved, dtype=dtype or _dtype_for(device), trust_remote_code=trust_remote_code, **kw
+        )
+    except OSError as exc:
+        raise UserError(
+            f"could not load the model {name_or_path!r}: {exc}",
+            hint="offline? give a local model folder or a .gguf file instead of a hub id",
+        ) from None
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise UserError(
+                f"{name_or_path!r} ships its own Python code: {exc}",
+                hint="pass --trust-remote-code if you trust this model",
+            ) from None
+        raise
+    if "quantization_config" in kw and not device.startswith("cuda"):
+        model.to(device)
+    model.eval()
+    return model
+
+
+def _load_tokenizer_from(path: str, fallback: str, trust_remote_code: bool):
+    """The tokenizer saved with a checkpoint, else the base model's."""
+    from transformers import AutoTokenizer
+
+    folder = Path(path)
+    if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+    return load_tokenizer(fallback, trust_remote_code=trust_remote_code)
+
+
+def _context_length(model, tokenizer) -> int:
+    n = getattr(model.config, "max_position_embeddings", None) or 0
+    limit = getattr(tokenizer, "model_max_length", 0) or 0
+    if 0 < limit < 1_000_000:  # tokenizers without a limit report a huge sentinel
+        n = min(n, limit) if n else limit
+    return int(n or 2048)
+
+
+def _chat_template(tokenizer) -> str:
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default") or next(iter(template.values()), None)
+    if not template:
+        log.warning("the tokenizer has no chat template; using ChatML")
+        template = FALLBACK_CHAT_TEMPLATE
+        tokenizer.chat_template = template
+    return template
+
+
+def load_for_chat(
+    target: str,
+    checkpoint: str | None = None,
+    *,
+    runs_dir: str | Path = "runs",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load what the user wants to talk to.
+
+    `target` is a run (name or folder) or a model (hub id, folder, .gguf, or
+    `default`). For a run, `checkpoint` is best|last|final|N|checkpoint-N (default:
+    final, else the last saved) or `base`: the run's starting model prompted with
+    the run's chat template, for before/after comparisons.
+    """
+    device = pick_device(device)
+    run_dir = find_run(target, runs_dir)
+    if run_dir is None:
+        if checkpoint not in (None, "", "base"):
+            raise UserError(
+                f"{target!r} is not a run, so it has no checkpoint {checkpoint!r}",
+                where="--checkpoint",
+                hint=f"runs are folders with a config.toml under {runs_dir}/",
+            )
+        model = load_causal_lm(target, device=device, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(target, trust_remote_code=trust_remote_code)
+        label = Path(target).name if Path(target).exists() else target
+        if bundled.is_default(target):
+            label = "SmolLM2-135M-Instruct"
+        return LoadedModel(
+            model,
+            tokenizer,
+            _chat_template(tokenizer),
+            label,
+            _context_length(model, tokenizer),
+            target=target,
+            base_model=target,
+        )
+    return _load_run(run_dir, checkpoint, target, device, trust_remote_code)
+
+
+def _load_run(
+    run_dir: Path, which: str | None, target: str, device: str, trust: bool
+) -> LoadedModel:
+    from core.checkpoints import list_checkpoints, resolve_checkpoint
+    from core.config import RunConfig
+
+    cfg = RunConfig.load(run_dir / "config.toml")
+    trust = trust or cfg.model.trust_remote_code
+    base_name = cfg.model.model
+    method = cfg.model.method
+    dtype = _dtype_for(device)
+    checkpoints = list_checkpoints(run_dir)
+    if which == "base":
+        # The run's tokenizer carries the chat template it trained with; the base
+        # model is prompted the same way so the comparison is fair.
+        newest = checkpoints[-1].path if checkpoints else None
+        tokenizer = (
+            _load_tokenizer_from(str(newest), base_name, trust)
+            if newest
+            else load_tokenizer(base_name)
+        )
+        model = load_causal_lm(base_name, device=device, trust_remote_code=trust)
+        return LoadedModel(
+            model,
+            tokenizer,
+            _chat_template(tokenizer),
+            f"{run_dir} base",
+            _context_length(model, tokenizer),
+            target=target,
+            checkpoint="base",
+            run_dir=run_dir,
+            base_model=base_name,
+            method="full",
+        )
+    if which:
+        ckpt = resolve_checkpoint(run_dir, which)
+    elif any("final" in c.tags for c in checkpoints):
+        ckpt = resolve_checkpoint(run_dir, "final")
+    else:
+        ckpt = resolve_checkpoint(run_dir, "last")  # raises, listing what exists, when nothing does
+    tokenizer = _load_tokenizer_from(str(ckpt.path), base_name, trust)
+    if ckpt.is_adapter:
+        _require("peft", "peft", "a LoRA checkpoint")
+        from peft import PeftModel
+
+        kw = {}
+        if method == "qlora":
+            kw["quantization_config"] = bnb_config(cfg.model, dtype)
+        base = load_causal_lm(base_name, device=device, dtype=dtype, trust_remote_code=trust, **kw)
+        if base.get_input_embeddings().weight.shape[0] < len(tokenizer):
+            base.resize_token_embeddings(len(tokenizer))  # the run added tokens (e.g. a pad token)
+        model = PeftModel.from_pretrained(base, str(ckpt.path))
+        model.eval()
+    else:
+        model = load_causal_lm(str(ckpt.path), device=device, trust_remote_code=trust)
+    return LoadedModel(
+        model,
+        tokenizer,
+        _chat_template(tokenizer),
+        f"{run_dir} {ckpt.name}",
+        _context_length(model, tokenizer),
+        target=target,
+        checkpoint=ckpt.name,
+        run_dir=run_dir,
+        base_model=base_name,
+        method=method if ckpt.is_adapter else "full",
+    )
