@@ -1,0 +1,103 @@
+"""Token statistics, the train/validation split and packing: small pure functions."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from core.data.report import TokenStats
+from core.data.template import IGNORE_INDEX
+
+
+def token_stats(
+    lengths: Sequence[int],
+    max_seq_len: int,
+    *,
+    trained_tokens: int = 0,
+    batch_size: int = 4,
+    bins: int = 10,
+    truncates: bool = True,
+) -> TokenStats | None:
+    """Statistics of row lengths in tokens (before truncation). None for no rows."""
+    if not lengths:
+        return None
+    import numpy as np
+
+    arr = np.asarray(lengths, dtype=np.int64)
+    over = arr[arr > max_seq_len]
+    top = int(arr.max())
+    step = max(1, -(-top // bins))
+    edges = list(range(0, step * bins + 1, step))
+    counts, _ = np.histogram(arr, bins=edges)
+    p99 = float(np.percentile(arr, 99))
+    return TokenStats(
+        count=int(arr.size),
+        total=int(arr.sum()),
+        min=int(arr.min()),
+        median=int(np.median(arr)),
+        p95=int(np.percentile(arr, 95)),
+        max=top,
+        max_seq_len=max_seq_len,
+        histogram=[(edges[i], edges[i + 1], int(c)) for i, c in enumerate(counts)],
+        rows_truncated=int(over.size) if truncates else 0,
+        tokens_lost=int((over - max_seq_len).sum()) if truncates else 0,
+        suggested_max_len=suggest_max_len(p99),
+        trained_tokens=trained_tokens,
+        batch_size=batch_size,
+    )
+
+
+def suggest_max_len(p99: float) -> int:
+    """The smallest multiple of 64 that holds 99% of the rows whole."""
+    return max(64, int(-(-p99 // 64) * 64))
+
+
+def split(items: list, validation: float, seed: int) -> tuple[list, list]:
+    """(train, validation): `validation` < 1 is a fraction, >= 1 a count; seeded and reproducible."""
+    n = len(items)
+    if validation <= 0 or n < 2:
+        return list(items), []
+    n_eval = int(validation) if validation >= 1 else max(1, round(n * validation))
+    n_eval = min(n_eval, n - 1)  # keep at least one row to train on
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_eval])
+    train = [x for i, x in enumerate(items) if i not in held]
+    evals = [items[i] for i in sorted(held)]
+    return train, evals
+
+
+def pack(examples: list[dict], max_len: int) -> list[dict]:
+    """Concatenate rows into sequences of at most `max_len` tokens, in order.
+
+    Every token is kept exactly once; rows are never split. `position_ids`
+    restart at 0 at each row, which is how transformers tells the rows apart
+    (no attention across them) when the batch carries no attention_mask. The
+    first label of each row is -100 so no row learns to predict the next one's
+    first token (unpacked, that label is never used either).
+    """
+    packed: list[dict] = []
+    cur: dict | None = None
+    for ex in examples:
+        ids = ex["input_ids"]
+        labels = list(ex.get("labels", ids))
+        if labels:
+            labels[0] = IGNORE_INDEX
+        if cur is None or len(cur["input_ids"]) + len(ids) > max_len:
+            cur = {"input_ids": [], "labels": [], "position_ids": []}
+            packed.append(cur)
+        cur["input_ids"].extend(ids)
+        cur["labels"].extend(labels)
+        cur["position_ids"].extend(range(len(ids)))
+    return packed
+
+
+def packed_count(lengths: Sequence[int], max_len: int) -> int:
+    """How many sequences `pack` makes from rows of these lengths."""
+    count, used = 0, max_len + 1
+    for n in lengths:
+        n = min(n, max_len)
+        if used + n > max_len:
+            count, used = count + 1, 0
+        used += n
+    return count

@@ -1,0 +1,149 @@
+"""Rendering rows with the model's chat template, and labelling what is trained.
+
+Masking works on the rendered text, whatever the template: for each assistant
+turn we render the conversation up to it with `add_generation_prompt=True` and
+up to and including it; the characters in between are that turn's answer (its
+end-of-turn token included, trailing whitespace not). Tokens whose first
+character lies inside an answer are trained; every other label is -100.
+
+Models without a chat template get DEFAULT_CHAT_TEMPLATE (ChatML, no default
+system prompt). It is recorded with the data so training and chat use the same one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def chat_template_for(tokenizer) -> str:
+    """The template rows are rendered with: the tokenizer's own, else DEFAULT_CHAT_TEMPLATE (ChatML).
+
+    ChatML wraps each turn as `<|im_start|>role\\n...<|im_end|>\\n`; a model
+    trained on it must stop generating at `<|im_end|>`.
+    """
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if isinstance(template, dict):  # several named templates: the default one
+        template = template.get("default") or next(iter(template.values()), None)
+    return template or DEFAULT_CHAT_TEMPLATE
+
+
+class TemplateError(ValueError):
+    """The template refused a row (e.g. it insists on strictly alternating roles)."""
+
+
+def _render(tokenizer, messages: list[dict], template: str, generation: bool) -> str:
+    try:
+        return tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=generation
+        )
+    except Exception as exc:  # jinja raises TemplateError/others from `raise_exception`
+        raise TemplateError(str(exc)) from None
+
+
+def render(messages: list[dict], tokenizer, template: str) -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as text, and the (start, end) character spans of its answers."""
+    full = _render(tokenizer, messages, template, False)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], template, True)
+        upto = (
+            full
+            if i == len(messages) - 1
+            else _render(tokenizer, messages[: i + 1], template, False)
+        )
+        if full.startswith(upto) and upto.startswith(before) and len(before) >= cursor:
+            end = len(upto.rstrip())
+            spans.append((len(before), end))
+            cursor = end
+            continue
+        # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix
+        # property; then find the answer text itself after the previous one.
+        start = full.find(msg["content"], cursor)
+        if start < 0:
+            raise TemplateError(f"the chat template does not reproduce assistant turn {i}")
+        end = start + len(msg["content"])
+        eos = getattr(tokenizer, "eos_token", None)
+        if eos and full.startswith(eos, end):
+            end += len(eos)
+        spans.append((start, end))
+        cursor = end
+    return full, spans
+
+
+@dataclass
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+    length: int  # before truncation
+    trained: int  # trained tokens after truncation
+
+
+def tokenize_rendered(
+    texts: list[str],
+    spans: list[list[tuple[int, int]] | None],
+    tokenizer,
+    max_len: int,
+    *,
+    add_special_tokens: bool = False,
+    append_eos: bool = False,
+    truncate: bool = True,
+) -> list[Tokenized]:
+    """Tokenize a batch in one call to the fast tokenizer and label it.
+
+    `spans[i] is None` trains every token of row i (text task, train_on_inputs).
+    """
+    need_offsets = any(s is not None for s in spans)
+    enc = tokenizer(
+        texts,
+        add_special_tokens=add_special_tokens,
+        return_offsets_mapping=need_offsets,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    all_ids = enc["input_ids"]
+    offsets = enc["offset_mapping"] if need_offsets else None
+    eos_id = tokenizer.eos_token_id
+    out = []
+    for i, ids in enumerate(all_ids):
+        if append_eos and eos_id is not None and (not ids or ids[-1] != eos_id):
+            ids = ids + [eos_id]
+        row_spans = spans[i]
+        if row_spans is None:
+            labels = list(ids)
+        else:
+            starts = [o[0] for o in offsets[i]]
+            labels = [IGNORE_INDEX] * len(ids)
+            for s, e in row_spans:
+                a = bisect.bisect_left(starts, s)
+                b = bisect.bisect_left(starts, e)
+                labels[a:b] = ids[a:b]
+        length = len(ids)
+        if truncate and length > max_len:
+            ids, labels = ids[:max_len], labels[:max_len]
+        trained = len(labels) - labels.count(IGNORE_INDEX)
+        out.append(Tokenized(list(ids), labels, length, trained))
+    return out
+
+
+def masking_preview(example: dict, tokenizer) -> list[tuple[str, bool]]:
+    """(token text, trained?) for each token of a tokenized example, for masking views."""
+    ids = example["input_ids"]
+    labels = example.get("labels", ids)
+    pieces = [tokenizer.decode([t], skip_special_tokens=False) for t in ids]
+    return [(piece, lab != IGNORE_INDEX) for piece, lab in zip(pieces, labels, strict=False)]
