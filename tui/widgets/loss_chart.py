@@ -1,0 +1,79 @@
+"""Training and evaluation loss over steps, drawn with plotext.
+
+Points are kept whole (reopening a run shows the full history) but drawn
+decimated to about two points per character column, so a run that logs every
+step for hours costs the same to draw as a short one.
+"""
+
+from __future__ import annotations
+
+from textual_plotext import PlotextPlot
+
+
+def decimate(xs: list, ys: list, limit: int) -> tuple[list, list]:
+    """At most `limit` evenly spaced points, always keeping the newest one."""
+    n = len(xs)
+    if n <= limit or limit < 2:
+        return xs, ys
+    stride = n / (limit - 1)
+    idx = [int(i * stride) for i in range(limit - 1)] + [n - 1]
+    return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+class LossChart(PlotextPlot):
+    """Loss curves; feed it metrics rows with `add_rows`."""
+
+    DEFAULT_CSS = """
+    LossChart {
+        min-height: 6;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self.steps: list[float] = []
+        self.losses: list[float] = []
+        self.eval_steps: list[float] = []
+        self.eval_losses: list[float] = []
+
+    @property
+    def point_count(self) -> int:
+        return len(self.steps) + len(self.eval_steps)
+
+    def add_rows(self, rows: list[dict]) -> bool:
+        """Take new metrics rows; True (and a redraw) when any carried a loss."""
+        added = False
+        for row in rows:
+            step = row.get("step")
+            if step is None:
+                continue
+            loss = row.get("loss")
+            if isinstance(loss, (int, float)):
+                self.steps.append(step)
+                self.losses.append(float(loss))
+                added = True
+            eval_loss = row.get("eval_loss")
+            if isinstance(eval_loss, (int, float)):
+                self.eval_steps.append(step)
+                self.eval_losses.append(float(eval_loss))
+                added = True
+        if added:
+            self.refresh()
+        return added
+
+    def render(self):
+        plt = self.plt
+        plt.clear_data()
+        limit = max(2, self.size.width * 2)
+        if self.steps:
+            xs, ys = decimate(self.steps, self.losses, limit)
+            plt.plot(xs, ys, label="train", marker="braille")
+        if self.eval_steps:
+            xs, ys = decimate(self.eval_steps, self.eval_losses, limit)
+            plt.plot(xs, ys, label="eval", marker="dot" if len(xs) < 40 else "braille")
+        plt.xlabel("step")
+        if not self.point_count:
+            plt.title("waiting for the first logged loss…")
+        else:
+            plt.title("")
+        return super().render()

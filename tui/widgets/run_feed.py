@@ -1,0 +1,281 @@
+"""Cheap, incremental readers of a run directory for the live panel.
+
+The live panel polls several times a second while a run may log every step,
+so every reader here does the least work possible per tick: metrics and the
+log are followed from a byte offset (never re-read whole), status.json is
+re-parsed only when its mtime changes, and checkpoints are re-listed only
+when the set of `checkpoint-*`/`final` folders changes.
+
+core.runs / core.checkpoints are used when present; the small fallbacks keep
+the panel working against a plain run directory while those land.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOG_TAIL_BYTES = 64 * 1024  # first open shows the end of a long log, not all of it
+
+
+class _OffsetTail:
+    """Follows a JSON-lines file from a byte offset; keeps a partial last line for later."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = 0
+        self._partial = b""
+
+    def read_new(self) -> list[dict]:
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:  # truncated or replaced: start again
+            self.offset, self._partial = 0, b""
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(size - self.offset)
+        self.offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # b"" when the chunk ended with a newline
+        rows = []
+        for line in lines:
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue  # a damaged line must not stop the panel
+        return rows
+
+
+def metrics_tail(path: Path):
+    """core.runs.MetricsTail when it exists, else the local offset reader."""
+    try:
+        from core.runs import MetricsTail
+    except ImportError:
+        return _OffsetTail(path)
+    return MetricsTail(path)
+
+
+class LogFollower:
+    """New lines of train.log since the last call; the first call returns the tail."""
+
+    def __init__(self, path: Path, first_bytes: int = LOG_TAIL_BYTES):
+        self.path = Path(path)
+        self.offset: int | None = None
+        self.first_bytes = first_bytes
+        self._partial = ""
+
+    def read_new(self) -> list[str]:
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return []
+        skip_first = False
+        if self.offset is None or size < self.offset:
+            self.offset = max(0, size - self.first_bytes)
+            skip_first = self.offset > 0  # we probably landed mid-line
+            self._partial = ""
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(size - self.offset)
+        self.offset += len(data)
+        # \r: progress bars rewrite one line; keep what the last rewrite said
+        text = self._partial + data.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        if skip_first and lines:
+            lines = lines[1:]
+        return [line.rsplit("\r", 1)[-1] for line in lines]
+
+
+class StatusWatcher:
+    """status.json, parsed again only when the file changed."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "status.json"
+        self._stamp: tuple[int, int] | None = None
+        self.status: dict = {}
+
+    def poll(self) -> bool:
+        """True when the status changed since the last poll."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return False
+        try:
+            status = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return False  # caught mid-write; the next tick reads it
+        self._stamp = stamp
+        if not isinstance(status, dict) or status == self.status:
+            return False
+        self.status = status
+        return True
+
+
+@dataclass
+class CheckpointRow:
+    name: str
+    step: int | None = None
+    eval_loss: float | None = None
+    train_loss: float | None = None
+    tags: set[str] = field(default_factory=set)
+
+
+def _checkpoint_names(run_dir: Path) -> tuple[str, ...]:
+    try:
+        entries = os.scandir(run_dir)
+    except FileNotFoundError:
+        return ()
+    with entries:
+        return tuple(
+            sorted(
+                e.name
+                for e in entries
+                if e.is_dir() and (e.name.startswith("checkpoint-") or e.name == "final")
+            )
+        )
+
+
+def _fallback_checkpoints(run_dir: Path, names: tuple[str, ...]) -> list[CheckpointRow]:
+    rows = []
+    for name in names:
+        step = None
+        if name.startswith("checkpoint-"):
+            try:
+                step = int(name.split("-", 1)[1])
+            except ValueError:
+                continue
+        rows.append(CheckpointRow(name=name, step=step))
+    steps = [r for r in rows if r.step is not None]
+    steps.sort(key=lambda r: r.step)
+    if steps:
+        steps[-1].tags.add("last")
+    for r in rows:
+        if r.name == "final":
+            r.tags.add("final")
+    return sorted(rows, key=lambda r: (r.step is None, r.step or 0))
+
+
+class CheckpointWatcher:
+    """Checkpoints of a run, re-listed only when the folders change."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self._names: tuple[str, ...] | None = None
+        self.rows: list[CheckpointRow] = []
+        self.incomplete = False  # a folder is still being written: list again next tick
+
+    def poll(self, force: bool = False) -> bool:
+        names = _checkpoint_names(self.run_dir)
+        if names == self._names and not force:
+            return False
+        first = self._names is None
+        self._names = names
+        rows = list_checkpoint_rows(self.run_dir, names)
+        self.incomplete = len(rows) < len(names)
+        changed = [(r.name, r.eval_loss, sorted(r.tags)) for r in rows] != [
+            (r.name, r.eval_loss, sorted(r.tags)) for r in self.rows
+        ]
+        self.rows = rows
+        return changed or first
+
+
+def list_checkpoint_rows(
+    run_dir: Path, names: tuple[str, ...] | None = None
+) -> list[CheckpointRow]:
+    if names is None:
+        names = _checkpoint_names(run_dir)
+    try:
+        from core.checkpoints import list_checkpoints
+    except ImportError:
+        return _fallback_checkpoints(run_dir, names)
+    try:
+        found = list_checkpoints(run_dir)
+    except Exception:  # a checkpoint being written right now; show what we can
+        return _fallback_checkpoints(run_dir, names)
+    return [
+        CheckpointRow(
+            name=c.name,
+            step=getattr(c, "step", None),
+            eval_loss=getattr(c, "eval_loss", None),
+            train_loss=getattr(c, "train_loss", None),
+            tags=set(getattr(c, "tags", ()) or ()),
+        )
+        for c in found
+    ]
+
+
+def read_estimate_bytes(run_dir: Path) -> int | None:
+    """The estimated peak memory per GPU from estimate.json, whatever its exact layout."""
+    path = Path(run_dir) / "estimate.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return _find_total_bytes(data)
+
+
+_TOTAL_KEYS = ("total_bytes", "peak_bytes", "total", "per_gpu_bytes", "total_per_gpu_bytes")
+_GB_KEYS = ("total_gb", "peak_gb", "total_gib", "per_gpu_gb")
+
+
+def _find_total_bytes(data) -> int | None:
+    if not isinstance(data, dict):
+        return None
+    for key in _TOTAL_KEYS:
+        value = data.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            return int(value)
+    for key in _GB_KEYS:
+        value = data.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            return int(value * (1024**3 if "gib" in key else 1e9))
+    for key in ("memory", "estimate", "breakdown", "result"):
+        found = _find_total_bytes(data.get(key))
+        if found:
+            return found
+    return None
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def format_pair(used: float, total: float) -> str:
+    """`3.1/4.2 GB`: two sizes in the unit of the larger one."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if max(used, total) >= scale:
+            return f"{used / scale:.1f}/{total / scale:.1f} {unit}"
+    return f"{used:.0f}/{total:.0f} B"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "–"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
