@@ -51,8 +51,7 @@ def training_kwargs(
         # train.log is a file: one line per log beats carriage-return progress bars.
         disable_tqdm=True,
         dataloader_pin_memory=cuda,
-        # Gradient checkpointing is set up on the model (non-reentrant) in core.train.model.
-        gradient_checkpointing=False,
+        # (gradient checkpointing is set up on the model, non-reentrant, in core.train.model)
     )
     if cfg.distributed.distributed != "none":
         kw["ddp_find_unused_parameters"] = False

@@ -1,0 +1,319 @@
+"""`tunewiz train | runs | logs | stop | resume`: start runs and look after them, headless.
+
+Every config option is also a flag (`training.max_steps` -> `--max-steps`), generated
+from core.config so the help lines and choices are the same as in the wizard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+from core.config import RunConfig, section_fields
+from core.errors import UserError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="Start a training run (detached: it survives closing the terminal).",
+        description="Validate the options, data and model, then start the run in the background and "
+        "print its name. Options come from CONFIG.toml, a --preset, and flags (flags win).",
+    )
+    p.add_argument("config", nargs="?", metavar="CONFIG.toml", help="A run config file (optional).")
+    p.add_argument(
+        "--preset", help="Start from a training preset: quick-test, standard or thorough."
+    )
+    p.add_argument(
+        "--foreground", action="store_true", help="Stream the run's log here until it ends."
+    )
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("runs", help="List runs with state, progress, loss and ETA.")
+    p.add_argument("--json", action="store_true", help="Machine-readable output.")
+    _runs_dir_flag(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = subparsers.add_parser("logs", help="Show a run's log (train.log).")
+    p.add_argument("run", metavar="RUN", help="Run name or folder.")
+    p.add_argument("-f", "--follow", action="store_true", help="Keep printing as the run goes on.")
+    p.add_argument("-n", "--lines", type=int, default=50, help="How many last lines to show.")
+    _runs_dir_flag(p)
+    p.set_defaults(func=cmd_logs)
+
+    p = subparsers.add_parser("stop", help="Stop a run gracefully (it saves a checkpoint first).")
+    p.add_argument("run", metavar="RUN", help="Run name or folder.")
+    p.add_argument("--wait", action="store_true", help="Wait until the run has stopped.")
+    _runs_dir_flag(p)
+    p.set_defaults(func=cmd_stop)
+
+    p = subparsers.add_parser(
+        "resume", help="Continue a stopped or failed run from its last checkpoint."
+    )
+    p.add_argument("run", metavar="RUN", help="Run name or folder.")
+    p.add_argument(
+        "--foreground", action="store_true", help="Stream the run's log here until it ends."
+    )
+    _runs_dir_flag(p)
+    p.set_defaults(func=cmd_resume)
+
+
+def _runs_dir_flag(p: argparse.ArgumentParser) -> None:
+    from core.paths import default_runs_dir
+
+    p.add_argument(
+        "--runs-dir", default=str(default_runs_dir()), help="Folder that holds all runs."
+    )
+
+
+# -- flags from the config dataclasses ----------------------------------------
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    top = p.add_argument_group("run")
+    for f in dataclasses.fields(RunConfig):
+        if f.name in ("name", "runs_dir"):
+            top.add_argument(
+                flag_name(f.name), dest=f"cfg:{f.name}", default=None, help=f.metadata.get("help")
+            )
+    for section in RunConfig.SECTIONS:
+        group = p.add_argument_group(section)
+        for f in section_fields(section):
+            kw: dict = {
+                "dest": f"cfg:{section}.{f.name}",
+                "default": None,
+                "help": f.metadata.get("help"),
+            }
+            if f.type in (bool, "bool"):
+                # `--gradient-checkpointing` alone means true; `--gradient-checkpointing false` too.
+                kw.update(nargs="?", const="true", metavar="true|false")
+            elif f.metadata.get("choices"):
+                kw["choices"] = [str(c) for c in f.metadata["choices"]]
+            group.add_argument(flag_name(f.name), **kw)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Defaults < preset < CONFIG.toml < flags."""
+    cfg = RunConfig()
+    if getattr(args, "preset", None):
+        from core.train.presets import load_preset
+
+        cfg.update(load_preset(args.preset), where=f"preset {args.preset}")
+    if getattr(args, "config", None):
+        cfg.update(_raw_toml(args.config), where=args.config)
+    for dest, value in vars(args).items():
+        if not dest.startswith("cfg:") or value is None:
+            continue
+        dotted = dest[4:]
+        try:
+            cfg.set(dotted, value)
+        except UserError as exc:
+            raise UserError(
+                exc.message, where=flag_name(dotted.rsplit(".", 1)[-1]), hint=exc.hint
+            ) from None
+    return cfg
+
+
+def _raw_toml(path: str) -> dict:
+    # Only the keys the file sets, so a preset's values survive what the file leaves out.
+    from pathlib import Path
+
+    from core.config import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("config file not found", where=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"not valid TOML: {exc}", where=path) from None
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from core import runs
+    from core.train import launch
+
+    cfg = config_from_args(args)
+    console = _console()
+    console.print("validating the model, data and options ...", style="dim")
+    run_dir = launch(cfg, foreground=False)
+    st = runs.read_status(run_dir)
+    console.print(
+        Text.assemble(("started run ", "green"), (run_dir.name, "bold"), f"  (pid {st.get('pid')})")
+    )
+    console.print(
+        Text(
+            f"  folder:  {run_dir}\n  follow:  tunewiz logs {run_dir.name} -f\n"
+            f"  stop:    tunewiz stop {run_dir.name}"
+        )
+    )
+    if args.foreground:
+        from core.train.launcher import follow
+
+        state = follow(run_dir)
+        return _exit_code(run_dir, state)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from core import runs
+    from core.train import resume
+
+    run_dir = runs.resolve_run(args.run, args.runs_dir)
+    resume(run_dir)
+    _console().print(
+        Text.assemble(
+            ("resumed run ", "green"),
+            (run_dir.name, "bold"),
+            f"  from {runs.read_status(run_dir).get('resumed_from')}",
+        )
+    )
+    if args.foreground:
+        from core.train.launcher import follow
+
+        return _exit_code(run_dir, follow(run_dir))
+    return 0
+
+
+def _exit_code(run_dir, state: str) -> int:
+    from rich.text import Text
+
+    from core import runs
+
+    info = runs.read_run(run_dir)
+    if state in ("finished", "stopped"):
+        _console().print(Text(f"run {info.name} {state} at step {info.step}"))
+        return 0
+    _console(stderr=True).print(Text(f"run {info.name} {state}: {info.error}", style="red"))
+    return 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    from core import runs
+
+    infos = runs.list_runs(args.runs_dir)
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=2, default=str))
+        return 0
+    if not infos:
+        _console().print(f"no runs in {args.runs_dir}/ yet: start one with `tunewiz train`")
+        return 0
+    table = Table(box=None, header_style="bold")
+    for col in ("run", "state", "progress", "last loss", "best eval", "elapsed", "ETA", "method"):
+        table.add_column(col, justify="right" if col not in ("run", "state", "method") else "left")
+    colours = {
+        "running": "green",
+        "finished": "cyan",
+        "failed": "red",
+        "died": "red",
+        "stopped": "yellow",
+    }
+    for i in infos:
+        progress = (
+            f"{i.step}/{i.total_steps} {100 * i.progress:.0f}%" if i.total_steps else str(i.step)
+        )
+        table.add_row(
+            Text(i.name),
+            Text(i.state, style=colours.get(i.state, "")),
+            progress,
+            _num(i.last_loss),
+            _num(i.best_eval_loss),
+            runs.format_duration(i.elapsed_s),
+            runs.format_duration(i.eta_s),
+            i.method,
+        )
+    console = _console()
+    console.print(table)
+    for i in infos:
+        if i.state in ("failed", "died") and i.error:
+            console.print(Text(f"{i.name}: {i.error}", style="red"))
+    return 0
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    try:
+        return f"{float(value):.4f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from core import runs
+
+    run_dir = runs.resolve_run(args.run, args.runs_dir)
+    if not args.follow:
+        for line in runs.tail_log(run_dir, args.lines):
+            sys.stdout.write(line + "\n")
+        return 0
+    # Follow from the last lines on; Ctrl-C only stops following (the run goes on).
+    path = run_dir / runs.LOG_FILE
+    for line in runs.tail_log(run_dir, args.lines):
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    offset = path.stat().st_size if path.exists() else 0
+    try:
+        while True:
+            if path.exists():
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                offset += len(chunk)
+                if chunk:
+                    sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                    sys.stdout.flush()
+            if not chunk_pending(run_dir, path, offset):
+                return 0
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
+def chunk_pending(run_dir, path, offset) -> bool:
+    """Keep following while the run lives or output is still unread."""
+    from core import runs
+
+    if runs.read_run(run_dir).state in runs.LIVE_STATES:
+        return True
+    return path.exists() and path.stat().st_size > offset
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from core import runs
+
+    run_dir = runs.resolve_run(args.run, args.runs_dir)
+    runs.stop_run(run_dir)
+    console = _console()
+    console.print(Text(f"asked {run_dir.name} to stop: it saves a checkpoint, then exits"))
+    if args.wait:
+        while runs.read_run(run_dir).state in runs.LIVE_STATES:
+            time.sleep(0.5)
+        info = runs.read_run(run_dir)
+        console.print(Text(f"{info.name}: {info.state} at step {info.step}"))
+    return 0
