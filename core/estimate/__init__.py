@@ -1,0 +1,60 @@
+"""The memory, time and cost estimator (pure arithmetic: no torch, no network).
+
+`estimate(arch, req)` gives peak memory per GPU term by term; `recommend` picks a
+method and batch for a GPU; `rent_table` ranks GPUs by cost; the `*_run`
+helpers connect it to a RunConfig.
+"""
+
+from core.estimate.advice import (
+    MFU,
+    Recommendation,
+    RentOption,
+    max_batch,
+    recommend,
+    rent_table,
+    train_flops,
+    train_hours,
+    what_would_fit,
+)
+from core.estimate.memory import (
+    ATTENTIONS,
+    DEVICES,
+    GIB,
+    METHODS,
+    OPTIMIZERS,
+    PRECISIONS,
+    QUANTS,
+    TERMS,
+    Estimate,
+    EstimateRequest,
+    estimate,
+    validate,
+)
+from core.estimate.runs import estimate_for_run, oom_advice, request_from_run_config
+
+__all__ = [
+    "ATTENTIONS",
+    "DEVICES",
+    "GIB",
+    "METHODS",
+    "MFU",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "QUANTS",
+    "TERMS",
+    "Estimate",
+    "EstimateRequest",
+    "Recommendation",
+    "RentOption",
+    "estimate",
+    "estimate_for_run",
+    "max_batch",
+    "oom_advice",
+    "recommend",
+    "rent_table",
+    "request_from_run_config",
+    "train_flops",
+    "train_hours",
+    "validate",
+    "what_would_fit",
+]

@@ -1,0 +1,221 @@
+"""What to do with an estimate: pick a method and batch that fit, time and cost, what to rent.
+
+Time: a training step costs `6*N` FLOPs per token for full fine-tuning (forward 2N,
+backward 4N: input and weight gradients) and about `4*N` for a frozen base
+(LoRA/QLoRA compute no weight gradients for the base), plus another `2*N` when
+gradient checkpointing re-runs the forward pass (Transformer Math 101; Kaplan et
+al. 2020). GPUs reach a fraction of their peak, the model FLOPs utilisation
+(MFU), stated in `MFU` below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.errors import UserError
+from core.estimate.memory import GIB, Estimate, EstimateRequest, estimate, with_
+from core.profiles import GpuProfile, ModelArch, load_gpus
+
+#: Model FLOPs utilisation of well-tuned HF Trainer fine-tuning runs (bf16, FlashAttention/SDPA).
+#: QLoRA dequantizes every 4-bit matrix in each forward and backward matmul, which costs time.
+MFU = {"full": 0.40, "lora": 0.40, "qlora": 0.28}
+#: Data-parallel scaling per GPU beyond the first (all-reduce / all-gather traffic).
+MULTI_GPU_EFFICIENCY = 0.90
+MAX_BATCH = 256
+METHOD_ORDER = ("full", "lora", "qlora")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    method: str | None
+    batch_size: int | None  # largest per-device batch that fits (capped at MAX_BATCH)
+    fits: bool
+    reason: str
+    estimate: Estimate | None = None  # for the recommended method and batch
+    suggestions: tuple[str, ...] = field(default=())  # what would fit, when nothing does
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "batch_size": self.batch_size,
+            "fits": self.fits,
+            "reason": self.reason,
+            "total_gib": round(self.estimate.total / GIB, 3) if self.estimate else None,
+            "suggestions": list(self.suggestions),
+        }
+
+
+def _fits(arch: ModelArch, req: EstimateRequest, mem_bytes: float) -> bool:
+    return estimate(arch, req).total <= mem_bytes
+
+
+def max_batch(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> int:
+    """Largest per-device batch (0 if none) that fits; memory is monotone in batch, so bisect."""
+    mem = gpu_mem_gib * GIB
+    if not _fits(arch, with_(req, batch_size=1), mem):
+        return 0
+    lo, hi = 1, 2
+    while hi <= MAX_BATCH and _fits(arch, with_(req, batch_size=hi), mem):
+        lo, hi = hi, hi * 2
+    hi = min(hi, MAX_BATCH + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _fits(arch, with_(req, batch_size=mid), mem):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def recommend(
+    arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float, *, force_method: str | None = None
+) -> Recommendation:
+    """Prefer full, then LoRA, then QLoRA (or the forced method); the largest batch that fits."""
+    methods = (force_method,) if force_method else METHOD_ORDER
+    for method in methods:
+        r = with_(req, method=method)
+        b = max_batch(arch, r, gpu_mem_gib)
+        if b:
+            est = estimate(arch, with_(r, batch_size=b))
+            why = f"{method} fits in {gpu_mem_gib:g} GiB with up to {b} rows per step ({est.total / GIB:.1f} GiB at the peak)"
+            if method != methods[0]:
+                why += "; " + ", ".join(
+                    f"{m} does not fit even at batch 1" for m in methods[: methods.index(method)]
+                )
+            if b < req.batch_size:
+                accum = -(-req.batch_size // b)
+                why += (
+                    f"; your batch of {req.batch_size} does not fit: use batch {b} with "
+                    f"gradient_accumulation_steps {accum} for the same effective batch"
+                )
+            return Recommendation(method, b, True, why, est)
+    est = estimate(arch, with_(req, method=methods[-1], batch_size=1))
+    return Recommendation(
+        None,
+        None,
+        False,
+        f"{' / '.join(methods)} do{'es' if len(methods) == 1 else ''} not fit in {gpu_mem_gib:g} GiB "
+        f"even at batch 1 ({methods[-1]} needs {est.total / GIB:.1f} GiB)",
+        est,
+        tuple(what_would_fit(arch, with_(req, method=methods[-1]), gpu_mem_gib)),
+    )
+
+
+def what_would_fit(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> list[str]:
+    """Concrete changes that make batch 1 fit, nearest first."""
+    mem = gpu_mem_gib * GIB
+    r1 = with_(req, batch_size=1)
+    out: list[str] = []
+    if not req.grad_checkpointing and _fits(arch, with_(r1, grad_checkpointing=True), mem):
+        out.append("turn on gradient checkpointing (--grad-checkpointing)")
+    if req.method != "qlora" and req.method != "inference":
+        q = with_(r1, method="qlora")
+        if _fits(arch, q, mem):
+            out.append("train with QLoRA (--method qlora)")
+    seq = req.seq_len
+    while seq > 64:
+        seq //= 2
+        for gc in (req.grad_checkpointing, True):
+            if _fits(arch, with_(r1, seq_len=seq, grad_checkpointing=gc), mem):
+                out.append(
+                    f"shorten sequences to {seq} tokens (--seq-len {seq})"
+                    + ("" if gc == req.grad_checkpointing else " with gradient checkpointing")
+                )
+                break
+        else:
+            continue
+        break
+    if req.device == "cuda":
+        for n in (2, 4, 8):
+            if _fits(arch, with_(r1, gpus=n, zero=3), mem):
+                out.append(f"{n} GPUs of this size with ZeRO-3/FSDP (--gpus {n} --zero 3)")
+                break
+        for gpu in sorted(load_gpus(), key=lambda g: (g.memory_gib, g.price_per_hour_usd)):
+            if gpu.memory_gib > gpu_mem_gib and _fits(
+                arch, with_(r1, gpus=1, zero=0), gpu.memory_gib * GIB
+            ):
+                out.append(f"a bigger GPU: {gpu.name} ({gpu.memory_gib:g} GiB)")
+                break
+    if not out:
+        out.append(
+            "no single change is enough: combine QLoRA, gradient checkpointing and a shorter --seq-len"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------
+# time and cost
+# ---------------------------------------------------------------------------
+
+
+def train_flops(arch: ModelArch, req: EstimateRequest, tokens: int) -> float:
+    n = arch.num_params()
+    per_token = 6 * n if req.method == "full" else 4 * n
+    if req.grad_checkpointing:
+        per_token += 2 * n
+    return per_token * tokens
+
+
+def train_hours(
+    arch: ModelArch, req: EstimateRequest, tokens: int, gpu: GpuProfile, n_gpus: int = 1
+) -> float:
+    mfu = MFU.get(req.method, 0.4)
+    scale = n_gpus * (MULTI_GPU_EFFICIENCY if n_gpus > 1 else 1.0)
+    rate = gpu.bf16_tflops * 1e12 * mfu * scale
+    return train_flops(arch, req, tokens) / rate / 3600
+
+
+@dataclass(frozen=True)
+class RentOption:
+    gpu: str
+    n_gpus: int
+    memory_gib: float  # per GPU
+    zero: int
+    batch_size: int  # per device
+    hours: float
+    cost_usd: float
+    price_per_hour_usd: float  # for the whole node
+    price_date: str
+    price_source: str
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def rent_table(
+    arch: ModelArch, req: EstimateRequest, tokens: int, gpus: list[GpuProfile] | None = None
+) -> list[RentOption]:
+    """Every catalog GPU, alone and in 2/4/8-GPU nodes, that fits `req.method`: cheapest first.
+
+    Nodes use plain data parallelism when the model fits one GPU, else ZeRO-2, else ZeRO-3.
+    """
+    if tokens <= 0:
+        raise UserError(f"must be positive, got {tokens}", where="--tokens")
+    gpus = load_gpus() if gpus is None else gpus
+    rows: list[RentOption] = []
+    base = with_(req, device="cuda")
+    for gpu in gpus:
+        for n in (1, 2, 4, 8):
+            for zero in (0,) if n == 1 else (0, 2, 3):
+                r = with_(base, gpus=n, zero=zero)
+                b = max_batch(arch, r, gpu.memory_gib)
+                if b:
+                    hours = train_hours(arch, r, tokens, gpu, n)
+                    price = gpu.price_per_hour_usd * n
+                    rows.append(
+                        RentOption(
+                            gpu.name,
+                            n,
+                            gpu.memory_gib,
+                            zero,
+                            b,
+                            hours,
+                            hours * price,
+                            price,
+                            gpu.price_date,
+                            gpu.price_source,
+                        )
+                    )
+                    break
+    rows.sort(key=lambda o: (o.cost_usd, o.hours))
+    return rows
