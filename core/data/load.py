@@ -40,6 +40,7 @@ KINDS = {
 # Not every stray high byte breaks a row: decoding with surrogateescape keeps reading and
 # this finds the rows that had them.
 _SURROGATE = re.compile("[\udc80-\udcff]")
+_PARAGRAPH = re.compile(r"(?:[^\n]*\S[^\n]*(?:\n|$))+")  # runs of non-blank lines
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CHUNK = 1 << 20
 
@@ -423,20 +424,15 @@ def _read_txt(src: Source, f, text_split: str) -> Iterator[Record]:
             else:
                 yield 1, {"text": text.strip("\n")}, None
         return
-    line = 1
-    for block in re.split(r"(\n[ \t]*\n)", text):
-        if block.strip() and not block.startswith("\n"):
-            lead = len(block) - len(block.lstrip("\n"))
-            here = line + lead
-            if _SURROGATE.search(block):
-                yield (
-                    here,
-                    None,
-                    Problem(src.where(here), "non_utf8", "holds bytes that are not UTF-8"),
-                )
-            else:
-                yield here, {"text": block.strip()}, None
-        line += block.count("\n")
+    line, pos = 1, 0
+    for m in _PARAGRAPH.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        block = m.group()
+        if _SURROGATE.search(block):
+            yield line, None, Problem(src.where(line), "non_utf8", "holds bytes that are not UTF-8")
+        else:
+            yield line, {"text": block.strip()}, None
 
 
 def _read_parquet(src: Source) -> Iterator[Record]:

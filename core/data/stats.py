@@ -25,9 +25,12 @@ def token_stats(
 
     arr = np.asarray(lengths, dtype=np.int64)
     over = arr[arr > max_seq_len]
-    top = int(arr.max())
-    step = max(1, -(-top // bins))
-    edges = list(range(0, step * bins + 1, step))
+    top, low = int(arr.max()), int(arr.min())
+    step = max(1, -(-(top + 1 - low) // bins))
+    start = low - low % step  # round edges so they read well
+    if start + step * bins <= top:
+        step += 1
+    edges = [start + step * i for i in range(bins + 1)]
     counts, _ = np.histogram(arr, bins=edges)
     p99 = float(np.percentile(arr, 99))
     return TokenStats(
