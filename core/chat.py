@@ -208,11 +208,37 @@ class ChatSession:
         Setting `cancel` (or closing the iterator) stops generation within a
         token; the partial reply is kept in the history, as the user saw it.
         """
+        inputs = self._encode(user_text)
+        try:
+            yield from self._generate(inputs, cancel)
+        finally:
+            text = self.last_reply.text if self.last_reply else ""
+            self.history += [
+                {"role": "user", "content": user_text},
+                {"role": "assistant", "content": text},
+            ]
+
+    def complete_ids(self, input_ids: list[int]) -> Reply:
+        """Continue an already rendered prompt (token ids), outside the conversation.
+
+        The batch comparison feeds validation prompts exactly as training rendered them.
+        """
+        import torch
+
+        ids = torch.tensor([list(input_ids)], dtype=torch.long)
+        for _ in self._generate({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, None):
+            pass
+        assert self.last_reply is not None
+        return self.last_reply
+
+    def _generate(self, inputs, cancel: threading.Event | None) -> Iterator[str]:
+        """Run model.generate in a thread and yield its text; sets `last_reply` when done."""
         import torch
 
         cancel = cancel or threading.Event()
         stop = threading.Event()  # set by us when the consumer goes away
-        inputs = self._encode(user_text).to(self.loaded.model.device)
+        device = self.loaded.model.device
+        inputs = {k: v.to(device) for k, v in inputs.items()}
         streamer = _counting_streamer(self.loaded.tokenizer)
         tokenizer = self.loaded.tokenizer
         kwargs = dict(
@@ -239,6 +265,7 @@ class ChatSession:
             from transformers import set_seed
 
             set_seed(self.settings.seed)
+        self.last_reply = None
         started = time.perf_counter()
         thread = threading.Thread(target=run, name="tunewiz-generate", daemon=True)
         thread.start()
@@ -254,13 +281,10 @@ class ChatSession:
             stop.set()
             thread.join()
             elapsed = time.perf_counter() - started
-            text = "".join(pieces)
-            self.history += [
-                {"role": "user", "content": user_text},
-                {"role": "assistant", "content": text},
-            ]
             first = streamer.first_token_at - started if streamer.first_token_at else None
-            self.last_reply = Reply(text, streamer.generated, elapsed, first, cancel.is_set())
+            self.last_reply = Reply(
+                "".join(pieces), streamer.generated, elapsed, first, cancel.is_set()
+            )
         if failure:
             raise failure[0]
 

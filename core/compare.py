@@ -1,0 +1,295 @@
+"""Before/after: the same prompts through two models, side by side.
+
+`compare_batch` runs the run's validation rows (exactly as training rendered
+them, from the run's `data/eval.jsonl`) or a prompt file through two targets,
+one model loaded at a time so that two large models never share the GPU, and
+writes `report.jsonl` + `report.md` (prompt, reference, output A, output B).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.chat import ChatSession, GenerationSettings
+from core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Item:
+    prompt: str  # what the user asked, shown in the report
+    reference: str | None = None  # the dataset's answer, if known
+    input_ids: list[int] | None = None  # the prompt exactly as training rendered it
+    system: str | None = None
+
+
+@dataclass
+class Row:
+    prompt: str
+    reference: str | None
+    output_a: str
+    output_b: str
+    tokens_a: int = 0
+    tokens_b: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def load_prompt_file(path: str | Path) -> list[Item]:
+    """Prompts from .txt (one per line) or .jsonl/.json rows with a prompt and maybe a reference.
+
+    Accepted row keys: prompt | instruction (+ input) | question, and
+    reference | response | output | answer | completion.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read the prompt file: {exc.strerror}", where=str(path)) from None
+    if path.suffix == ".txt":
+        return [Item(line.strip()) for line in text.splitlines() if line.strip()]
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except ValueError as exc:
+            raise UserError(f"not valid JSON: {exc}", where=str(path)) from None
+        if not isinstance(rows, list):
+            raise UserError("expected a JSON array of rows", where=str(path))
+        numbered = list(enumerate(rows, 1))
+    elif path.suffix in (".jsonl", ".ndjson"):
+        numbered = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                numbered.append((n, json.loads(line)))
+            except ValueError as exc:
+                raise UserError(f"not valid JSON: {exc}", where=f"{path}:{n}") from None
+    else:
+        raise UserError(
+            "prompt files are .txt (one prompt per line), .jsonl or .json", where=str(path)
+        )
+    items = [_item_from_row(row, f"{path}:{n}") for n, row in numbered]
+    if not items:
+        raise UserError("the prompt file has no prompts", where=str(path))
+    return items
+
+
+def _item_from_row(row, where: str) -> Item:
+    if isinstance(row, str):
+        return Item(row)
+    if not isinstance(row, dict):
+        raise UserError("expected an object with a `prompt`", where=where)
+    prompt = row.get("prompt") or row.get("question") or row.get("instruction")
+    if isinstance(row.get("messages"), list):  # chat rows: the first user turn, the first answer
+        msgs = row["messages"]
+        users = [m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
+        answers = [
+            m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "assistant"
+        ]
+        system = next(
+            (m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "system"),
+            None,
+        )
+        if users:
+            return Item(str(users[0]), str(answers[0]) if answers else None, system=system)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError(
+            "row has no prompt",
+            where=where,
+            hint="give each row a `prompt` (or `instruction` / `question`)",
+        )
+    if row.get("instruction") and row.get("input"):
+        prompt = f"{row['instruction']}\n\n{row['input']}"
+    reference = next(
+        (row[k] for k in ("reference", "response", "output", "answer", "completion") if row.get(k)),
+        None,
+    )
+    return Item(prompt, None if reference is None else str(reference), system=row.get("system"))
+
+
+def validation_items(run_dir: Path, tokenizer) -> list[Item]:
+    """The run's validation rows: prompt = tokens before the first trained token, reference = that answer."""
+    path = Path(run_dir) / "data" / "eval.jsonl"
+    if not path.is_file():
+        raise UserError(
+            "this run has no validation rows to compare on",
+            where=str(path),
+            hint="pass --prompts FILE (.txt, one prompt per line, or .jsonl with prompt/reference)",
+        )
+    items = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            ids, labels = row["input_ids"], row["labels"]
+            first = next((i for i, lab in enumerate(labels) if lab != -100), None)
+            if first is None:
+                continue  # nothing trained in this row (text task rows have no prompt)
+            end = next((i for i in range(first, len(labels)) if labels[i] == -100), len(labels))
+            prompt_ids = ids[:first]
+            items.append(
+                Item(
+                    prompt=_last_user_turn(
+                        tokenizer.decode(prompt_ids, skip_special_tokens=False), tokenizer
+                    ),
+                    reference=tokenizer.decode(ids[first:end], skip_special_tokens=True).strip(),
+                    input_ids=prompt_ids,
+                )
+            )
+    return items
+
+
+def _last_user_turn(rendered: str, tokenizer) -> str:
+    """The readable part of a rendered prompt: its last user turn when the template marks one."""
+    for marker in (
+        "<|im_start|>user\n",
+        "<|start_header_id|>user<|end_header_id|>\n\n",
+        "<start_of_turn>user\n",
+    ):
+        if marker in rendered:
+            rendered = rendered.rsplit(marker, 1)[1]
+            break
+    for special in tokenizer.all_special_tokens + ["<|im_start|>", "<|im_end|>"]:
+        rendered = rendered.replace(special, "")
+    return rendered.strip().removesuffix("assistant").strip()
+
+
+def generate_all(
+    session: ChatSession,
+    items: list[Item],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[str, int]]:
+    """One fresh conversation per item (no history leaks between prompts)."""
+    out = []
+    for n, item in enumerate(items):
+        session.reset()
+        session.set_system(item.system)
+        reply = (
+            session.complete_ids(item.input_ids) if item.input_ids else session.reply(item.prompt)
+        )
+        out.append((reply.text.strip(), reply.tokens))
+        if progress:
+            progress(n + 1, len(items))
+    session.reset()
+    return out
+
+
+def _free(loaded) -> None:
+    del loaded.model
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def compare_batch(
+    run: str,
+    *,
+    checkpoint: str | None = None,
+    against: str = "base",
+    prompts_file: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    settings: GenerationSettings | None = None,
+    limit: int | None = None,
+    runs_dir: str | Path = "runs",
+    device: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[Path, list[Row]]:
+    """Run the validation rows (or a prompt file) through the run's checkpoint (A) and `against` (B).
+
+    Decoding is greedy unless `settings` say otherwise, so the two columns differ
+    only by the weights. Returns the report folder and the rows.
+    """
+    from core.models import find_run, load_for_chat
+
+    run_dir = find_run(run, runs_dir)
+    if run_dir is None:
+        raise UserError(
+            f"no run named {run!r}", where=str(runs_dir), hint="see `tunewiz runs` for the runs"
+        )
+    settings = settings or GenerationSettings(greedy=True)
+    loaded_a = load_for_chat(str(run_dir), checkpoint, device=device)
+    label_a = loaded_a.label
+    if prompts_file:
+        items = load_prompt_file(prompts_file)
+    else:
+        items = validation_items(run_dir, loaded_a.tokenizer)
+    if limit:
+        items = items[:limit]
+    if not items:
+        raise UserError("no prompts to compare", where=str(prompts_file or run_dir))
+
+    def step(label):
+        return (lambda done, total: progress(label, done, total)) if progress else None
+
+    outputs_a = generate_all(ChatSession(loaded_a, settings=settings), items, step(label_a))
+    _free(loaded_a)
+    loaded_b = load_for_chat(str(run_dir), against, device=device)
+    label_b = loaded_b.label
+    outputs_b = generate_all(ChatSession(loaded_b, settings=settings), items, step(label_b))
+    _free(loaded_b)
+
+    rows = [
+        Row(item.prompt, item.reference, a, b, ta, tb)
+        for item, (a, ta), (b, tb) in zip(items, outputs_a, outputs_b, strict=True)
+    ]
+    out = (
+        Path(out_dir)
+        if out_dir
+        else run_dir / "compare" / f"{Path(label_a).name.split()[-1]}-vs-{against}"
+    )
+    write_report(out, rows, label_a, label_b, settings)
+    return out, rows
+
+
+def write_report(
+    out: Path, rows: list[Row], label_a: str, label_b: str, settings: GenerationSettings
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "report.jsonl", "w", encoding="utf-8") as fh:
+        for row in rows:
+            record = asdict(row)
+            record.pop("extra")
+            record.update(model_a=label_a, model_b=label_b)
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    exact_a = sum(1 for r in rows if r.reference is not None and r.output_a == r.reference.strip())
+    exact_b = sum(1 for r in rows if r.reference is not None and r.output_b == r.reference.strip())
+    with_ref = sum(1 for r in rows if r.reference is not None)
+    lines = [
+        f"# Comparison: {label_a} (A) vs {label_b} (B)",
+        "",
+        f"{len(rows)} prompts; decoding: "
+        + (
+            "greedy"
+            if settings.greedy or settings.temperature == 0
+            else f"sampled, seed {settings.seed}"
+        )
+        + f", max {settings.max_new_tokens} new tokens.",
+    ]
+    if with_ref:
+        lines.append(
+            f"Exact match with the reference: A {exact_a}/{with_ref}, B {exact_b}/{with_ref}."
+        )
+    for n, row in enumerate(rows, 1):
+        lines += ["", f"## {n}", "", "**Prompt**", "", _quote(row.prompt)]
+        if row.reference is not None:
+            lines += ["", "**Reference**", "", _quote(row.reference)]
+        lines += ["", f"**A: {label_a}**", "", _quote(row.output_a)]
+        lines += ["", f"**B: {label_b}**", "", _quote(row.output_b)]
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _quote(text: str) -> str:
+    """Markdown blockquote; model text is kept literal (no markdown rendering surprises in tables)."""
+    return "\n".join("> " + line for line in (text or "(empty)").splitlines()) or "> (empty)"
