@@ -219,6 +219,7 @@ def build_report(args: argparse.Namespace) -> dict:
                 "price_per_hour_usd": gpu_profile.price_per_hour_usd,
                 "price_date": gpu_profile.price_date,
                 "price_source": gpu_profile.price_source,
+                "fits": report["fits"],
             }
         report["rent"] = [o.to_dict() for o in rent_table(arch, run_req, tokens)]
     return report
@@ -306,24 +307,32 @@ def print_report(r: dict) -> None:
             Text(
                 f"Time on {t['gpu']}: {t['hours']:.2f} h for {tok}, about ${t['cost_usd']:.2f} "
                 f"at ${t['price_per_hour_usd']:.2f}/h ({t['price_source']}, {t['price_date']})"
+                + ("" if t["fits"] else "  (if it fitted: it does not at these settings)")
             )
         )
     if r["rent"]:
         rent = Table(
             title=f"What to rent for {r['method']}, {tok}: cheapest first", title_justify="left"
         )
-        for col in ("GPU", "GPUs", "ZeRO", "batch/GPU", "hours", "cost $", "$/h"):
+        for col in ("GPU", "GPUs", "ZeRO", "ckpt", "batch/GPU", "hours", "cost $", "$/h"):
             rent.add_column(col, justify="left" if col == "GPU" else "right")
-        for o in r["rent"][:12]:
+        shown: set[str] = set()
+        for o in r["rent"]:
+            if o["gpu"] in shown:  # the cheapest node of each GPU here; --json lists them all
+                continue
+            shown.add(o["gpu"])
             rent.add_row(
                 o["gpu"],
                 str(o["n_gpus"]),
                 str(o["zero"]),
+                "on" if o["grad_checkpointing"] else "off",
                 str(o["batch_size"]),
                 f"{o['hours']:.2f}",
                 f"{o['cost_usd']:.2f}",
                 f"{o['price_per_hour_usd']:.2f}",
             )
+            if len(shown) == 12:
+                break
         console.print(rent)
         console.print(
             Text(

@@ -101,46 +101,91 @@ def recommend(
     )
 
 
-def what_would_fit(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> list[str]:
-    """Concrete changes that make batch 1 fit, nearest first."""
+@dataclass(frozen=True)
+class Suggestion:
+    text: str  # in CLI words
+    changes: dict  # EstimateRequest fields to change (gpu_mem_gib for "a bigger GPU")
+
+
+def _describe(changes: dict, req: EstimateRequest) -> str:
+    words = []
+    if changes.get("method"):
+        words.append(f"train with {changes['method'].upper()} (--method {changes['method']})")
+    if changes.get("grad_checkpointing"):
+        words.append("gradient checkpointing (--grad-checkpointing)")
+    if changes.get("seq_len"):
+        words.append(f"sequences of {changes['seq_len']} tokens (--seq-len {changes['seq_len']})")
+    return " with ".join(words) if len(words) < 3 else f"{words[0]} with {words[1]} and {words[2]}"
+
+
+def suggestions(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> list[Suggestion]:
+    """Concrete changes that make batch 1 fit, nearest (fewest, smallest changes) first."""
     mem = gpu_mem_gib * GIB
     r1 = with_(req, batch_size=1)
-    out: list[str] = []
-    if not req.grad_checkpointing and _fits(arch, with_(r1, grad_checkpointing=True), mem):
-        out.append("turn on gradient checkpointing (--grad-checkpointing)")
-    if req.method != "qlora" and req.method != "inference":
-        q = with_(r1, method="qlora")
-        if _fits(arch, q, mem):
-            out.append("train with QLoRA (--method qlora)")
-    seq = req.seq_len
-    while seq > 64:
-        seq //= 2
-        for gc in (req.grad_checkpointing, True):
-            if _fits(arch, with_(r1, seq_len=seq, grad_checkpointing=gc), mem):
-                out.append(
-                    f"shorten sequences to {seq} tokens (--seq-len {seq})"
-                    + ("" if gc == req.grad_checkpointing else " with gradient checkpointing")
-                )
-                break
-        else:
+    out: list[Suggestion] = []
+    methods = [req.method] + {"full": ["lora", "qlora"], "lora": ["qlora"]}.get(req.method, [])
+    seqs = [req.seq_len]
+    while seqs[-1] > 128:
+        seqs.append(seqs[-1] // 2)
+    combos = []
+    for mi, method in enumerate(methods):
+        for gc in sorted({req.grad_checkpointing, True}):
+            for si, seq in enumerate(seqs):
+                n_changes = (mi > 0) + (gc != req.grad_checkpointing) + (si > 0)
+                combos.append((n_changes, si, mi, method, gc, seq))
+    combos.sort(key=lambda c: c[:3])
+    seen_kinds = set()
+    for n_changes, _si, _mi, method, gc, seq in combos:
+        if n_changes == 0:
             continue
-        break
+        kind = (method != req.method, gc != req.grad_checkpointing, seq != req.seq_len)
+        if kind in seen_kinds:
+            continue
+        if _fits(arch, with_(r1, method=method, grad_checkpointing=gc, seq_len=seq), mem):
+            seen_kinds.add(kind)
+            changes = {}
+            if method != req.method:
+                changes["method"] = method
+            if gc != req.grad_checkpointing:
+                changes["grad_checkpointing"] = gc
+            if seq != req.seq_len:
+                changes["seq_len"] = seq
+            out.append(Suggestion(_describe(changes, req), changes))
+        if len(out) >= 3:
+            break
     if req.device == "cuda":
-        for n in (2, 4, 8):
-            if _fits(arch, with_(r1, gpus=n, zero=3), mem):
-                out.append(f"{n} GPUs of this size with ZeRO-3/FSDP (--gpus {n} --zero 3)")
+        gcs = sorted({req.grad_checkpointing, True})
+        for n, gc in ((n, gc) for n in (2, 4, 8) for gc in gcs):
+            if _fits(arch, with_(r1, gpus=n, zero=3, grad_checkpointing=gc), mem):
+                extra = " and gradient checkpointing" if gc != req.grad_checkpointing else ""
+                out.append(
+                    Suggestion(
+                        f"{n} GPUs of this size with ZeRO-3/FSDP{extra} (--gpus {n} --zero 3)",
+                        {"gpus": n, "zero": 3, "grad_checkpointing": gc},
+                    )
+                )
                 break
         for gpu in sorted(load_gpus(), key=lambda g: (g.memory_gib, g.price_per_hour_usd)):
             if gpu.memory_gib > gpu_mem_gib and _fits(
                 arch, with_(r1, gpus=1, zero=0), gpu.memory_gib * GIB
             ):
-                out.append(f"a bigger GPU: {gpu.name} ({gpu.memory_gib:g} GiB)")
+                out.append(
+                    Suggestion(
+                        f"a bigger GPU: {gpu.name} ({gpu.memory_gib:g} GiB)",
+                        {"gpu_mem_gib": gpu.memory_gib},
+                    )
+                )
                 break
-    if not out:
-        out.append(
-            "no single change is enough: combine QLoRA, gradient checkpointing and a shorter --seq-len"
-        )
     return out
+
+
+def what_would_fit(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> list[str]:
+    """`suggestions` in words; says so when nothing up to QLoRA, checkpointing and 128 tokens fits."""
+    found = [s.text for s in suggestions(arch, req, gpu_mem_gib)]
+    return found or [
+        "nothing fits this device: even QLoRA with gradient checkpointing and 128-token "
+        "sequences needs more memory"
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -171,6 +216,7 @@ class RentOption:
     n_gpus: int
     memory_gib: float  # per GPU
     zero: int
+    grad_checkpointing: bool
     batch_size: int  # per device
     hours: float
     cost_usd: float
@@ -187,35 +233,45 @@ def rent_table(
 ) -> list[RentOption]:
     """Every catalog GPU, alone and in 2/4/8-GPU nodes, that fits `req.method`: cheapest first.
 
-    Nodes use plain data parallelism when the model fits one GPU, else ZeRO-2, else ZeRO-3.
+    Nodes use plain data parallelism when the model fits one GPU, else ZeRO-2, else ZeRO-3; where
+    nothing fits, gradient checkpointing is turned on (and its recomputation priced in).
     """
     if tokens <= 0:
         raise UserError(f"must be positive, got {tokens}", where="--tokens")
     gpus = load_gpus() if gpus is None else gpus
     rows: list[RentOption] = []
     base = with_(req, device="cuda")
+    options = [
+        (n, zero, gc)
+        for gc in sorted({req.grad_checkpointing, True})
+        for n in (1, 2, 4, 8)
+        for zero in ((0,) if n == 1 else (0, 2, 3))
+    ]
     for gpu in gpus:
-        for n in (1, 2, 4, 8):
-            for zero in (0,) if n == 1 else (0, 2, 3):
-                r = with_(base, gpus=n, zero=zero)
-                b = max_batch(arch, r, gpu.memory_gib)
-                if b:
-                    hours = train_hours(arch, r, tokens, gpu, n)
-                    price = gpu.price_per_hour_usd * n
-                    rows.append(
-                        RentOption(
-                            gpu.name,
-                            n,
-                            gpu.memory_gib,
-                            zero,
-                            b,
-                            hours,
-                            hours * price,
-                            price,
-                            gpu.price_date,
-                            gpu.price_source,
-                        )
+        done: set[int] = set()
+        for n, zero, gc in options:
+            if n in done:
+                continue
+            r = with_(base, gpus=n, zero=zero, grad_checkpointing=gc)
+            b = max_batch(arch, r, gpu.memory_gib)
+            if b:
+                done.add(n)
+                hours = train_hours(arch, r, tokens, gpu, n)
+                price = gpu.price_per_hour_usd * n
+                rows.append(
+                    RentOption(
+                        gpu.name,
+                        n,
+                        gpu.memory_gib,
+                        zero,
+                        gc,
+                        b,
+                        hours,
+                        hours * price,
+                        price,
+                        gpu.price_date,
+                        gpu.price_source,
                     )
-                    break
+                )
     rows.sort(key=lambda o: (o.cost_usd, o.hours))
     return rows

@@ -371,10 +371,7 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
         if full:
             total += reads(3, h, r)  # q, k, v read the normed input
             total += reads(2, h, r)  # gate, up
-        # attention kernel keeps q, k, v and its output; o_proj keeps the re-laid-out output
-        total += a * (arch.q_dim + 2 * kv + arch.q_dim)
-        if full:
-            total += a * arch.q_dim
+        total += _attention_bytes(arch, req, kv)
         k = max(arch.experts_per_token, 1)
         # gate out (for SiLU), silu(gate) and up (for the product), product (for down_proj)
         total += k * a * i * (3 + (1 if full else 0))
@@ -383,16 +380,52 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
     else:  # GPT-2: LayerNorm, Conv1D(c_attn), attention, c_proj, LayerNorm, c_fc, GeLU, c_proj
         if full:
             total += reads(1, h, r) * 2  # c_attn and c_fc inputs
-        total += a * (arch.q_dim + 2 * kv + arch.q_dim) + (a * h if full else 0)
+        total += _attention_bytes(arch, req, kv)
         total += a * i * (1 + (1 if full else 0))  # gelu input, c_proj input
         total += 2 * h  # residual dropout masks (1 byte each)
     if req.method in ("lora", "qlora"):
-        la = 2 if _mixed(req) else 4
-        per = 1 + la if req.lora_dropout > 0 else la
-        total += sum(
-            per * d_in * n for d_in, _d_out, n in lora_targets(arch, req.lora_targets).values()
-        )
+        total += _lora_activation_bytes(arch, req)
     return total
+
+
+def _attention_bytes(arch: ModelArch, req: EstimateRequest, kv: int) -> float:
+    """The attention kernel keeps q, k, v and its output. FlashAttention/SDPA write the output
+    already in (batch, seq, heads, dim) layout, so o_proj's input is the same tensor; eager's
+    matmul output is re-laid-out, a copy o_proj keeps when it trains."""
+    a = _compute_bytes(req)
+    if req.attention == "eager":
+        return a * 3 * arch.q_dim + (a * arch.q_dim if req.method == "full" else 0)
+    return a * (arch.q_dim + 2 * kv + arch.q_dim)
+
+
+def _lora_activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
+    """Per token per layer, PEFT's `lora_B(lora_A(dropout(x)))` for every adapted matrix.
+
+    PEFT casts x to the adapters' fp32; dropout keeps its mask (a 1-byte bool from CUDA's
+    fused kernel, a float noise tensor in x's dtype on the CPU) and lora_A keeps its input (a
+    16-bit autocast copy under mixed precision). Without dropout and without autocast, the
+    adapters reading the same tensor (q/k/v; gate/up) share it.
+    """
+    targets = lora_targets(arch, req.lora_targets)
+    mixed = _mixed(req)
+    lora_a_input = 2 if mixed else 4
+    if req.lora_dropout > 0:
+        mask = 1 if req.device == "cuda" else 4
+        return sum((mask + lora_a_input) * d_in * n for d_in, _o, n in targets.values())
+    if mixed:
+        return sum(lora_a_input * d_in * n for d_in, _o, n in targets.values())
+    groups = {
+        "q_proj": "attn_in",
+        "k_proj": "attn_in",
+        "v_proj": "attn_in",
+        "c_attn": "attn_in",
+        "gate_proj": "mlp_in",
+        "up_proj": "mlp_in",
+    }
+    seen: dict[str, float] = {}
+    for name, (d_in, _o, n) in targets.items():
+        seen[groups.get(name, name)] = lora_a_input * d_in * n
+    return sum(seen.values())
 
 
 def attention_score_bytes(arch: ModelArch, req: EstimateRequest) -> float:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from core.errors import UserError
-from core.estimate.advice import max_batch, recommend, what_would_fit
+from core.estimate.advice import max_batch, recommend, suggestions
 from core.estimate.memory import GIB, EstimateRequest, estimate, with_
-from core.profiles import load_model_arch
+from core.profiles import find_gpu, load_model_arch
 
 if TYPE_CHECKING:
     from core.config import RunConfig
@@ -30,19 +30,33 @@ ATTN_NAMES = {
 }
 
 
-def request_from_run_config(
-    cfg: RunConfig, *, device: str, bf16_supported: bool = True
-) -> EstimateRequest:
-    """Map a RunConfig onto estimator options (`auto` precision: bf16-mixed on CUDA, fp32 on CPU)."""
+def _device_kind(device: str) -> tuple[str, bool]:
+    """("cuda" | "cpu", bf16 supported). `device` may be a GPU's name, as torch reports it."""
+    text = device.strip().lower()
+    if text == "cpu":
+        return "cpu", False
+    if text in ("cuda", "gpu", ""):
+        return "cuda", True
+    try:
+        return "cuda", find_gpu(device).bf16
+    except UserError:
+        return "cuda", True
+
+
+def request_from_run_config(cfg: RunConfig, *, device: str) -> EstimateRequest:
+    """Map a RunConfig onto estimator options, the way core.train loads the model.
+
+    `device` is "cuda", "cpu" or a GPU name. Precision `auto` is bf16-mixed on CUDA (fp16-mixed on
+    GPUs without bf16); the trainer runs every precision as fp32 on a CPU, and so does this.
+    """
     m, t, dist = cfg.model, cfg.training, cfg.distributed
-    if m.precision == "auto":
-        precision = (
-            ("bf16-mixed" if bf16_supported else "fp16-mixed") if device == "cuda" else "fp32"
-        )
+    device, bf16_ok = _device_kind(device)
+    if device == "cpu":
+        precision = "fp32"
+    elif m.precision == "auto":
+        precision = "bf16-mixed" if bf16_ok else "fp16-mixed"
     else:
-        precision = {"fp32": "fp32", "bf16": "bf16-mixed", "fp16": "fp16-mixed"}.get(
-            m.precision, m.precision
-        )
+        precision = {"fp32": "fp32", "bf16": "bf16-mixed", "fp16": "fp16-mixed"}[m.precision]
     optim = OPTIM_NAMES.get(t.optim)
     if optim is None:
         raise UserError(
@@ -50,8 +64,8 @@ def request_from_run_config(
         )
     gpus = max(1, dist.num_processes) if dist.distributed != "none" else 1
     zero = {"none": 0, "ddp": 0, "zero2": 2, "zero3": 3, "fsdp": 3}.get(dist.distributed, 0)
-    if gpus < 2:
-        zero = 0
+    if gpus < 2 or device == "cpu":
+        gpus, zero = (1, 0) if device == "cpu" else (gpus, 0)
     return EstimateRequest(
         method=m.method,
         precision=precision,
@@ -70,33 +84,59 @@ def request_from_run_config(
     )
 
 
-def estimate_for_run(cfg: RunConfig, *, device: str, gpu_mem_gib: float | None) -> dict:
-    """What a run writes to estimate.json: the estimate, whether it fits, and a recommendation."""
+def _run_request(cfg: RunConfig, device: str):
     arch = load_model_arch(cfg.model.model)
     req = request_from_run_config(cfg, device=device)
     if req.seq_len > arch.max_position_embeddings:
-        req = with_(
-            req, seq_len=arch.max_position_embeddings
-        )  # the trainer truncates to the context
+        # the trainer truncates rows to the model's context
+        req = with_(req, seq_len=arch.max_position_embeddings)
+    return arch, req
+
+
+def _memory_available(device: str, gpu_mem_gib: float | None) -> float | None:
+    if gpu_mem_gib is None and device.strip().lower() == "cpu":
+        try:
+            import psutil
+
+            return psutil.virtual_memory().total / GIB
+        except Exception:  # noqa: BLE001
+            return None
+    return gpu_mem_gib
+
+
+def estimate_for_run(cfg: RunConfig, *, device: str, gpu_mem_gib: float | None) -> dict:
+    """What a run writes to estimate.json: the estimate, whether it fits, and a recommendation.
+
+    `total_bytes`/`total_gib` at the top level are the predicted peak per device (on the CPU:
+    the peak RSS of the training process). `gpu_mem_gib` None on the CPU means this machine's RAM.
+    """
+    arch, req = _run_request(cfg, device)
+    mem = _memory_available(device, gpu_mem_gib)
     est = estimate(arch, req)
     out = {
         "model": arch.name,
+        "total_bytes": est.total,
+        "total_gib": round(est.total / GIB, 3),
+        "request": dict(req.__dict__),
         **est.to_dict(),
-        "gpu_mem_gib": gpu_mem_gib,
-        "fits": est.fits(gpu_mem_gib),
+        "gpu_mem_gib": mem,
+        "fits": est.fits(mem),
         "recommendation": None,
     }
-    if gpu_mem_gib is not None:
-        out["recommendation"] = recommend(arch, req, gpu_mem_gib, force_method=req.method).to_dict()
+    if mem is not None:
+        out["recommendation"] = recommend(arch, req, mem, force_method=req.method).to_dict()
     return out
 
 
-def oom_advice(cfg: RunConfig, *, device: str, gpu_mem_gib: float) -> str:
-    """The nearest configuration that fits, in concrete words (shown after an out-of-memory error)."""
-    arch = load_model_arch(cfg.model.model)
-    req = request_from_run_config(cfg, device=device)
-    if req.seq_len > arch.max_position_embeddings:
-        req = with_(req, seq_len=arch.max_position_embeddings)
+def oom_advice(cfg: RunConfig, *, device: str, gpu_mem_gib: float | None) -> str:
+    """The nearest configuration that fits, in concrete words (shown after an out-of-memory error).
+
+    `gpu_mem_gib` None on the CPU means this machine's RAM.
+    """
+    arch, req = _run_request(cfg, device)
+    gpu_mem_gib = _memory_available(device, gpu_mem_gib)
+    if gpu_mem_gib is None:
+        return "The estimator cannot tell how much memory this device has."
     est = estimate(arch, req)
     head = (
         f"The estimate for this run is {est.total / GIB:.1f} GiB per device "
@@ -111,24 +151,48 @@ def oom_advice(cfg: RunConfig, *, device: str, gpu_mem_gib: float) -> str:
             f"training.gradient_accumulation_steps = {accum} (same effective batch)"
         )
     elif not b:
-        if not req.grad_checkpointing and max_batch(
-            arch, with_(req, grad_checkpointing=True), gpu_mem_gib
-        ):
-            steps.append("set model.gradient_checkpointing = true")
-        if req.method != "qlora":
-            rec = recommend(arch, req, gpu_mem_gib)
-            if rec.method and rec.method != req.method:
-                steps.append(
-                    f'set model.method = "{rec.method}" (fits with batch {rec.batch_size})'
-                )
-        for hint in what_would_fit(arch, req, gpu_mem_gib):
-            if "seq-len" in hint:
-                seq = int(hint.split("--seq-len ")[1].split(")")[0])
-                steps.append(f"set data.max_seq_len = {seq}")
-    if not steps:
+        for sug in suggestions(arch, req, gpu_mem_gib):
+            steps.append(_config_words(sug.changes, cfg))
+        if not steps:
+            steps.append(
+                "none on this device: even QLoRA with gradient checkpointing and 128-token "
+                "sequences does not fit; use a smaller model or a bigger GPU"
+            )
+    else:
         steps.append(
             "the estimate says it fits, so the difference is memory the estimate does not see "
-            "(other processes on the GPU, long outlier rows): lower per_device_train_batch_size "
-            "and raise gradient_accumulation_steps, or turn on model.gradient_checkpointing"
+            "(other processes on the GPU, unusually long rows): lower "
+            "training.per_device_train_batch_size and raise gradient_accumulation_steps, or set "
+            "model.gradient_checkpointing = true"
         )
     return head + " Nearest configuration that fits: " + "; or ".join(steps) + "."
+
+
+def _config_words(changes: dict, cfg: RunConfig) -> str:
+    """A suggestion as config.toml settings."""
+    words = []
+    if "method" in changes:
+        words.append(f'model.method = "{changes["method"]}"')
+    if changes.get("grad_checkpointing"):
+        words.append("model.gradient_checkpointing = true")
+    if "seq_len" in changes:
+        words.append(f"data.max_seq_len = {changes['seq_len']}")
+    if "gpus" in changes:
+        words.append(
+            f'distributed.distributed = "zero3" with distributed.num_processes = {changes["gpus"]} '
+            "(that many GPUs)"
+        )
+    if "gpu_mem_gib" in changes:
+        words.append(f"a GPU with {changes['gpu_mem_gib']:g} GiB or more")
+    if "gpu_mem_gib" in changes:
+        return words[0]
+    return (
+        "set "
+        + " and ".join(words)
+        + (
+            f" with training.per_device_train_batch_size = 1 and gradient_accumulation_steps = "
+            f"{cfg.training.gradient_accumulation_steps * cfg.training.per_device_train_batch_size}"
+            if cfg.training.per_device_train_batch_size > 1
+            else ""
+        )
+    )
