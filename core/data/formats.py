@@ -38,6 +38,9 @@ TOOL_CALL_ROLES = {"function_call", "tool_call"}
 TOOL_RESULT_ROLES = {"tool", "function", "observation", "ipython", "tool_response"}
 
 Issue = tuple[str, str, str]  # (field, kind, message)
+# Shared empties for the common clean row: callers only read them.
+_NO_ISSUES: list = []
+_NO_SKIPS: Counter = Counter()
 
 
 def detect_format(
@@ -121,8 +124,8 @@ def suggest_task(fmt: str) -> str:
 
 def normalize(row: dict, fmt: str, mapping: dict) -> tuple[dict | None, list[Issue], Counter]:
     """One row in the common shape, or the problems that stop it."""
-    skipped: Counter = Counter()
     col = mapping.get
+    skipped = _NO_SKIPS
     if fmt == "text":
         name = col("text", "text")
         issues = _need_text(row, name)
@@ -137,6 +140,8 @@ def normalize(row: dict, fmt: str, mapping: dict) -> tuple[dict | None, list[Iss
             return None, issues, skipped
         msgs += [{"role": "user", "content": row[p]}, {"role": "assistant", "content": row[r]}]
         return {"messages": msgs}, [], skipped
+    if fmt in ("openai", "sharegpt", "preference"):
+        skipped = Counter()
     if fmt == "openai":
         return _conversation(row, col("messages", "messages"), "role", "content", skipped)
     if fmt == "sharegpt":
@@ -152,6 +157,9 @@ def normalize(row: dict, fmt: str, mapping: dict) -> tuple[dict | None, list[Iss
 
 
 def _need_text(row: dict, name: str) -> list[Issue]:
+    value = row.get(name)
+    if type(value) is str and value.strip():  # the common case, first
+        return _NO_ISSUES
     if name not in row or row[name] is None:
         return [(name, "missing_field", f"missing field '{name}'")]
     value = row[name]
@@ -178,12 +186,27 @@ def _alpaca(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
         col("input", "input"),
         col("output", "output"),
     )
+    sys_name, hist_name = col("system", "system"), col("history", "history")
+    instruction, output = row.get(ins), row.get(out)
+    extra, system = row.get(inp), row.get(sys_name)
+    if (  # the common clean row, without building problem lists
+        type(instruction) is str
+        and type(output) is str
+        and instruction.strip()
+        and output.strip()
+        and (extra is None or type(extra) is str)
+        and (system is None or type(system) is str)
+        and not row.get(hist_name)
+    ):
+        msgs = [{"role": "system", "content": system}] if system and system.strip() else []
+        prompt = instruction + "\n\n" + extra if extra and extra.strip() else instruction
+        msgs.append({"role": "user", "content": prompt})
+        msgs.append({"role": "assistant", "content": output})
+        return {"messages": msgs}, _NO_ISSUES, _NO_SKIPS
     issues = _need_text(row, ins) + _need_text(row, out)
-    extra = row.get(inp)
     if extra is not None and not isinstance(extra, str):
         issues.append((inp, "non_string", f"'{inp}' should be text, got {type(extra).__name__}"))
-    msgs = _system(row, col("system", "system"), issues)
-    hist_name = col("history", "history")
+    msgs = _system(row, sys_name, issues)
     history = row.get(hist_name) or []
     if not isinstance(history, list) or not all(
         isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, str) for x in h)
@@ -194,12 +217,12 @@ def _alpaca(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
         )
         history = []
     if issues:
-        return None, issues, Counter()
+        return None, issues, _NO_SKIPS
     for q, a in history:
         msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     prompt = row[ins] + ("\n\n" + extra if isinstance(extra, str) and extra.strip() else "")
     msgs += [{"role": "user", "content": prompt}, {"role": "assistant", "content": row[out]}]
-    return {"messages": msgs}, [], Counter()
+    return {"messages": msgs}, _NO_ISSUES, _NO_SKIPS
 
 
 def _content(value, field: str, skipped: Counter) -> tuple[str | None, Issue | None]:

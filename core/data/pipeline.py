@@ -156,10 +156,10 @@ def _empty_message(head: list, sources: list[Source]) -> str:
     return f"no readable row: all {len(head)} rows read have problems, first at {first.where}: {first.message}"
 
 
-def _row_key(norm: dict) -> str:
+def _row_key(norm: dict) -> str | tuple:
     if "text" in norm:
         return norm["text"]
-    return "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in norm["messages"])
+    return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
 
 
 def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_size: int):
@@ -211,39 +211,47 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
         if cancel is not None and cancel.is_set():
             raise DataCancelled()
         good: list[tuple[int, int, dict]] = []
+        report.rows_total += len(batch)
         for si, loc, row, problem in batch:
-            report.rows_total += 1
             if problem is not None:
                 report.add_problem(problem)
                 continue
             norm, issues, skipped = normalize(row, fmt, mapping)
-            for part, n in skipped.items():
-                report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
+            if skipped:
+                for part, n in skipped.items():
+                    report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
             if issues:
                 src = sources[si]
                 for fld, kind, msg in issues:
                     report.add_problem(Problem(src.where(loc, fld), kind, msg))
                 continue
             good.append((si, loc, norm))
-        if tokenizer is not None and good:
-            toks = _tokenize(good, tokenizer, template, cfg, sources, report)
+        if tokenizer is None:
+            for si, loc, norm in good:
+                hashes.append(hash(_row_key(norm)))
+                srcs.append(si)
+                locs.append(loc)
+            if len(previews) < PREVIEW_ROWS * 3:
+                base = len(hashes) - len(good)
+                previews.extend(
+                    (base + i, n, []) for i, (_, _, n) in enumerate(good[: PREVIEW_ROWS * 3])
+                )
         else:
-            toks = [None] * len(good)
-        for (si, loc, norm), tok in zip(good, toks, strict=False):
-            if tokenizer is not None and tok is None:
-                continue  # reported by _tokenize
-            hashes.append(hash(_row_key(norm)))
-            srcs.append(si)
-            locs.append(loc)
-            if tok is not None:
+            toks = _tokenize(good, tokenizer, template, cfg, sources, report) if good else []
+            for (si, loc, norm), tok in zip(good, toks, strict=True):
+                if tok is None:
+                    continue  # reported by _tokenize
+                hashes.append(hash(_row_key(norm)))
+                srcs.append(si)
+                locs.append(loc)
                 exs, length, n_trained = tok
                 lengths.append(length)
                 trained.append(n_trained)
                 split_docs += len(exs) > 1
                 if keep:
                     row_examples.append(exs)
-            if len(previews) < PREVIEW_ROWS * 3:
-                previews.append((len(hashes) - 1, norm, tok[0] if tok else []))
+                if len(previews) < PREVIEW_ROWS * 3:
+                    previews.append((len(hashes) - 1, norm, exs))
         if progress is not None:
             progress(report.rows_total)
 
