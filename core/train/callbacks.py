@@ -57,9 +57,9 @@ class StopFlag:
 
 
 class RunCallback(TrainerCallback):
-    def __init__(self, run_dir: Path, collator, stop: StopFlag, *, is_main: bool, world_size: int):
+    def __init__(self, run_dir: Path, counter, stop: StopFlag, *, is_main: bool, world_size: int):
         self.run_dir = Path(run_dir)
-        self.collator = collator
+        self.counter = counter  # anything with .tokens_seen (the trainer)
         self.stop = stop
         self.is_main = is_main
         self.world_size = world_size
@@ -81,7 +81,7 @@ class RunCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):
         self._t0 = self._last_log_t = time.time()
-        self._last_tokens = self.collator.tokens_seen
+        self._last_tokens = self.counter.tokens_seen
         self.last_good_step = state.global_step
         for entry in state.log_history:  # a resumed run remembers its best eval loss
             if "eval_loss" in entry:
@@ -134,10 +134,10 @@ class RunCallback(TrainerCallback):
             if key.startswith("eval_") and key not in row:
                 row[key] = val
         if "loss" in logs:
-            tokens = self.collator.tokens_seen - self._last_tokens
+            tokens = self.counter.tokens_seen - self._last_tokens
             dt = max(now - self._last_log_t, 1e-9)
             row["tokens_per_s"] = round(tokens * self.world_size / dt, 2)
-            self._last_tokens, self._last_log_t = self.collator.tokens_seen, now
+            self._last_tokens, self._last_log_t = self.counter.tokens_seen, now
         row["elapsed_s"] = round(self._elapsed_before + now - self._t0, 3)
         row["peak_mem_bytes"] = peak_memory_bytes()
         if "eval_loss" in logs:

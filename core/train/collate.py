@@ -11,14 +11,20 @@ with sdpa and eager as with flash-attention.
 from __future__ import annotations
 
 IGNORE_INDEX = -100
+TOKENS_KEY = "num_real_tokens"
 
 
 class Collator:
-    """Also counts real (non-padding) tokens, for tokens/s without an extra gather per step."""
+    """Also tells the trainer how many real (non-padding) tokens each batch has.
+
+    The count rides in the batch as a plain int (`num_real_tokens`, popped by
+    RunTrainer.training_step before the forward pass): counting in the collator
+    itself would be off by the dataloader's prefetch, and counting on the GPU
+    would need a sync per step.
+    """
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
-        self.tokens_seen = 0
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -38,7 +44,6 @@ class Collator:
                 extra.append(list(f["position_ids"]) + list(range(pad)))
             else:
                 extra.append([1] * n + [0] * pad)
-        self.tokens_seen += real
         batch = {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
@@ -46,4 +51,5 @@ class Collator:
         batch["position_ids" if packed else "attention_mask"] = torch.tensor(
             extra, dtype=torch.long
         )
+        batch[TOKENS_KEY] = real
         return batch

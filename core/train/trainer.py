@@ -11,6 +11,8 @@ from pathlib import Path
 
 from transformers import Trainer
 
+from core.train.collate import TOKENS_KEY
+
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "trainer_state.json"  # written last by Trainer._save_checkpoint
@@ -20,6 +22,15 @@ class RunTrainer(Trainer):
     def __init__(self, *args, fault: tuple[str, int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._fault = fault
+        self.tokens_seen = 0  # real (non-padding) tokens trained on by this process
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        self.tokens_seen += int(inputs.pop(TOKENS_KEY, 0))
+        return super().training_step(model, inputs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, *args, **kwargs):
+        inputs.pop(TOKENS_KEY, None)
+        return super().prediction_step(model, inputs, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"

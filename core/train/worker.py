@@ -172,7 +172,7 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
         log.info("resuming from %s", checkpoint.name)
 
     collator = Collator(tokenizer.pad_token_id)
-    callback = RunCallback(run_dir, collator, stop, is_main=rank() == 0, world_size=world_size())
+    callback = RunCallback(run_dir, None, stop, is_main=rank() == 0, world_size=world_size())
     callbacks = [callback]
     fault = parse_fault()
     if fault:
@@ -189,6 +189,7 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
         callbacks=callbacks,
         fault=fault,
     )
+    callback.counter = trainer
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     peak = peak_memory_bytes()
     result = {
@@ -199,7 +200,8 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     result.update(_estimate_next_to(run_dir, peak))
 
     if callback.nan_step is not None:
-        kept = _drop_checkpoints_after(run_dir, callback.last_good_step)
+        # checkpoint-s holds the weights that produced the loss of step s+1: keep s < last good step.
+        kept = _drop_checkpoints_after(run_dir, callback.last_good_step - 1)
         return result | {
             "state": "failed",
             "error": f"the loss became NaN/inf at step {callback.nan_step}; training stopped. "
