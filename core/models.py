@@ -261,8 +261,11 @@ def _load_run(
         tokenizer = (
             _load_tokenizer_from(str(newest), base_name, trust)
             if newest
-            else load_tokenizer(base_name)
+            else load_tokenizer(base_name, trust_remote_code=trust)
         )
+        recorded = run_dir / "chat_template.jinja"  # written by the launcher before training
+        if recorded.is_file() and recorded.read_text(encoding="utf-8").strip():
+            tokenizer.chat_template = recorded.read_text(encoding="utf-8")
         model = load_causal_lm(base_name, device=device, trust_remote_code=trust)
         return LoadedModel(
             model,
