@@ -8,10 +8,13 @@ tui.widgets.run_feed), so a run that logs every step does not make it lag.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -20,7 +23,7 @@ from textual.widgets import Button, Footer, Log, ProgressBar, Static
 
 from core import runs
 from core.errors import UserError
-from tui.widgets.loss_chart import LossChart
+from tui.widgets.loss_chart import LossChart, series
 from tui.widgets.resource_meter import ResourceMeter, Sampler, bar
 from tui.widgets.run_feed import (
     CheckpointWatcher,
@@ -42,6 +45,39 @@ STATE_STYLE = {
     "died": "bold red",
 }
 LIVENESS_EVERY = 4  # ticks between pid checks: a killed trainer writes no status
+SYNC_CATCH_UP_BYTES = 1_000_000  # about 5k logged steps: parsed within the first frame
+
+
+@dataclass
+class MetricsDigest:
+    """What the panel keeps of a batch of metrics rows (pure: computed in any thread)."""
+
+    count: int
+    series: tuple
+    latest: dict
+    best_eval: float | None
+    first_timed: tuple[float, float] | None
+
+
+def summarize(rows: list[dict]) -> MetricsDigest:
+    latest: dict = {}
+    best = None
+    first = None
+    for row in rows:
+        ev = row.get("eval_loss")
+        if isinstance(ev, (int, float)) and (best is None or ev < best):
+            best = ev
+        if first is None and row.get("elapsed_s") is not None and row.get("step"):
+            first = (row["step"], row["elapsed_s"])
+    # the newest value of each metric: walk back only until every key was seen
+    keys = set().union(*(r.keys() for r in rows[-50:])) if rows else set()
+    for row in reversed(rows):
+        for key, value in row.items():
+            if value is not None and key not in latest:
+                latest[key] = value
+        if keys <= latest.keys():
+            break
+    return MetricsDigest(len(rows), series(rows), latest, best, first)
 
 
 class ConfirmStop(ModalScreen[bool]):
@@ -118,6 +154,7 @@ class TrainLiveScreen(Screen):
         self.first_timed: tuple[float, float] | None = None  # (step, elapsed_s) of the first row
         self.rows_seen = 0
         self.ticks = 0
+        self.catching_up = False
 
     # -- layout ---------------------------------------------------------------
 
@@ -138,7 +175,15 @@ class TrainLiveScreen(Screen):
 
     def on_mount(self) -> None:
         self._estimate = read_estimate_bytes(self.run_dir)
-        self.poll()  # catch up with the whole history before the first frame
+        try:
+            history = os.stat(self.run_dir / runs.METRICS_FILE).st_size
+        except OSError:
+            history = 0
+        if history > SYNC_CATCH_UP_BYTES:
+            # a long run's history takes a while to parse: read it off the UI thread
+            self.catching_up = True
+            self.catch_up()
+        self.poll()  # a short history is shown whole in the first frame
         self.set_interval(self.poll_interval, self.poll)
         log = self.query_one("#live-log", Log)
         self.call_after_refresh(log.scroll_end, animate=False)
@@ -148,7 +193,7 @@ class TrainLiveScreen(Screen):
     def poll(self) -> None:
         """One tick: read what changed in the run directory and show it."""
         self.ticks += 1
-        rows = self._metrics.read_new()
+        rows = [] if self.catching_up else self._metrics.read_new()
         if rows:
             self.apply_metrics(rows)
         changed = self._status.poll()
@@ -167,18 +212,29 @@ class TrainLiveScreen(Screen):
         if rows:
             self.show_stats()
 
+    @work(thread=True, exclusive=True, group="live-catch-up")
+    def catch_up(self) -> None:
+        # only this thread reads the metrics tail while catching_up is set; the
+        # rows are digested here too, so the UI thread only appends lists
+        digest = summarize(self._metrics.read_new())
+        self.app.call_from_thread(self._caught_up, digest)
+
+    def _caught_up(self, digest: MetricsDigest) -> None:
+        self.catching_up = False
+        self.merge(digest)
+        self.show_stats()
+
     def apply_metrics(self, rows: list[dict]) -> None:
-        self.rows_seen += len(rows)
-        self.query_one(LossChart).add_rows(rows)
-        for row in rows:
-            for key, value in row.items():
-                if value is not None:
-                    self.latest[key] = value
-            ev = row.get("eval_loss")
-            if isinstance(ev, (int, float)) and (self.best_eval is None or ev < self.best_eval):
-                self.best_eval = ev
-            if self.first_timed is None and row.get("elapsed_s") is not None and row.get("step"):
-                self.first_timed = (row["step"], row["elapsed_s"])
+        self.merge(summarize(rows))
+
+    def merge(self, d: MetricsDigest) -> None:
+        self.rows_seen += d.count
+        self.query_one(LossChart).add_series(*d.series)
+        self.latest.update(d.latest)
+        if d.best_eval is not None and (self.best_eval is None or d.best_eval < self.best_eval):
+            self.best_eval = d.best_eval
+        if self.first_timed is None:
+            self.first_timed = d.first_timed
 
     # -- derived figures --------------------------------------------------------
 
@@ -232,6 +288,8 @@ class TrainLiveScreen(Screen):
             parts.append(f"epoch {self.latest['epoch']:.2f}")
         if eta is not None:
             parts.append(f"ETA {format_duration(eta)}")
+        if self.catching_up:
+            parts.append("reading the history…")
         self.query_one("#live-eta", Static).update(" · ".join(parts))
 
     def show_stats(self) -> None:

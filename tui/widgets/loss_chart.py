@@ -20,6 +20,24 @@ def decimate(xs: list, ys: list, limit: int) -> tuple[list, list]:
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
+def series(rows: list[dict]) -> tuple[list, list, list, list]:
+    """(steps, losses, eval steps, eval losses) of metrics rows; rows without a step are skipped."""
+    steps, losses, eval_steps, eval_losses = [], [], [], []
+    for row in rows:
+        step = row.get("step")
+        if step is None:
+            continue
+        loss = row.get("loss")
+        if isinstance(loss, (int, float)):
+            steps.append(step)
+            losses.append(float(loss))
+        eval_loss = row.get("eval_loss")
+        if isinstance(eval_loss, (int, float)):
+            eval_steps.append(step)
+            eval_losses.append(float(eval_loss))
+    return steps, losses, eval_steps, eval_losses
+
+
 class LossChart(PlotextPlot):
     """Loss curves; feed it metrics rows with `add_rows`."""
 
@@ -42,21 +60,15 @@ class LossChart(PlotextPlot):
 
     def add_rows(self, rows: list[dict]) -> bool:
         """Take new metrics rows; True (and a redraw) when any carried a loss."""
-        added = False
-        for row in rows:
-            step = row.get("step")
-            if step is None:
-                continue
-            loss = row.get("loss")
-            if isinstance(loss, (int, float)):
-                self.steps.append(step)
-                self.losses.append(float(loss))
-                added = True
-            eval_loss = row.get("eval_loss")
-            if isinstance(eval_loss, (int, float)):
-                self.eval_steps.append(step)
-                self.eval_losses.append(float(eval_loss))
-                added = True
+        return self.add_series(*series(rows))
+
+    def add_series(self, steps, losses, eval_steps, eval_losses) -> bool:
+        """Append points already split by `series` (e.g. in a worker thread)."""
+        self.steps += steps
+        self.losses += losses
+        self.eval_steps += eval_steps
+        self.eval_losses += eval_losses
+        added = bool(steps or eval_steps)
         if added:
             self.refresh()
         return added
