@@ -1,0 +1,190 @@
+"""Screen 5, Training settings: every option with its help line, presets, and the exact run.
+
+The config.toml shown is exactly the file written before training starts, and
+the command beside it reproduces the run without the wizard.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Input, Label, Static, TabbedContent, TabPane, TextArea
+
+from core.config import RunConfig
+from core.errors import UserError
+from tui import backend
+from tui.screens.base import WizardScreen
+from tui.widgets.option_form import OptionForm
+
+SECTION_TITLES = {
+    "training": "Training",
+    "model": "Model",
+    "data": "Data",
+    "distributed": "Several GPUs",
+}
+
+
+def run_name(cfg: RunConfig) -> str:
+    """The run's name: the user's, or one made from model and method (the same every time)."""
+    if cfg.name:
+        return cfg.name
+    base = Path(cfg.model.model.rstrip("/")).name or "model"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-")[:40]
+    return f"{base}-{cfg.model.method}"
+
+
+def config_path(cfg: RunConfig) -> Path:
+    return Path(cfg.runs_dir) / f"{run_name(cfg)}.toml"
+
+
+def train_command(cfg: RunConfig) -> str:
+    return "tunewiz train " + shlex.quote(str(config_path(cfg)))
+
+
+def final_config(cfg: RunConfig) -> RunConfig:
+    cfg.name = run_name(cfg)
+    return cfg
+
+
+class SettingsScreen(WizardScreen):
+    STEP = "settings"
+    CSS_PATH = "settings.tcss"
+    BINDINGS = [
+        Binding("ctrl+t", "start", "Start training"),
+        Binding("ctrl+y", "copy", "Copy command"),
+        Binding("ctrl+n", "start", "Next", show=False),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        cfg = self.wizard.config
+        with Horizontal(id="settings-top"):
+            for name in backend.PRESETS:
+                yield Button(backend.PRESET_LABELS[name], id=f"preset-{name}", classes="preset")
+            yield Button("Start training", id="start", variant="success")
+        with TabbedContent(id="settings-tabs"):
+            with TabPane("Run", id="tab-run"):
+                with VerticalScroll():
+                    with Horizontal(classes="name-row"):
+                        yield Label("name", classes="opt-name")
+                        yield Input(
+                            cfg["name"],
+                            placeholder=run_name(self.wizard.run_config()),
+                            id="run-name",
+                        )
+                    yield Static(
+                        "The run's folder name; empty picks one from the model and method.",
+                        classes="help",
+                    )
+                    yield Static("", id="command", markup=False)
+                    yield TextArea(
+                        "", read_only=True, id="toml", language=None, show_line_numbers=False
+                    )
+            for section, title in SECTION_TITLES.items():
+                with TabPane(title, id=f"tab-{section}"):
+                    with VerticalScroll():
+                        yield OptionForm(section, cfg[section], id=f"form-{section}")
+
+    def on_mount(self) -> None:
+        self.mark_preset()
+        self.show_config()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        # Choices on earlier screens may have changed since this screen was built.
+        for section in SECTION_TITLES:
+            self.query_one(f"#form-{section}", OptionForm).set_values(self.wizard.config[section])
+        self.show_config()
+
+    # -- editing ----------------------------------------------------------------------
+
+    def on_option_form_changed(self, event: OptionForm.Changed) -> None:
+        try:
+            self.wizard.set(event.dotted, event.value)
+        except UserError as exc:
+            event.row.show_error(exc.message)
+            return
+        event.row.show_error(None)
+        self.changed()
+        self.show_config()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "run-name":
+            self.wizard.set("name", event.value.strip())
+            self.changed()
+            self.show_config()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        bid = event.button.id or ""
+        if bid.startswith("preset-"):
+            self.apply_preset(bid.removeprefix("preset-"))
+        elif bid == "start":
+            self.action_start()
+
+    def apply_preset(self, name: str) -> None:
+        try:
+            overrides = backend.load_preset(name)
+            cfg = self.wizard.run_config()
+            cfg.update(overrides, where=f"preset {name}")
+        except UserError as exc:
+            self.app.show_error(exc, "Preset")
+            return
+        self.wizard.set_config(cfg)
+        self.wizard.preset = name
+        self.changed()
+        for section in SECTION_TITLES:
+            self.query_one(f"#form-{section}", OptionForm).set_values(self.wizard.config[section])
+        self.mark_preset()
+        self.show_config()
+        self.notify(f"{backend.PRESET_LABELS.get(name, name)} preset applied.")
+
+    def mark_preset(self) -> None:
+        for button in self.query(".preset").results(Button):
+            button.variant = "primary" if button.id == f"preset-{self.wizard.preset}" else "default"
+
+    def show_config(self) -> None:
+        cfg = final_config(self.wizard.run_config())
+        command = Text("Run this without the wizard:\n", style="bold")
+        command.append(train_command(cfg))
+        self.query_one("#command", Static).update(command)
+        self.query_one("#toml", TextArea).load_text(cfg.to_toml())
+
+    def action_copy(self) -> None:
+        cfg = final_config(self.wizard.run_config())
+        self.app.copy_to_clipboard(train_command(cfg))
+        self.notify("Command copied (also select text in the config with the mouse).")
+
+    # -- starting -----------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        cfg = final_config(self.wizard.run_config())
+        try:
+            from core.config import validate
+
+            validate(cfg)
+        except UserError as exc:
+            self.app.show_error(exc, "Check the settings")
+            return
+        self.query_one("#start", Button).disabled = True
+        self.notify("Preparing the data and starting the run …")
+        self.start_run(cfg)
+
+    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
+    def start_run(self, cfg: RunConfig) -> None:
+        try:
+            path = config_path(cfg)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cfg.save(path)
+            run_dir = backend.launch(cfg)
+        finally:
+            self.app.call_from_thread(self.enable_start)
+        self.app.call_from_thread(self.app.open_live, run_dir)
+
+    def enable_start(self) -> None:
+        self.query_one("#start", Button).disabled = False

@@ -1,0 +1,1 @@
+"""Widgets of the wizard (and of the live and chat screens)."""
