@@ -159,6 +159,8 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     if template.is_file():
         tokenizer.chat_template = template.read_text(encoding="utf-8")
     train_rows, eval_rows = data_store.load(run_dir)
+    # Seed before the adapters are created: their random init is part of what config.toml reproduces.
+    transformers.set_seed(cfg.training.seed)
     model = load_for_training(cfg, resolve_model(cfg.model.model), precision=precision)
 
     checkpoint = None
