@@ -77,20 +77,22 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def _help(f: dataclasses.Field) -> str:
+    return f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+
+
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     top = p.add_argument_group("run")
     for f in dataclasses.fields(RunConfig):
         if f.name in ("name", "runs_dir"):
-            top.add_argument(
-                flag_name(f.name), dest=f"cfg:{f.name}", default=None, help=f.metadata.get("help")
-            )
+            top.add_argument(flag_name(f.name), dest=f"cfg:{f.name}", default=None, help=_help(f))
     for section in RunConfig.SECTIONS:
         group = p.add_argument_group(section)
         for f in section_fields(section):
             kw: dict = {
                 "dest": f"cfg:{section}.{f.name}",
                 "default": None,
-                "help": f.metadata.get("help"),
+                "help": _help(f),
             }
             if f.type in (bool, "bool"):
                 # `--gradient-checkpointing` alone means true; `--gradient-checkpointing false` too.

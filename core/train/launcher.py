@@ -86,7 +86,7 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
 
 def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
     """Continue a stopped/failed/died run from its last complete checkpoint, same config."""
-    from core.train.trainer import last_complete_checkpoint
+    from core.train.ckpt import last_complete_checkpoint
 
     run_dir = Path(run_dir)
     info = runs.read_run(run_dir)

@@ -1,9 +1,8 @@
-"""A Trainer whose checkpoints are all-or-nothing, and helpers to find and trim what a run left."""
+"""A Trainer whose checkpoints are all-or-nothing and that counts the real tokens it trains on."""
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -11,11 +10,10 @@ from pathlib import Path
 
 from transformers import Trainer
 
+from core.train.ckpt import checkpoints, last_complete_checkpoint, truncate_metrics  # noqa: F401
 from core.train.collate import TOKENS_KEY
 
 log = logging.getLogger(__name__)
-
-COMPLETE_MARKER = "trainer_state.json"  # written last by Trainer._save_checkpoint
 
 
 class RunTrainer(Trainer):
@@ -57,39 +55,3 @@ class RunTrainer(Trainer):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), output_dir)
 
         self._save_optimizer_and_scheduler = failing
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    """checkpoint-N folders, oldest first."""
-    found = [
-        p
-        for p in Path(run_dir).glob("checkpoint-*")
-        if p.is_dir() and p.name.split("-")[1].isdigit()
-    ]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def last_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint that was written to the end (a kill mid-save leaves no trainer_state.json)."""
-    for ckpt in reversed(checkpoints(run_dir)):
-        if (ckpt / COMPLETE_MARKER).is_file():
-            return ckpt
-        log.warning("ignoring incomplete checkpoint %s", ckpt.name)
-    return None
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics logged after `step`: a resumed run logs those steps again."""
-    if not path.is_file():
-        return
-    kept = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, path)

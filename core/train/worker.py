@@ -144,9 +144,10 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     from core.train import data_store
     from core.train.args import build_training_args
     from core.train.callbacks import FaultInjector, RunCallback, parse_fault, peak_memory_bytes
+    from core.train.ckpt import last_complete_checkpoint, truncate_metrics
     from core.train.collate import Collator
     from core.train.model import load_for_training, resolve_precision
-    from core.train.trainer import RunTrainer, last_complete_checkpoint, truncate_metrics
+    from core.train.trainer import RunTrainer
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_warning()

@@ -1,0 +1,148 @@
+"""`tunewiz train|runs|logs|stop|resume` argument handling and presets (no training here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import pytest
+
+import cli.train as cli_train
+from core import runs
+from core.config import RunConfig, section_fields, validate
+from core.errors import UserError
+from core.train.presets import load_preset, preset_description, preset_names
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli_train.register(parser.add_subparsers())
+    return parser.parse_args(list(argv))
+
+
+def test_every_config_option_has_a_flag_with_its_help():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    cli_train.register(sub)
+    help_text = sub.choices["train"].format_help()
+    for section in RunConfig.SECTIONS:
+        for f in section_fields(section):
+            assert "--" + f.name.replace("_", "-") in help_text
+    assert "--runs-dir" in help_text and "--name" in help_text and "--foreground" in help_text
+
+
+def test_flags_override_the_config_file_and_keep_its_other_values(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        'name = "from-file"\n[training]\nmax_steps = 50\nlearning_rate = 0.001\n[model]\nmethod = "full"\n'
+    )
+    args = parse(
+        "train",
+        str(path),
+        "--max-steps",
+        "3",
+        "--per-device-train-batch-size",
+        "2",
+        "--max-seq-len",
+        "256",
+        "--lora-r",
+        "8",
+        "--gradient-checkpointing",
+        "--columns",
+        "prompt=question,response=answer",
+    )
+    cfg = cli_train.config_from_args(args)
+    assert cfg.name == "from-file" and cfg.model.method == "full"
+    assert cfg.training.max_steps == 3 and cfg.training.learning_rate == 0.001
+    assert cfg.training.per_device_train_batch_size == 2
+    assert cfg.data.max_seq_len == 256 and cfg.model.lora_r == 8
+    assert cfg.model.gradient_checkpointing is True
+    assert cfg.data.columns == {"prompt": "question", "response": "answer"}
+
+
+def test_a_bad_flag_value_names_the_flag():
+    with pytest.raises(UserError) as err:
+        cli_train.config_from_args(parse("train", "--max-steps", "three"))
+    assert err.value.where == "--max-steps"
+    with pytest.raises(SystemExit):  # argparse rejects values outside the choices
+        parse("train", "--method", "sideways")
+
+
+def test_a_bad_config_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[training]\nmax_stepz = 3\n")
+    with pytest.raises(UserError) as err:
+        cli_train.config_from_args(parse("train", str(path)))
+    assert "bad.toml" in str(err.value) and "max_stepz" in str(err.value)
+
+
+def test_preset_then_file_then_flags(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("[training]\nsave_steps = 7\n")
+    cfg = cli_train.config_from_args(
+        parse("train", str(path), "--preset", "quick-test", "--max-steps", "4")
+    )
+    assert cfg.training.save_steps == 7  # the file beats the preset
+    assert cfg.training.max_steps == 4  # the flag beats both
+    assert (
+        cfg.data.max_seq_len == load_preset("quick-test")["data"]["max_seq_len"]
+    )  # the preset filled the rest
+
+
+@pytest.mark.parametrize("name", ["quick-test", "standard", "thorough"])
+def test_presets_are_valid_run_configs_with_a_runnable_header(name):
+    assert name in preset_names()
+    cfg = RunConfig.from_dict(load_preset(name), where=name)  # unknown keys or bad values raise
+    validate(cfg)
+    assert preset_description(name)
+    header = [
+        line
+        for line in (runs.Path(__file__).parent.parent / "profiles" / "presets" / f"{name}.toml")
+        .read_text()
+        .splitlines()
+        if line.startswith("#")
+    ]
+    assert any(f"tunewiz train --preset {name}" in line for line in header)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(UserError) as err:
+        load_preset("turbo")
+    assert "quick-test" in str(err.value)
+
+
+def test_runs_json_and_table_and_logs(tmp_path, capsys):
+    run = tmp_path / "demo"
+    run.mkdir()
+    (run / "config.toml").write_text("")
+    now = time.time()
+    runs.write_status(
+        run,
+        state="finished",
+        step=10,
+        total_steps=10,
+        last_loss=0.5,
+        best_eval_loss=0.6,
+        started_at=now - 65,
+        ended_at=now,
+        created_at=now,
+        method="lora",
+        pid=os.getpid(),
+    )
+    (run / "train.log").write_text("first\n[bold]literal[/bold]\nlast\n")
+    assert cli_train.cmd_runs(parse("runs", "--json", "--runs-dir", str(tmp_path))) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert (
+        rows[0]["name"] == "demo" and rows[0]["state"] == "finished" and rows[0]["progress"] == 1.0
+    )
+    assert cli_train.cmd_runs(parse("runs", "--runs-dir", str(tmp_path))) == 0
+    table = capsys.readouterr().out
+    assert "demo" in table and "finished" in table and "0.5000" in table and "1m05s" in table
+    assert cli_train.cmd_logs(parse("logs", "demo", "-n", "2", "--runs-dir", str(tmp_path))) == 0
+    assert capsys.readouterr().out == "[bold]literal[/bold]\nlast\n"
+    with pytest.raises(UserError, match="not running"):
+        cli_train.cmd_stop(parse("stop", "demo", "--runs-dir", str(tmp_path)))
+    with pytest.raises(UserError, match="already finished"):
+        cli_train.cmd_resume(parse("resume", "demo", "--runs-dir", str(tmp_path)))
