@@ -272,6 +272,7 @@ def test_chat_snapshot(snap_compare, size):
     )
 
     async def before(pilot):
+        pilot.app.screen.query_one("#chat-input").cursor_blink = False  # a blink is a clock
         await send(pilot, "Say something with [brackets]")
         await settle(pilot)
         for m in replies(pilot.app.screen):
@@ -291,6 +292,8 @@ def test_chat_compare_snapshot(snap_compare, tmp_path, size):
     )
 
     async def before(pilot):
+        for inp in pilot.app.screen.query(Input):
+            inp.cursor_blink = False  # a blink is a clock
         await pilot.press("f3")
         if size[0] >= 120:
             await pilot.press("f2")

@@ -180,6 +180,10 @@ class ChatScreen(Screen):
 
     def on_mount(self) -> None:
         self.pane("a").border_title = self.label_for(self.checkpoint)
+        hint = "Type a message and press Enter. F2: generation settings"
+        if self.run_dir is not None:
+            hint += ", F3: compare with the base model"
+        self.pane("a").notice(hint + ".")
         self.query_one("#chat-input", Input).focus()
 
     def pane(self, key: str) -> ChatLog:

@@ -184,6 +184,8 @@ class TrainLiveScreen(Screen):
             self.catching_up = True
             self.catch_up()
         self.poll()  # a short history is shown whole in the first frame
+        if not self.rows_seen:
+            self.show_stats()  # the panel's frame, with dashes until the first log
         self.set_interval(self.poll_interval, self.poll)
         log = self.query_one("#live-log", Log)
         self.call_after_refresh(log.scroll_end, animate=False)
@@ -205,7 +207,9 @@ class TrainLiveScreen(Screen):
                 self.show_status()
         lines = self._log.read_new()
         if lines:
-            self.query_one("#live-log", Log).write_lines(lines)
+            log = self.query_one("#live-log", Log)
+            # follow the tail unless the user focused the log to scroll back and read
+            log.write_lines(lines, scroll_end=not log.has_focus or log.is_vertical_scroll_end)
         # a checkpoint folder without its config is still being written: look again
         if self._ckpts.poll(force=self._ckpts.incomplete):
             self.show_checkpoints()

@@ -264,7 +264,9 @@ def format_pair(used: float, total: float) -> str:
     """`3.1/4.2 GB`: two sizes in the unit of the larger one."""
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if max(used, total) >= scale:
-            return f"{used / scale:.1f}/{total / scale:.1f} {unit}"
+            a, b = used / scale, total / scale
+            digits = 0 if max(a, b) >= 100 else 1  # 736/662 MB, 3.1/4.2 GB: short enough
+            return f"{a:.{digits}f}/{b:.{digits}f} {unit}"
     return f"{used:.0f}/{total:.0f} B"
 
 
