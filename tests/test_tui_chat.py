@@ -306,3 +306,22 @@ def test_chat_compare_snapshot(snap_compare, tmp_path, size):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+async def test_a_run_without_checkpoints_talks_to_its_base_model(tmp_path):
+    run = tmp_path / "fresh-run"
+    run.mkdir()
+    (run / "config.toml").write_text('name = "fresh-run"\n')
+    loader, loads = scripted(["hi"])
+    app = ChatApp(
+        lambda: ChatScreen(
+            str(run), runs_dir=tmp_path, loader=loader, session_factory=ScriptedSession
+        )
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert screen.checkpoint == "base"
+        assert screen.query_one("#chat-model", Select).value == "base"
+        await send(pilot, "hello")
+        await settle(pilot)
+        assert loads == ["base"] and replies(screen)[0].body == "hi"

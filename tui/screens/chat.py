@@ -87,8 +87,9 @@ class ChatScreen(Screen):
         self.generating = False
         self.run_dir = self._find_run()
         self.checkpoints = self._list_checkpoints()
-        if self.run_dir is not None and self.checkpoint is None and self.checkpoints:
-            self.checkpoint = self._default_checkpoint()
+        if self.run_dir is not None and self.checkpoint is None:
+            # a run that saved nothing yet: its base model is all there is to talk to
+            self.checkpoint = self._default_checkpoint() if self.checkpoints else "base"
 
     # -- what can be chosen -------------------------------------------------------
 
