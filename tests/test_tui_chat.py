@@ -325,3 +325,41 @@ async def test_a_run_without_checkpoints_talks_to_its_base_model(tmp_path):
         await send(pilot, "hello")
         await settle(pilot)
         assert loads == ["base"] and replies(screen)[0].body == "hi"
+
+
+def test_opening_chat_and_live_screens_imports_no_torch(tmp_path):
+    """Both screens open without torch/transformers: only the chat worker loads them."""
+    import subprocess
+    import sys
+    import textwrap
+
+    run = fake_run(tmp_path)
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        from textual.app import App
+        from tui.screens.chat import ChatScreen
+        from tui.screens.train_live import TrainLiveScreen
+
+        class A(App):
+            def on_mount(self):
+                self.push_screen(TrainLiveScreen(Path({str(run)!r})))
+                self.push_screen(ChatScreen({str(run)!r}, runs_dir=Path({str(tmp_path)!r})))
+
+        async def main():
+            app = A()
+            async with app.run_test(size=(80, 24)) as pilot:
+                await pilot.pause()
+                assert type(app.screen).__name__ == "ChatScreen"
+        asyncio.run(main())
+        heavy = [m for m in ("torch", "transformers", "peft") if m in sys.modules]
+        print("HEAVY", heavy)
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout

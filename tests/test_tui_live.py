@@ -281,3 +281,29 @@ def test_live_snapshot(tmp_path, snap_compare, size):
     run_dir = make_run(tmp_path)
     write_status(run_dir, state="running")
     assert snap_compare(LiveApp(run_dir), terminal_size=size)
+
+
+def test_gpu_load_comes_from_nvml_when_a_gpu_answers(monkeypatch):
+    import types
+
+    from tui.widgets import resource_meter
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda i: f"h{i}",
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=87),
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=60 * 10**9, total=80 * 10**9),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    (sample,) = resource_meter.default_sampler()()
+    assert (sample.kind, sample.util_pct, sample.mem_used) == ("gpu", 87.0, 60 * 10**9)
+    shown = str(resource_meter.render_samples([sample]))
+    assert "GPU0" in shown and "87%" in shown and "VRAM" in shown and "60.0 GB/80.0 GB" in shown
+
+    def no_driver():
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=no_driver))
+    (sample,) = resource_meter.default_sampler()()
+    assert sample.kind == "cpu" and sample.mem_total > 0
