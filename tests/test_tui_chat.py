@@ -7,6 +7,7 @@ built with peft (tests/chat_runs.py) through core.models.load_for_chat.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from pathlib import Path
@@ -363,3 +364,18 @@ def test_opening_chat_and_live_screens_imports_no_torch(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
+
+
+async def test_leaving_the_screen_stops_a_reply_in_progress():
+    gate = threading.Semaphore(0)  # never released: the reply would wait forever
+    loader, _ = scripted(["never"], gate=gate)
+    app = ChatApp(lambda: ChatScreen("m", loader=loader, session_factory=ScriptedSession))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await send(pilot, "hi")
+        await pilot.pause(0.05)
+        assert screen.generating
+        await app.pop_screen()
+        await pilot.pause()
+        assert screen.cancel_event.is_set()
+        await asyncio.wait_for(app.workers.wait_for_complete(), 10)  # the worker really ends

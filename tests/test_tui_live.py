@@ -169,6 +169,7 @@ async def test_follows_a_growing_run(tmp_path):
         await pilot.pause()
         assert "finished" in text_of(screen, "#live-title")
         assert "ETA" not in text_of(screen, "#live-eta")
+        assert any("has finished" in str(n.message) for n in app._notifications)
 
 
 async def test_a_dead_trainer_is_reported(tmp_path):

@@ -187,6 +187,9 @@ class ChatScreen(Screen):
         self.pane("a").notice(hint + ".")
         self.query_one("#chat-input", Input).focus()
 
+    def on_unmount(self) -> None:
+        self.cancel_event.set()  # leaving the screen stops a reply still being generated
+
     def pane(self, key: str) -> ChatLog:
         return self.query_one(f"#chat-pane-{key}", ChatLog)
 

@@ -203,8 +203,11 @@ class TrainLiveScreen(Screen):
         if changed or self.ticks == 1 or (live and self.ticks % LIVENESS_EVERY == 0):
             info = runs.read_run(self.run_dir)
             if changed or info.state != self.info.state or self.ticks == 1:
+                ended = self.ticks > 1 and live and info.state not in runs.LIVE_STATES
                 self.info = info
                 self.show_status()
+                if ended:
+                    self.notify(f"The run has {info.state}. Press c to chat with it.")
         lines = self._log.read_new()
         if lines:
             log = self.query_one("#live-log", Log)
