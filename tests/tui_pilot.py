@@ -34,4 +34,6 @@ async def settle(app, pilot) -> None:
             await app.workers.wait_for_complete(busy)
         except Exception:  # a failed worker shows the error dialog; tests look for that
             pass
-    await pilot.pause()
+    # Results arrive as messages (call_from_thread, dialogs being pushed): let them land.
+    for _ in range(3):
+        await pilot.pause()

@@ -40,6 +40,7 @@ class TunewizApp(App):
         *,
         resume: bool = True,
         detect_gpus: bool = True,
+        start_at: str | None = None,
     ) -> None:
         super().__init__()
         from core import paths
@@ -49,7 +50,9 @@ class TunewizApp(App):
         self.log_path = self.state_dir / LOG_FILE
         self.runs_dir = Path(runs_dir) if runs_dir else paths.default_runs_dir()
         self.wizard = WizardState.load(self.state_path) if resume else WizardState()
-        self.resume = resume
+        if start_at:
+            self.wizard.screen = start_at
+        self.resume = resume or bool(start_at)
         # Tests and snapshots turn this off: what NVML finds must not change a picture.
         self.detect_gpus = detect_gpus
         cfg = self.wizard.run_config()
@@ -110,6 +113,7 @@ class TunewizApp(App):
         if isinstance(exc, UserError):
             where = f"{exc.where}: " if exc.where else ""
             message, hint = where + exc.message, exc.hint or ""
+            title = title or "Please check this"
         else:
             # A bug: the traceback goes to the log file, never onto the screen.
             self.write_log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
@@ -132,8 +136,13 @@ def make_app(
     *,
     resume: bool = True,
     detect_gpus: bool = True,
+    start_at: str | None = None,
 ) -> TunewizApp:
-    return TunewizApp(state_dir, runs_dir, resume=resume, detect_gpus=detect_gpus)
+    """The app. Tests pass temporary folders, `resume=False` for a fresh wizard, and
+    `start_at` to open on a given step (with the steps before it underneath)."""
+    return TunewizApp(
+        state_dir, runs_dir, resume=resume, detect_gpus=detect_gpus, start_at=start_at
+    )
 
 
 @contextlib.contextmanager

@@ -17,8 +17,8 @@ from core.config import RunConfig
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quick_test", "standard", "thorough")
-PRESET_LABELS = {"quick_test": "Quick test", "standard": "Standard", "thorough": "Thorough"}
+PRESETS = ("quick-test", "standard", "thorough")
+PRESET_LABELS = {"quick-test": "Quick test", "standard": "Standard", "thorough": "Thorough"}
 CPU = "no GPU (CPU)"
 
 
@@ -39,26 +39,21 @@ def launch(cfg: RunConfig) -> Path:
 
 
 def load_preset(name: str) -> dict:
-    """A preset's overrides as a nested dict ({section: {field: value}}).
+    """A preset's overrides as a nested dict ({section: {field: value}})."""
+    from core.train.presets import load_preset as _load
 
-    Presets are TOML files shaped like config.toml under profiles/presets/.
-    """
-    import tomllib
+    return _load(name)
 
-    from core.errors import UserError
-    from core.paths import profiles_dir
-    from tui.state import QUICK_TEST
 
-    path = profiles_dir() / "presets" / f"{name}.toml"
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if name == "quick_test":
-            return QUICK_TEST
-        raise UserError(f"no preset named {name!r}", where=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"not valid TOML: {exc}", where=str(path)) from None
-    return {k: v for k, v in raw.items() if k in RunConfig.SECTIONS}
+def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
+    """The config with a preset applied: training options start again from the defaults
+    (so nothing of the previous preset lingers); model and data choices are kept."""
+    from core.config import TrainingConfig
+
+    out = RunConfig.from_dict(cfg.to_dict(), where="wizard")
+    out.training = TrainingConfig()
+    out.update(load_preset(name), where=f"preset {name}")
+    return out
 
 
 # -- data -----------------------------------------------------------------------

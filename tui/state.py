@@ -22,28 +22,19 @@ log = logging.getLogger(__name__)
 STATE_FILE = "wizard.json"
 SCREENS = ("start", "task", "data", "model", "settings")
 
-# What a new user gets: the bundled model, the bundled sample, and settings that
-# finish on a laptop CPU in a few minutes (the quick-test preset's values, so
-# the wizard works even before the presets folder is read).
-QUICK_TEST = {
-    "model": {"method": "lora", "lora_r": 8, "lora_alpha": 16},
-    "data": {"max_seq_len": 256, "validation_split": 0.1},
-    "training": {
-        "num_train_epochs": 1.0,
-        "max_steps": 30,
-        "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 1,
-        "learning_rate": 2e-4,
-        "logging_steps": 1,
-        "save_steps": 10,
-        "eval_steps": 10,
-    },
-}
+DEFAULT_PRESET = "quick-test"
 
 
 def default_config() -> RunConfig:
+    """What a new user gets: the bundled model and sample with the quick-test preset,
+    which finishes on a laptop CPU in a few minutes."""
+    from core.train.presets import load_preset
+
     cfg = RunConfig()
-    cfg.update(QUICK_TEST, where="wizard defaults")
+    try:
+        cfg.update(load_preset(DEFAULT_PRESET), where=f"preset {DEFAULT_PRESET}")
+    except UserError as exc:  # a broken install must not stop the wizard from opening
+        log.warning("wizard defaults without the %s preset: %s", DEFAULT_PRESET, exc)
     return cfg
 
 
@@ -52,7 +43,7 @@ class WizardState:
     screen: str = "start"
     config: dict = field(default_factory=lambda: default_config().to_dict())
     gpu: str = ""  # a catalog GPU name to estimate for; "" = the one found here (or CPU)
-    preset: str = "quick_test"
+    preset: str = DEFAULT_PRESET
     catalog_filter: str = ""
     data_tokens: int = 0  # tokens in the scanned data, for the time and cost of renting
 
@@ -101,7 +92,7 @@ class WizardState:
         screen = raw.get("screen", "start")
         state.screen = screen if screen in SCREENS else "start"
         state.gpu = str(raw.get("gpu") or "")
-        state.preset = str(raw.get("preset") or "quick_test")
+        state.preset = str(raw.get("preset") or DEFAULT_PRESET)
         state.catalog_filter = str(raw.get("catalog_filter") or "")
         try:
             state.data_tokens = max(0, int(raw.get("data_tokens") or 0))

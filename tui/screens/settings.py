@@ -129,9 +129,7 @@ class SettingsScreen(WizardScreen):
 
     def apply_preset(self, name: str) -> None:
         try:
-            overrides = backend.load_preset(name)
-            cfg = self.wizard.run_config()
-            cfg.update(overrides, where=f"preset {name}")
+            cfg = backend.apply_preset(self.wizard.run_config(), name)
         except UserError as exc:
             self.app.show_error(exc, "Preset")
             return

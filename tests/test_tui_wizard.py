@@ -1,0 +1,269 @@
+"""Pilot tests that walk the wizard as a user would, on the bundled sample and a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, RadioButton, Select, Static, TabbedContent
+
+from core import runs
+from core.config import RunConfig
+from tests.tui_pilot import screen_text, settle
+from tui.app import make_app
+from tui.widgets.error_dialog import ErrorDialog
+
+
+def bad_rows_file(folder: Path, shared_data: Path) -> Path:
+    """40 alpaca rows plus one line of broken JSON and one row with an empty answer."""
+    rows = json.loads((shared_data / "alpaca_en_demo.json").read_text(encoding="utf-8"))[:40]
+    path = folder / "bad.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, row in enumerate(rows):
+            if i == 5:
+                fh.write("{not json\n")
+            if i == 9:
+                fh.write(json.dumps({"instruction": "Say [bold]hi[/bold]", "output": ""}) + "\n")
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def screen_name(app) -> str:
+    return type(app.screen).__name__
+
+
+def static_text(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def set_input(pilot, selector: str, value: str, submit: bool = False) -> None:
+    field = pilot.app.screen.query_one(selector, Input)
+    field.focus()
+    field.value = value
+    if submit:
+        await pilot.press("enter")
+    await settle(pilot.app, pilot)
+
+
+def wait_for_end(run_dir: Path, limit_s: float = 180) -> runs.RunInfo:
+    # Not a timing assertion: the detached run must not outlive the test.
+    end = time.monotonic() + limit_s
+    info = runs.read_run(run_dir)
+    while info.state in runs.LIVE_STATES and time.monotonic() < end:
+        time.sleep(0.5)
+        info = runs.read_run(run_dir)
+    if info.state in runs.LIVE_STATES:
+        runs.stop_run(run_dir)
+    return info
+
+
+@pytest.mark.slow
+async def test_walk_from_task_to_training(tmp_path, shared_data, tiny_model_dir):
+    bad = bad_rows_file(tmp_path, shared_data)
+    app = make_app(tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert screen_name(app) == "StartScreen"
+        assert "No runs yet" in screen_text(app)
+
+        # Task: arrows change the task, Enter goes on.
+        await pilot.press("n")
+        assert screen_name(app) == "TaskScreen"
+        await pilot.press("down")
+        assert app.wizard.config["data"]["task"] == "chat"
+        await pilot.press("up", "enter")
+        await settle(app, pilot)
+        assert screen_name(app) == "DataScreen"
+        assert app.wizard.config["data"]["task"] == "instruction"
+
+        # Data: the bundled sample is scanned at once...
+        assert app.screen.report is not None and app.screen.report.rows_ok > 0
+        # ...then a file with two bad rows.
+        await set_input(pilot, "#data-path", str(bad), submit=True)
+        report = app.screen.report
+        assert (report.rows_total, report.rows_ok) == (42, 40)
+        assert "2 with problems" in static_text(app, "#data-status")
+        app.screen.query_one(TabbedContent).active = "tab-problems"
+        await pilot.pause()
+        problems = app.screen.query_one("#problems", DataTable)
+        wheres = [str(problems.get_row_at(i)[0]) for i in range(problems.row_count)]
+        assert "bad.jsonl:6" in wheres and any(w.startswith("bad.jsonl:11") for w in wheres)
+        await set_input(pilot, "#problems-filter", "invalid_json")
+        assert problems.row_count == 1
+        await set_input(pilot, "#problems-filter", "")
+
+        # "stop" refuses to go on, and says where the first bad row is.
+        await pilot.click("#stop")
+        assert app.wizard.config["data"]["on_bad_rows"] == "stop"
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorDialog)
+        assert "bad.jsonl:6" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.click("#skip")
+        assert app.wizard.config["data"]["on_bad_rows"] == "skip"
+
+        # Dataset text is shown literally, never as markup.
+        app.screen.query_one(TabbedContent).active = "tab-preview"
+        await settle(app, pilot)
+        assert app.screen.query_one("#preview", DataTable).row_count > 0
+
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "ModelScreen"
+
+        # Model & memory: the tiny model, a catalog GPU, and a live estimate.
+        await set_input(pilot, "#model-name", str(tiny_model_dir), submit=True)
+        app.screen.query_one("#gpu", Select).value = "RTX 4090"
+        await settle(app, pilot)
+        assert app.wizard.gpu == "RTX 4090"
+        memory = static_text(app, "#memory")
+        assert "of 24 GiB on RTX 4090" in memory and "fits" in memory
+        labels = [str(b.label) for b in app.screen.query(RadioButton)]
+        assert sum("★ recommended" in label for label in labels) == 1
+        before = app.screen.last_estimate.total
+        await set_input(pilot, "#opt-training-per_device_train_batch_size", "16")
+        assert app.wizard.config["training"]["per_device_train_batch_size"] == 16
+        assert app.screen.last_estimate.total > before
+        assert static_text(app, "#memory") != memory
+        await set_input(pilot, "#opt-training-per_device_train_batch_size", "2")
+        rent = app.screen.query_one("#rent", DataTable)
+        assert rent.row_count > 0
+
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "SettingsScreen"
+
+        # Settings: a very short run; the config shown is the file that gets written.
+        app.screen.query_one(TabbedContent).active = "tab-training"
+        await pilot.pause()
+        await set_input(pilot, "#opt-training-max_steps", "2")
+        await set_input(pilot, "#opt-training-eval_steps", "2")
+        toml_text = app.screen.query_one("#toml").text
+        assert "max_steps = 2" in toml_text and str(tiny_model_dir) in toml_text
+        command = static_text(app, "#command")
+        assert "tunewiz train " in command
+
+        await pilot.press("ctrl+t")
+        await settle(app, pilot)
+        assert screen_name(app) == "TrainLiveScreen"
+        run_dirs = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
+        assert len(run_dirs) == 1
+        written = (tmp_path / "runs" / f"{run_dirs[0].name}.toml").read_text(encoding="utf-8")
+        assert written == toml_text
+        cfg = RunConfig.load(run_dirs[0] / "config.toml")
+        assert cfg.training.max_steps == 2 and cfg.data.on_bad_rows == "skip"
+        assert cfg.model.model == str(tiny_model_dir)
+    info = wait_for_end(run_dirs[0])
+    assert info.state == "finished", info.error
+
+
+async def test_closed_wizard_reopens_where_it_was(tmp_path):
+    state, runs_dir = tmp_path / "state", tmp_path / "runs"
+    app = make_app(state, runs_dir, resume=False, detect_gpus=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n", "down", "enter")
+        await settle(app, pilot)
+        assert screen_name(app) == "DataScreen"
+        await set_input(pilot, "#data-columns", "prompt=question,response=answer")
+        app.screen.read_choices()
+    saved = json.loads((state / "wizard.json").read_text(encoding="utf-8"))
+    assert saved["screen"] == "data" and saved["config"]["data"]["task"] == "chat"
+
+    again = make_app(state, runs_dir, detect_gpus=False)
+    async with again.run_test(size=(80, 24)) as pilot:
+        await settle(again, pilot)
+        assert screen_name(again) == "DataScreen"
+        assert again.screen.query_one("#data-columns", Input).value == (
+            "prompt=question,response=answer"
+        )
+        await pilot.press("escape")  # Back keeps the choice made on the task screen
+        assert screen_name(again) == "TaskScreen"
+        assert again.screen.query_one("#tasks").highlighted == 1
+
+
+async def test_unreadable_data_shows_a_dialog_not_a_traceback(tmp_path):
+    app = make_app(tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n", "enter")
+        await settle(app, pilot)
+        await set_input(pilot, "#data-path", str(tmp_path / "missing.jsonl"), submit=True)
+        assert isinstance(app.screen, ErrorDialog)
+        text = screen_text(app)
+        assert app.screen.message.endswith("missing.jsonl: data file not found")
+        assert "data file not found" in text and "Traceback" not in text
+        await pilot.press("escape")
+        assert screen_name(app) == "DataScreen"
+
+
+async def test_a_bug_in_a_worker_goes_to_the_log(tmp_path, monkeypatch):
+    from tui import backend
+
+    def broken(name):
+        raise RuntimeError("estimator exploded")
+
+    monkeypatch.setattr(backend, "load_arch", broken)
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="model"
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert isinstance(app.screen, ErrorDialog)
+        text = screen_text(app)
+        assert "RuntimeError: estimator exploded" in text and "Traceback" not in text
+    logged = (tmp_path / "state" / "tui.log").read_text(encoding="utf-8")
+    assert "Traceback" in logged and "estimator exploded" in logged
+
+
+async def test_start_opens_a_running_run_in_its_live_panel(tmp_path):
+    run_dir = tmp_path / "runs" / "busy"
+    run_dir.mkdir(parents=True)
+    RunConfig(name="busy").save(run_dir / "config.toml")
+    runs.write_status(
+        run_dir, state="running", pid=os.getpid(), host=runs.this_host(), step=3, total_steps=10
+    )
+    app = make_app(tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        text = screen_text(app)
+        assert "busy" in text and "running" in text and "3/10" in text
+        await pilot.press("o")
+        await pilot.pause()
+        assert screen_name(app) == "TrainLiveScreen"
+        assert app.screen.run_dir == run_dir
+
+
+async def test_preset_changes_every_form_and_the_config(tmp_path):
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="settings"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        assert screen_name(app) == "SettingsScreen"
+        quick = app.wizard.config["training"]["max_steps"]
+        await pilot.click("#preset-thorough")
+        await pilot.pause()
+        cfg = app.wizard.run_config()
+        assert app.wizard.preset == "thorough"
+        assert cfg.training.max_steps != quick
+        shown = app.screen.query_one("#opt-training-max_steps", Input).value
+        assert shown == str(cfg.training.max_steps)
+        assert f"max_steps = {cfg.training.max_steps}" in app.screen.query_one("#toml").text
+
+
+async def test_bad_option_value_is_refused_where_it_was_typed(tmp_path):
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="settings"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        app.screen.query_one(TabbedContent).active = "tab-training"
+        await pilot.pause()
+        before = app.wizard.config["training"]["learning_rate"]
+        await set_input(pilot, "#opt-training-learning_rate", "fast")
+        assert app.wizard.config["training"]["learning_rate"] == before
+        row = app.screen.query_one("#row-training-learning_rate")
+        assert row.has_class("-invalid") and "expected a number" in screen_text(app)
