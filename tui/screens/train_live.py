@@ -218,6 +218,7 @@ class TrainLiveScreen(Screen):
             self.show_checkpoints()
         if rows:
             self.show_stats()
+        self.query_one(LossChart).flush()  # a redraw held back by the rate limit
 
     @work(thread=True, exclusive=True, group="live-catch-up")
     def catch_up(self) -> None:

@@ -7,6 +7,8 @@ step for hours costs the same to draw as a short one.
 
 from __future__ import annotations
 
+import time
+
 from textual_plotext import PlotextPlot
 
 
@@ -47,12 +49,18 @@ class LossChart(PlotextPlot):
     }
     """
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None):
+    def __init__(
+        self, *, min_interval: float = 1.0, id: str | None = None, classes: str | None = None
+    ):
         super().__init__(id=id, classes=classes)
         self.steps: list[float] = []
         self.losses: list[float] = []
         self.eval_steps: list[float] = []
         self.eval_losses: list[float] = []
+        self.min_interval = min_interval
+        self.redraws = 0
+        self._pending = False
+        self._drawn_at = float("-inf")  # the first points are drawn at once
 
     @property
     def point_count(self) -> int:
@@ -70,8 +78,22 @@ class LossChart(PlotextPlot):
         self.eval_losses += eval_losses
         added = bool(steps or eval_steps)
         if added:
-            self.refresh()
+            self._pending = True
+            self.flush()
         return added
+
+    def flush(self) -> None:
+        """Redraw if points arrived, at most once per `min_interval` (call it every tick).
+
+        Drawing is the panel's dearest step (tens of ms); a run logging many
+        steps a second gains nothing from more than one redraw a second.
+        """
+        now = time.monotonic()
+        if self._pending and now - self._drawn_at >= self.min_interval:
+            self._pending = False
+            self._drawn_at = now
+            self.redraws += 1
+            self.refresh()
 
     def render(self):
         plt = self.plt
