@@ -157,6 +157,15 @@ async def test_follows_a_growing_run(tmp_path):
         assert screen.query_one(ProgressBar).progress == 100
         assert "checkpoint-100" in text_of(screen, "#live-checkpoints")
         assert screen.query_one(Log).lines[-1] == "saving checkpoint-100"
+        # a checkpoint caught half-written (no config yet) shows up once it is complete
+        (run_dir / "checkpoint-120").mkdir()
+        screen.poll()
+        assert "checkpoint-120" not in text_of(screen, "#live-checkpoints")
+        (run_dir / "checkpoint-120" / "adapter_config.json").write_text("{}")
+        for _ in range(4):
+            screen.poll()
+        await pilot.pause()
+        assert "checkpoint-120" in text_of(screen, "#live-checkpoints")
         # the rest of the half-written line arrives: counted once, not lost
         with open(run_dir / "metrics.jsonl", "a") as fh:
             fh.write('ss": 0.7, "elapsed_s": 151.5}\n')
