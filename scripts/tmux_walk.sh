@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Drive the real wizard in tmux, the way a user over SSH would: start -> task -> data (the
+# bundled sample) -> model & memory -> settings -> start a 2-step run -> live panel -> finished.
+# Fails (exit 1, printing the pane) when an expected text does not appear in time.
+#
+#   scripts/tmux_walk.sh            # uses .venv/bin/tunewiz; TUNEWIZ_BIN overrides
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${TUNEWIZ_BIN:-$ROOT/.venv/bin/tunewiz}
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+SHARED_HOME=${TUNEWIZ_HOME:-$ROOT/.tunewiz-home}
+WORK=$(mktemp -d)
+SESSION="tunewiz-walk-$$"
+
+cleanup() {
+    tmux kill-session -t "$SESSION" 2>/dev/null || true
+    # A run still going (a failed walk) is asked to stop; its files go with the folder.
+    for run in "$WORK"/runs/*/; do
+        [ -f "$run/status.json" ] && "$PY" -c "import sys; from core import runs
+try: runs.stop_run(sys.argv[1])
+except Exception: pass" "$run" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A home of its own (wizard state, runs) that shares the converted bundled model.
+mkdir -p "$WORK/home"
+"$PY" -c "from core.bundled import ensure_default_model; ensure_default_model()" >/dev/null 2>&1
+ln -s "$SHARED_HOME/models" "$WORK/home/models"
+export TUNEWIZ_HOME="$WORK/home" HF_HUB_OFFLINE=1
+# The wizard remembers settings: start with a 2-step run so the walk ends quickly.
+"$PY" - <<PYEOF
+from pathlib import Path
+from tui.state import WizardState
+s = WizardState()
+for key, value in {"training.max_steps": 2, "training.save_steps": 2, "training.eval_steps": 2}.items():
+    s.set(key, value)
+s.save(Path("$WORK/home/config/wizard.json"))
+PYEOF
+
+screen() { tmux capture-pane -p -t "$SESSION"; }
+
+wait_for() {  # wait_for TEXT SECONDS
+    local text=$1 limit=${2:-20} i=0
+    while (( i < limit * 4 )); do
+        if screen | grep -qF -- "$text"; then
+            echo "ok: $text"
+            return 0
+        fi
+        sleep 0.25
+        i=$((i + 1))
+    done
+    echo "FAILED: '$text' did not appear within ${limit}s. The screen:" >&2
+    screen >&2
+    exit 1
+}
+
+keys() { tmux send-keys -t "$SESSION" "$@"; sleep 0.3; }
+
+tmux new-session -d -s "$SESSION" -x 80 -y 24 "cd '$WORK' && '$BIN'; echo EXITED; sleep 60"
+
+wait_for "No runs yet" 20
+keys n
+wait_for "What should the model learn?" 10
+keys Enter
+wait_for "48 of 48 rows usable" 90
+keys C-n
+wait_for "GiB on CPU" 30
+keys C-n
+wait_for "tunewiz train runs/" 10
+keys C-t
+wait_for "d Detach" 120   # the live panel's footer
+wait_for "finished" 240
+wait_for "2/2" 5
+if screen | grep -qE "Traceback|Error:"; then
+    echo "FAILED: an error reached the screen" >&2
+    screen >&2
+    exit 1
+fi
+keys C-q
+wait_for "EXITED" 10
+echo "tmux walk passed"
