@@ -85,7 +85,13 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     top = p.add_argument_group("run")
     for f in dataclasses.fields(RunConfig):
         if f.name in ("name", "runs_dir"):
-            top.add_argument(flag_name(f.name), dest=f"cfg:{f.name}", default=None, help=_help(f))
+            top.add_argument(
+                flag_name(f.name),
+                dest=f"cfg:{f.name}",
+                default=None,
+                metavar=f.name.upper(),
+                help=_help(f),
+            )
     for section in RunConfig.SECTIONS:
         group = p.add_argument_group(section)
         for f in section_fields(section):
@@ -99,6 +105,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                 kw.update(nargs="?", const="true", metavar="true|false")
             elif f.metadata.get("choices"):
                 kw["choices"] = [str(c) for c in f.metadata["choices"]]
+            else:
+                kw["metavar"] = f.name.upper()
             group.add_argument(flag_name(f.name), **kw)
 
 
