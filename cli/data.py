@@ -145,7 +145,10 @@ def print_report(console, report, tokenizer=None) -> None:
         table.add_column("where", overflow="fold")
         table.add_column("kind")
         table.add_column("what is wrong", overflow="fold")
-        shown = report.problems[:20]
+        from core.data.report import WARNING_KINDS
+
+        # rows that were skipped first; truncation warnings (rows kept) after them
+        shown = sorted(report.problems, key=lambda p: p.kind in WARNING_KINDS)[:20]
         for p in shown:
             table.add_row(Text(p.where), Text(p.kind), Text(p.message))
         console.print(table)

@@ -258,3 +258,15 @@ def test_unpacked_collate_pads_with_attention_mask(tokenizer):
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_a_token_merging_prompt_and_answer_is_untrained_and_reported(tokenizer):
+    from core.data.template import tokenize_rendered
+
+    # An answer that starts inside a word of the rendered text: the token "hello" spans both sides.
+    text = "user says hello"
+    spans = [(text.index("llo"), len(text))]  # the "answer" starts inside the token "hello"
+    (tok,) = tokenize_rendered([text], [spans], tokenizer, 100)
+    assert tok.straddles
+    trained = [t for t, lab in zip(tok.input_ids, tok.labels, strict=True) if lab != IGNORE_INDEX]
+    assert "hel" not in tokenizer.decode(trained)

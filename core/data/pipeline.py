@@ -256,7 +256,7 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
             progress(report.rows_total)
 
     keep_mask = _mark_duplicates(hashes, srcs, locs, sources, report)
-    report.rows_ok = sum(keep_mask)
+    report.rows_ok = int(keep_mask.sum())
     for index, norm, exs in previews:
         if keep_mask[index] and len(report.preview) < PREVIEW_ROWS:
             report.preview.append(norm)
@@ -284,6 +284,11 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
                 )
             elif packing_enabled(cfg):
                 report.token_stats.sequences = packed_count(kept_lengths, cfg.max_seq_len)
+        if report.boundary_merges:
+            report.notes.append(
+                f"{report.boundary_merges} rows have a token that spans the end of the prompt and the "
+                "start of the answer (the tokenizer merges across the template); it is not trained"
+            )
         if split_docs:
             report.notes.append(
                 f"{split_docs} documents longer than max_seq_len ({cfg.max_seq_len}) are split "
@@ -347,6 +352,8 @@ def _tokenize(good, tokenizer, template, cfg: DataConfig, sources, report: DataR
                     f"{t.length} tokens: truncated to {max_len}, {t.length - max_len} tokens lost",
                 )
             )
+        if t.straddles:
+            report.boundary_merges += 1
         if t.trained == 0:
             why = " (the answer lies past max_seq_len)" if t.length > max_len else ""
             report.add_problem(
@@ -357,27 +364,34 @@ def _tokenize(good, tokenizer, template, cfg: DataConfig, sources, report: DataR
     return out
 
 
-def _mark_duplicates(hashes, srcs, locs, sources, report: DataReport) -> list[bool]:
-    """Later copies of a row are problems; the first copy is kept."""
-    if not hashes:
-        return []
+def _mark_duplicates(hashes, srcs, locs, sources, report: DataReport):
+    """Later copies of a row are problems; the first copy is kept. Returns a keep mask.
+
+    Rows are compared by the hash of their normalized content, sorted once at the
+    end (a few bytes per row) rather than kept in a set while reading.
+    """
     import numpy as np
 
+    n = len(hashes)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
     h = np.frombuffer(hashes, dtype=np.int64)
-    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-    firsts = first[inverse]
-    dup = np.nonzero(firsts != np.arange(len(h)))[0]
-    keep = [True] * len(h)
-    for i in dup.tolist():
-        j = int(firsts[i])
-        keep[i] = False
-        report.add_problem(
-            Problem(
-                sources[srcs[i]].where(locs[i]),
-                "duplicate",
-                f"same as {sources[srcs[j]].where(locs[j])}",
-            )
-        )
+    order = np.argsort(h, kind="stable")  # stable: the first copy comes first in its run
+    sorted_h = h[order]
+    same = np.zeros(n, dtype=bool)
+    np.equal(sorted_h[1:], sorted_h[:-1], out=same[1:])
+    del sorted_h
+    dup_pos = np.flatnonzero(same)
+    if not dup_pos.size:
+        return keep
+    run_starts = np.flatnonzero(~same)
+    firsts = order[run_starts[np.searchsorted(run_starts, dup_pos, side="right") - 1]]
+    dups = order[dup_pos]
+    keep[dups] = False
+    for i, j in sorted(zip(dups.tolist(), firsts.tolist(), strict=True)):
+        here, first = sources[srcs[i]].where(locs[i]), sources[srcs[j]].where(locs[j])
+        report.add_problem(Problem(here, "duplicate", f"same as {first}"))
     return keep
 
 

@@ -78,6 +78,7 @@ class DataReport:
     preview: list[dict] = field(default_factory=list)  # a few normalized usable rows
     examples: list[dict] = field(default_factory=list)  # the same rows tokenized (with a tokenizer)
     notes: list[str] = field(default_factory=list)
+    boundary_merges: int = 0  # rows where a token crosses a prompt/answer boundary
 
     def add_problem(self, problem: Problem) -> None:
         self.problem_counts[problem.kind] = self.problem_counts.get(problem.kind, 0) + 1

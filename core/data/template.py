@@ -92,6 +92,7 @@ class Tokenized:
     labels: list[int]
     length: int  # before truncation
     trained: int  # trained tokens after truncation
+    straddles: bool = False  # a token crosses the start of an answer (not trained)
 
 
 def tokenize_rendered(
@@ -121,23 +122,28 @@ def tokenize_rendered(
     eos_id = tokenizer.eos_token_id
     out = []
     for i, ids in enumerate(all_ids):
+        straddles = False
         if append_eos and eos_id is not None and (not ids or ids[-1] != eos_id):
             ids = ids + [eos_id]
         row_spans = spans[i]
         if row_spans is None:
             labels = list(ids)
         else:
-            starts = [o[0] for o in offsets[i]]
+            offs = offsets[i]
+            starts = [o[0] for o in offs]
             labels = [IGNORE_INDEX] * len(ids)
             for s, e in row_spans:
                 a = bisect.bisect_left(starts, s)
                 b = bisect.bisect_left(starts, e)
                 labels[a:b] = ids[a:b]
+                # The prefix check in token space: the prompt's tokens must end where the
+                # answer begins; a token merging both sides is left untrained and reported.
+                straddles = straddles or (a > 0 and offs[a - 1][1] > s)
         length = len(ids)
         if truncate and length > max_len:
             ids, labels = ids[:max_len], labels[:max_len]
         trained = len(labels) - labels.count(IGNORE_INDEX)
-        out.append(Tokenized(list(ids), labels, length, trained))
+        out.append(Tokenized(list(ids), labels, length, trained, straddles))
     return out
 
 
