@@ -165,9 +165,10 @@ def read_run(run_dir: str | Path) -> RunInfo:
 
 def _eta(st: dict, info: RunInfo) -> float | None:
     # Rate over this session only: a resumed run's first steps include loading.
+    # first_step_at marks the end of this session's first step: time the steps after it.
     start_step = int(st.get("start_step") or 0)
     t0 = st.get("first_step_at")
-    done = info.step - start_step
+    done = info.step - start_step - 1
     if not t0 or done <= 0 or not info.total_steps:
         return None
     rate = (time.time() - float(t0)) / done
