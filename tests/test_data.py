@@ -410,3 +410,13 @@ def test_json_report_has_the_documented_keys(tmp_path):
         }
     ]
     assert out["token_stats"] is None
+
+
+def test_json_array_with_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "d.json"
+    good = json.dumps({"prompt": "a?", "response": "b."}).encode()
+    bad = json.dumps({"prompt": "crème?", "response": "x"}, ensure_ascii=False).encode("latin-1")
+    path.write_bytes(b"[" + good + b",\n" + bad + b",\n" + good.replace(b"b.", b"c.") + b"]")
+    report = inspect(path)
+    assert report.rows_ok == 2
+    assert {(p.where, p.kind) for p in report.problems} == {("d.json[1]", "non_utf8")}

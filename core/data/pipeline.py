@@ -96,20 +96,27 @@ def prepare(
     batch_size: int = 4,
 ) -> PreparedData:
     """Checked, tokenized, split (and packed) examples; UserError when nothing usable, or bad rows and `stop`."""
-    report, examples = _scan(
+    report, groups = _scan(
         cfg, tokenizer, keep=True, cancel=cancel, progress=progress, batch_size=batch_size
     )
-    _check_usable(report, cfg, "data.data")
+    _check_usable(
+        report, cfg, "data.data"
+    )  # before the tokenizer check: says why nothing is usable
+    if tokenizer is None:
+        raise ValueError("prepare() needs the model's tokenizer")
     eval_report = None
     if cfg.validation_file:
         vcfg = dataclasses.replace(cfg, data=cfg.validation_file)
-        eval_report, evals = _scan(
+        eval_report, eval_groups = _scan(
             vcfg, tokenizer, keep=True, cancel=cancel, progress=None, batch_size=batch_size
         )
         _check_usable(eval_report, vcfg, "data.validation_file")
-        train = examples
+        train_groups = groups
     else:
-        train, evals = split(examples, cfg.validation_split, cfg.split_seed)
+        # split rows, not examples: the chunks of one long document stay on one side
+        train_groups, eval_groups = split(groups, cfg.validation_split, cfg.split_seed)
+    train = [ex for g in train_groups for ex in g]
+    evals = [ex for g in eval_groups for ex in g]
     packed = packing_enabled(cfg)
     if packed:
         train, evals = pack(train, cfg.max_seq_len), pack(evals, cfg.max_seq_len)
@@ -262,7 +269,7 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
             report.preview.append(norm)
             if exs:
                 report.examples.append(exs[0])
-    examples: list[dict] = []
+    groups: list[list[dict]] = []
     if tokenizer is not None:
         kept_lengths = [n for n, k in zip(lengths, keep_mask, strict=False) if k]
         report.token_stats = token_stats(
@@ -294,11 +301,9 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
                 f"{split_docs} documents longer than max_seq_len ({cfg.max_seq_len}) are split "
                 "into several sequences (no token lost)"
             )
-        if keep:
-            for exs, k in zip(row_examples, keep_mask, strict=False):
-                if k:
-                    examples.extend(exs)
-    return report, examples
+        if keep:  # one group per row: a long text document makes several examples
+            groups = [exs for exs, k in zip(row_examples, keep_mask, strict=True) if k]
+    return report, groups
 
 
 def _tokenize(good, tokenizer, template, cfg: DataConfig, sources, report: DataReport):
