@@ -12,9 +12,16 @@ import sys
 DEFAULT_TOKENS = 10_000_000
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from core.estimate.memory import ATTENTIONS, DEVICES, OPTIMIZERS, PRECISIONS, QUANTS
+# The same tuples as core.estimate.memory's (a test checks): spelled out so that building the
+# parser imports nothing of the estimator for the other subcommands.
+PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
+OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
+ATTENTIONS = ("flash", "sdpa", "eager")
+QUANTS = ("none", "int8", "nf4")
+DEVICES = ("cuda", "cpu")
 
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "estimate",
         help="Memory, time and cost of fine-tuning a model, before you rent a GPU.",

@@ -249,6 +249,13 @@ class ModelArch:
     source: str = "catalog"
     exact: bool = True  # False for families we only approximate
 
+    def __hash__(self) -> int:  # the estimator caches per architecture: hash once, not per call
+        return self._hash
+
+    @functools.cached_property  # noqa: B019
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f) for f in self.__dataclass_fields__))
+
     @property
     def q_dim(self) -> int:
         return self.num_heads * self.head_dim
@@ -257,7 +264,15 @@ class ModelArch:
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
 
+    @functools.cached_property  # noqa: B019 - frozen and hashable: one value per architecture
+    def _linear_shapes(self) -> dict[str, tuple[int, int, int]]:
+        return self._compute_linear_shapes()
+
     def linear_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """Per layer: module name -> (d_in, d_out, count) of every adaptable matrix (a copy)."""
+        return dict(self._linear_shapes)
+
+    def _compute_linear_shapes(self) -> dict[str, tuple[int, int, int]]:
         """Per layer: module name -> (d_in, d_out, count) of every adaptable matrix.
 
         Names are the usual PEFT target names; count > 1 for MoE experts.
@@ -319,6 +334,10 @@ class ModelArch:
 
     def num_params(self) -> int:
         """Total parameters, counted like `sum(p.numel() for p in model.parameters())`."""
+        return self._num_params
+
+    @functools.cached_property  # noqa: B019
+    def _num_params(self) -> int:
         return (
             self.embedding_params()
             + self.num_layers * self.params_per_layer()

@@ -165,14 +165,17 @@ def suggestions(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> li
                     )
                 )
                 break
-        for gpu in sorted(load_gpus(), key=lambda g: (g.memory_gib, g.price_per_hour_usd)):
-            if gpu.memory_gib > gpu_mem_gib and _fits(
-                arch, with_(r1, gpus=1, zero=0), gpu.memory_gib * GIB
-            ):
+        bigger = sorted(
+            (g for g in load_gpus() if g.memory_gib > gpu_mem_gib),
+            key=lambda g: (g.memory_gib, g.price_per_hour_usd),
+        )
+        for gpu, gc in ((g, gc) for gc in gcs for g in bigger):
+            if _fits(arch, with_(r1, gpus=1, zero=0, grad_checkpointing=gc), gpu.memory_gib * GIB):
+                extra = " with gradient checkpointing" if gc != req.grad_checkpointing else ""
                 out.append(
                     Suggestion(
-                        f"a bigger GPU: {gpu.name} ({gpu.memory_gib:g} GiB)",
-                        {"gpu_mem_gib": gpu.memory_gib},
+                        f"a bigger GPU: {gpu.name} ({gpu.memory_gib:g} GiB){extra}",
+                        {"gpu_mem_gib": gpu.memory_gib, "grad_checkpointing": gc},
                     )
                 )
                 break

@@ -27,6 +27,7 @@ The step's peak is the larger of two moments: the start of the backward pass
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 
 from core.errors import UserError
@@ -49,7 +50,7 @@ CUDA_CONTEXT_BYTES = int(0.55 * GIB)
 ALLOCATOR_RESERVE = 0.05
 #: On the CPU the "overhead" is the process itself: Python with torch, transformers and peft
 #: loaded (bench/bench_estimate.py measures it as the baseline RSS).
-CPU_PROCESS_BYTES = int(0.62 * GIB)
+CPU_PROCESS_BYTES = int(0.46 * GIB)
 
 NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes + one fp32 absmax per 64-weight block
 NF4_DQ_BYTES = (
@@ -155,11 +156,12 @@ def validate(arch: ModelArch, req: EstimateRequest) -> None:
         )
     if req.device == "cpu" and (req.gpus > 1 or req.zero):
         raise UserError("several GPUs and ZeRO need --device cuda", where="--device")
-    if req.method == "qlora" and req.optimizer == "paged-adamw-8bit" and req.device == "cpu":
+    if req.optimizer == "paged-adamw-8bit" and req.device == "cpu":
         raise UserError("paged optimizers need a CUDA GPU", where="--optimizer")
     lora_targets(arch, req.lora_targets)  # raises on unknown module names
 
 
+@functools.lru_cache(maxsize=256)
 def lora_targets(arch: ModelArch, spec: str) -> dict[str, tuple[int, int, int]]:
     """The adapted matrices per layer for a `--lora-targets` value (PEFT's target_modules)."""
     shapes = arch.linear_shapes()
@@ -195,6 +197,12 @@ def lora_targets(arch: ModelArch, spec: str) -> dict[str, tuple[int, int, int]]:
 
 def lora_params(arch: ModelArch, req: EstimateRequest) -> int:
     """`r * (d_in + d_out)` per adapted matrix (k/v use the KV width under GQA)."""
+    return _lora_params(arch, req.lora_r, req.lora_targets)
+
+
+@functools.lru_cache(maxsize=256)
+def _lora_params(arch: ModelArch, r: int, spec: str) -> int:
+    req = EstimateRequest(lora_r=r, lora_targets=spec)
     per_layer = sum(
         req.lora_r * (d_in + d_out) * n
         for d_in, d_out, n in lora_targets(arch, req.lora_targets).values()
@@ -202,6 +210,7 @@ def lora_params(arch: ModelArch, req: EstimateRequest) -> int:
     return per_layer * arch.num_layers
 
 
+@functools.lru_cache(maxsize=256)
 def linear_params(arch: ModelArch) -> int:
     """Parameters inside the decoder layers' Linear layers: what bitsandbytes quantizes."""
     return arch.num_layers * sum(a * b * n for a, b, n in arch.linear_shapes().values())

@@ -1,0 +1,243 @@
+"""Estimator accuracy on this machine's CPU, and `tunewiz estimate` wall-clock.
+
+Trains SmolLM2-135M-Instruct's architecture (random weights of that shape for full and
+LoRA; the bundled checkpoint quantized to NF4 by bitsandbytes for QLoRA) in fp32 on the
+CPU, full / LoRA / QLoRA at two batch x sequence sizes, each case in a fresh process,
+and compares its peak RSS with `estimate(..., device="cpu")`:
+
+- the process's baseline RSS is read after importing torch, transformers (Trainer),
+  peft and datasets, before the model exists (the estimator's CPU "overhead");
+- after the model is built and loading leftovers are freed, the kernel's peak-RSS mark
+  is reset (/proc/self/clear_refs), then 2 training steps run (the second has optimizer
+  states and activations at once) and VmHWM is read.
+
+The step replicates HF Trainer's: forward with labels, backward, clip_grad_norm_(1.0),
+AdamW step, zero_grad(set_to_none=True). Targets: |error| < 10% on every case;
+`tunewiz estimate` < 0.3 s. Two CPU cores are shared with other work, so timings are
+noisy (medians of several runs are printed); memory figures are not affected.
+
+    .venv/bin/python bench/bench_estimate.py            # all cases + CLI timing
+    .venv/bin/python bench/bench_estimate.py --quick    # smaller sizes only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TUNEWIZ_HOME", str(ROOT / ".tunewiz-home"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CASES = [
+    ("full", 1, 128),
+    ("full", 2, 512),
+    ("lora", 1, 128),
+    ("lora", 2, 512),
+    ("qlora", 1, 128),
+    ("qlora", 2, 512),
+]
+STEPS = 2
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def child(method: str, batch: int, seq: int) -> dict:
+    """One case in this (fresh) process; returns bytes."""
+    import ctypes
+    import gc
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import datasets  # noqa: F401 - the training worker imports it: part of the baseline
+    import peft  # noqa: F401
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, Trainer  # noqa: F401
+    from transformers.utils import logging as tlog
+
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    from core.bundled import ensure_default_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    baseline = _status_kib("VmRSS") * 1024
+    folder = ensure_default_model()
+    if method == "qlora":
+        import bitsandbytes  # noqa: F401
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        q = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, quantization_config=q, dtype=torch.float32, attn_implementation="sdpa"
+        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        cfg = AutoConfig.from_pretrained(folder)
+        cfg._attn_implementation = "sdpa"
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.config.use_cache = False
+    if method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=16,
+                lora_alpha=32,
+                lora_dropout=0.05,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=1e-5)
+    vocab = model.config.vocab_size
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    after_load = _status_kib("VmRSS") * 1024
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark to the current RSS
+    t0 = time.perf_counter()
+    for _ in range(STEPS):
+        ids = torch.randint(0, vocab, (batch, seq))
+        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        del loss
+    return {
+        "baseline": baseline,
+        "after_load": after_load,
+        "peak": _status_kib("VmHWM") * 1024,
+        "step_s": (time.perf_counter() - t0) / STEPS,
+    }
+
+
+def estimated(method: str, batch: int, seq: int) -> tuple[int, int]:
+    """(total incl. process overhead, tensors only) from the estimator."""
+    from core.estimate import EstimateRequest, estimate
+    from core.profiles import load_model_arch
+
+    arch = load_model_arch("HuggingFaceTB/SmolLM2-135M-Instruct")
+    est = estimate(
+        arch,
+        EstimateRequest(
+            method=method,
+            precision="fp32",
+            batch_size=batch,
+            seq_len=seq,
+            device="cpu",
+            lora_r=16,
+            lora_dropout=0.05,
+            double_quant=True,
+        ),
+    )
+    return est.total, est.total - est.breakdown["overhead"]
+
+
+def cli_timing(runs: int = 7) -> tuple[float, float]:
+    """Median wall-clock of `tunewiz estimate` and of a bare `python -c pass` (the floor)."""
+    exe = ROOT / ".venv" / "bin"
+    cmd = [str(exe / "tunewiz"), "estimate", "meta-llama/Llama-3.1-8B", "--gpu", "RTX 4090"]
+    floor_cmd = [str(exe / "python"), "-c", "pass"]
+
+    def median(c: list[str]) -> float:
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            subprocess.run(c, check=True, capture_output=True, cwd=ROOT)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    return median(cmd), median(floor_cmd)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--case", nargs=3, metavar=("METHOD", "BATCH", "SEQ"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="Only the smaller size of each method."
+    )
+    parser.add_argument("--no-train", action="store_true", help="Only the CLI timing.")
+    args = parser.parse_args()
+    if args.case:
+        method, b, s = args.case
+        print(json.dumps(child(method, int(b), int(s))))
+        return 0
+
+    gib = 1024**3
+    errors = []
+    if not args.no_train:
+        cases = [c for c in CASES if not args.quick or c[2] == 128]
+        print(
+            f"SmolLM2-135M, fp32 on the CPU, {STEPS} training steps per case, fresh process each\n"
+        )
+        header = (
+            f"{'case':<20}{'baseline':>9}{'peak RSS':>10}{'est total':>10}{'err':>8}"
+            f"{'   | train':>11}{'est tens.':>10}{'err':>8}{'s/step':>8}"
+        )
+        print(header)
+        print("-" * len(header))
+        for method, b, s in cases:
+            out = subprocess.run(
+                [sys.executable, __file__, "--case", method, str(b), str(s)],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+            if out.returncode:
+                print(f"{method} b={b} s={s}: FAILED\n{out.stderr[-2000:]}")
+                errors.append(float("inf"))
+                continue
+            m = json.loads(out.stdout.strip().splitlines()[-1])
+            total, tensors = estimated(method, b, s)
+            train = m["peak"] - m["baseline"]
+            err_total = (total - m["peak"]) / m["peak"] * 100
+            err_tensors = (tensors - train) / train * 100
+            errors.append(abs(err_total))
+            print(
+                f"{method + f' b={b} s={s}':<20}{m['baseline'] / gib:>9.2f}{m['peak'] / gib:>10.2f}"
+                f"{total / gib:>10.2f}{err_total:>+7.1f}%"
+                f"{'   | ':>5}{train / gib:>6.2f}{tensors / gib:>10.2f}{err_tensors:>+7.1f}%"
+                f"{m['step_s']:>8.1f}"
+            )
+        print(
+            "\nGiB. 'peak RSS' vs 'est total' is the estimate as `tunewiz estimate --device cpu` "
+            "prints it;\n'train' = peak RSS - baseline RSS (after imports, before the model) vs "
+            "the estimate's tensor terms."
+        )
+        worst = max(errors) if errors else 0
+        print(f"worst |error| of the total: {worst:.1f}% (target < 10%)")
+    cli, floor = cli_timing()
+    print(
+        f"\n`tunewiz estimate meta-llama/Llama-3.1-8B --gpu 'RTX 4090'`: median {cli:.3f} s wall-clock "
+        f"over 7 runs (target < 0.3 s); bare `python -c pass`: {floor:.3f} s "
+        f"(ratio {cli / floor:.1f}x). Shared 2-core machine: expect noise."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
