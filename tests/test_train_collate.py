@@ -1,0 +1,51 @@
+"""Batching: padding to the longest row, and packed rows that never attend to each other."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.train.collate import IGNORE_INDEX, TOKENS_KEY, Collator
+
+
+def test_padding_to_longest_masks_padding_and_counts_real_tokens():
+    batch = Collator(pad_token_id=0)(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    )
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch[TOKENS_KEY] == 4 and "position_ids" not in batch
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_rows_give_the_same_logits_as_rows_alone(tiny_model_dir, attn):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
+    a, b = [11, 12, 13, 14], [21, 22, 23]
+    packed = {"input_ids": a + b, "labels": a + b, "position_ids": [0, 1, 2, 3, 0, 1, 2]}
+    batch = Collator(pad_token_id=0)(
+        [packed, {"input_ids": a, "labels": a, "position_ids": [0, 1, 2, 3]}]
+    )
+    assert "attention_mask" not in batch
+    assert batch["position_ids"][1].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        0,
+        1,
+        2,
+    ]  # padding restarts: its own sequence
+    assert batch["labels"][1].tolist()[4:] == [IGNORE_INDEX] * 3
+    batch.pop(TOKENS_KEY)
+    # As in training (core.train.model sets use_cache=False): with a KV cache transformers
+    # would not look for packed rows in position_ids.
+    model.config.use_cache = False
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        alone_a = model(input_ids=torch.tensor([a])).logits[0]
+        alone_b = model(input_ids=torch.tensor([b])).logits[0]
+    torch.testing.assert_close(out[0, :4], alone_a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out[0, 4:], alone_b, rtol=1e-4, atol=1e-4)  # b never saw a
