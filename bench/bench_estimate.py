@@ -1,15 +1,25 @@
 """Estimator accuracy on this machine's CPU, and `tunewiz estimate` wall-clock.
 
-Trains SmolLM2-135M-Instruct's architecture (random weights of that shape for full and
-LoRA; the bundled checkpoint quantized to NF4 by bitsandbytes for QLoRA) in fp32 on the
-CPU, full / LoRA / QLoRA at two batch x sequence sizes, each case in a fresh process,
-and compares its peak RSS with `estimate(..., device="cpu")`:
+Trains SmolLM2-135M-Instruct's architecture (random weights of that shape; for QLoRA
+saved first as a bf16 checkpoint, the way hub models ship, and quantized to NF4 by
+bitsandbytes on load) in fp32 on the CPU, full / LoRA / QLoRA at two batch x sequence
+sizes, each case in a fresh process, and compares its peak RSS with
+`estimate(..., device="cpu")`:
 
 - the process's baseline RSS is read after importing torch, transformers (Trainer),
   peft and datasets, before the model exists (the estimator's CPU "overhead");
 - after the model is built and loading leftovers are freed, the kernel's peak-RSS mark
   is reset (/proc/self/clear_refs), then 2 training steps run (the second has optimizer
   states and activations at once) and VmHWM is read.
+
+Allocator: glibc's malloc raises its mmap threshold as large blocks are freed and then keeps
+freed heap memory, which adds 10-40% to the RSS of small CPU runs (measured: LoRA 128 tokens,
++130 MiB) and is not memory that tensors hold. The children therefore run with
+MALLOC_MMAP_THRESHOLD_=131072 (a fixed threshold: large blocks go back to the OS when freed),
+which is what the estimate models; `--glibc-default` measures without it.
+Also not modelled: loading a checkpoint whose dtype equals the training dtype keeps the
+safetensors file mapped (its pages count in RSS) while any parameter is a view into it; for
+QLoRA from the bundled fp32 file that is +0.5 GiB. With a bf16 checkpoint (hub models), no.
 
 The step replicates HF Trainer's: forward with labels, backward, clip_grad_norm_(1.0),
 AdamW step, zero_grad(set_to_none=True). Targets: |error| < 10% on every case;
@@ -54,7 +64,7 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(field)
 
 
-def child(method: str, batch: int, seq: int) -> dict:
+def child(method: str, batch: int, seq: int, checkpoint: str | None = None) -> dict:
     """One case in this (fresh) process; returns bytes."""
     import ctypes
     import gc
@@ -87,7 +97,10 @@ def child(method: str, batch: int, seq: int) -> dict:
             bnb_4bit_compute_dtype=torch.float32,
         )
         model = AutoModelForCausalLM.from_pretrained(
-            folder, quantization_config=q, dtype=torch.float32, attn_implementation="sdpa"
+            checkpoint or folder,
+            quantization_config=q,
+            dtype=torch.float32,
+            attn_implementation="sdpa",
         )
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
@@ -155,6 +168,21 @@ def estimated(method: str, batch: int, seq: int) -> tuple[int, int]:
     return est.total, est.total - est.breakdown["overhead"]
 
 
+def bf16_checkpoint(folder: Path) -> Path:
+    """A random model of the bundled model's shape, saved in bf16 like hub checkpoints."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "model.safetensors").is_file():
+        from core.bundled import ensure_default_model
+
+        cfg = AutoConfig.from_pretrained(ensure_default_model())
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
 def cli_timing(runs: int = 7) -> tuple[float, float]:
     """Median wall-clock of `tunewiz estimate` and of a bare `python -c pass` (the floor)."""
     exe = ROOT / ".venv" / "bin"
@@ -183,16 +211,18 @@ def main() -> int:
     parser.add_argument("--no-train", action="store_true", help="Only the CLI timing.")
     args = parser.parse_args()
     if args.case:
-        method, b, s = args.case
-        print(json.dumps(child(method, int(b), int(s))))
+        method, b, s, *ckpt = args.case
+        print(json.dumps(child(method, int(b), int(s), ckpt[0] if ckpt else None)))
         return 0
 
     gib = 1024**3
     errors = []
     if not args.no_train:
         cases = [c for c in CASES if not args.quick or c[2] == 128]
+        malloc = "glibc default" if args.glibc_default else "MALLOC_MMAP_THRESHOLD_=131072"
         print(
-            f"SmolLM2-135M, fp32 on the CPU, {STEPS} training steps per case, fresh process each\n"
+            f"SmolLM2-135M, fp32 on the CPU, {STEPS} training steps per case, fresh process each "
+            f"({malloc})\n"
         )
         header = (
             f"{'case':<20}{'baseline':>9}{'peak RSS':>10}{'est total':>10}{'err':>8}"
@@ -200,12 +230,22 @@ def main() -> int:
         )
         print(header)
         print("-" * len(header))
+        env = dict(os.environ)
+        if not args.glibc_default:
+            env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        ckpt = None
+        if any(c[0] == "qlora" for c in cases):
+            import tempfile
+
+            ckpt = str(bf16_checkpoint(Path(tempfile.gettempdir()) / "tunewiz-bench-smollm2-bf16"))
         for method, b, s in cases:
+            extra = [ckpt] if method == "qlora" else []
             out = subprocess.run(
-                [sys.executable, __file__, "--case", method, str(b), str(s)],
+                [sys.executable, __file__, "--case", method, str(b), str(s), *extra],
                 capture_output=True,
                 text=True,
                 cwd=ROOT,
+                env=env,
             )
             if out.returncode:
                 print(f"{method} b={b} s={s}: FAILED\n{out.stderr[-2000:]}")
