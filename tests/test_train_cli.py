@@ -146,3 +146,47 @@ def test_runs_json_and_table_and_logs(tmp_path, capsys):
         cli_train.cmd_stop(parse("stop", "demo", "--runs-dir", str(tmp_path)))
     with pytest.raises(UserError, match="already finished"):
         cli_train.cmd_resume(parse("resume", "demo", "--runs-dir", str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype", "strategy"),
+    [("ddp", "MULTI_GPU", None), ("fsdp", "FSDP", "FULL_SHARD"), ("zero2", "FSDP", "SHARD_GRAD_OP"),
+     ("zero3", "FSDP", "FULL_SHARD")],
+)  # fmt: skip
+def test_distributed_choice_becomes_an_accelerate_config(tmp_path, kind, dtype, strategy):
+    import yaml
+
+    from core.train.distributed import write_accelerate_config
+
+    cfg = RunConfig()
+    cfg.distributed.distributed = kind
+    cfg.distributed.num_processes = 16
+    cfg.distributed.num_machines = 2
+    cfg.distributed.main_process_ip = "10.0.0.1"
+    written = yaml.safe_load(
+        write_accelerate_config(tmp_path, cfg, cuda=True, precision="bf16").read_text()
+    )
+    assert written["distributed_type"] == dtype and written["num_processes"] == 16
+    assert written["num_machines"] == 2 and written["main_process_ip"] == "10.0.0.1"
+    assert written["mixed_precision"] == "bf16" and written["use_cpu"] is False
+    assert written.get("fsdp_config", {}).get("fsdp_sharding_strategy") == strategy
+
+
+def test_worker_command_uses_torchrun_without_gpus_and_plain_python_otherwise(tmp_path):
+    import sys
+
+    from core.train.launcher import worker_command
+
+    cfg = RunConfig()
+    assert worker_command(tmp_path, cfg) == [
+        sys.executable,
+        "-m",
+        "core.train.worker",
+        str(tmp_path.absolute()),
+    ]
+    cfg.distributed.distributed = "ddp"
+    cfg.distributed.num_processes = 2
+    cmd = worker_command(tmp_path, cfg, resume=True)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=2" in cmd
+    assert cmd[-4:] == ["-m", "core.train.worker", str(tmp_path.absolute()), "--resume"]
+    assert (tmp_path / "accelerate_config.yaml").is_file()

@@ -43,11 +43,13 @@ def accelerate_config(cfg: RunConfig, *, cuda: bool, precision: str) -> dict:
             "fsdp_version": 1,
             "fsdp_sharding_strategy": FSDP_STRATEGY[d.distributed],
             "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+            # Full state dicts keep checkpoint-N/ and final/ loadable by plain transformers/peft.
+            "fsdp_state_dict_type": "FULL_STATE_DICT",
             "fsdp_use_orig_params": True,  # needed for LoRA (frozen and trainable params in one unit)
             "fsdp_cpu_ram_efficient_loading": True,
             "fsdp_sync_module_states": True,
-            "fsdp_activation_checkpointing": cfg.model.gradient_checkpointing,
+            # Gradient checkpointing is set on the model (core.train.model), not twice.
+            "fsdp_activation_checkpointing": False,
         }
     return out
 
