@@ -137,9 +137,9 @@ class RunCallback(TrainerCallback):
             tokens = self.counter.tokens_seen - self._last_tokens
             dt = max(now - self._last_log_t, 1e-9)
             row["tokens_per_s"] = round(tokens * self.world_size / dt, 2)
-            row["tokens_seen"] = (
-                self.counter.tokens_seen * self.world_size
-            )  # this session's, all ranks
+            # This session's totals over all ranks; padded / real shows what padding costs.
+            row["tokens_seen"] = self.counter.tokens_seen * self.world_size
+            row["padded_tokens_seen"] = self.counter.padded_tokens_seen * self.world_size
             self._last_tokens, self._last_log_t = self.counter.tokens_seen, now
         row["elapsed_s"] = round(self._elapsed_before + now - self._t0, 3)
         row["peak_mem_bytes"] = peak_memory_bytes()

@@ -21,9 +21,11 @@ class RunTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._fault = fault
         self.tokens_seen = 0  # real (non-padding) tokens trained on by this process
+        self.padded_tokens_seen = 0  # the same with padding: what the model computed on
 
     def training_step(self, model, inputs, *args, **kwargs):
         self.tokens_seen += int(inputs.pop(TOKENS_KEY, 0))
+        self.padded_tokens_seen += inputs["input_ids"].numel()  # a shape: no device sync
         return super().training_step(model, inputs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, *args, **kwargs):
