@@ -99,12 +99,16 @@ def main() -> None:
             print(f"warning: token counts differ (bare {n}, streamed {n2})")
     b, st = statistics.median(bare_rates), statistics.median(stream_rates)
     print(
-        f"prompt: {ids['input_ids'].shape[1]} tokens; reply: {n} tokens (greedy), {args.repeats} repeats, median"
+        f"prompt: {ids['input_ids'].shape[1]} tokens; reply: {n} tokens (greedy), {args.repeats} repeats"
     )
-    print(f"time to first token (streaming chat): {statistics.median(ttfts) * 1000:.0f} ms")
-    print(f"bare model.generate: {b:.1f} tokens/s")
-    print(f"streaming ChatSession: {st:.1f} tokens/s")
-    print(f"streaming / bare: {st / b:.3f}x (target >= 0.95x)")
+    print(f"time to first token (streaming chat): {statistics.median(ttfts) * 1000:.0f} ms median")
+    print(f"bare model.generate: {b:.1f} tokens/s median, {max(bare_rates):.1f} best")
+    print(f"streaming ChatSession: {st:.1f} tokens/s median, {max(stream_rates):.1f} best")
+    # Best-of is the figure least disturbed by other processes on a shared machine.
+    print(
+        f"streaming / bare: {st / b:.3f}x median, {max(stream_rates) / max(bare_rates):.3f}x best-of"
+        " (target >= 0.95x)"
+    )
 
 
 if __name__ == "__main__":
