@@ -228,25 +228,19 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
 
 
 def _estimate_next_to(run_dir: Path, peak: int) -> dict:
+    """The measured peak next to the estimator's prediction (estimate.json `total_bytes`)."""
     import json
 
     try:
-        est = json.loads((run_dir / runs.ESTIMATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        predicted = json.loads((run_dir / runs.ESTIMATE_FILE).read_text(encoding="utf-8"))[
+            "total_bytes"
+        ]
+        return {
+            "estimated_peak_bytes": predicted,
+            "measured_over_estimate": round(peak / predicted, 3),
+        }
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
         return {}
-    for key in ("total_bytes", "peak_bytes", "total_mem_bytes", "memory_bytes"):
-        if isinstance(est.get(key), (int, float)):
-            return {
-                "estimated_peak_bytes": est[key],
-                "measured_over_estimate": round(peak / est[key], 3),
-            }
-    for key in ("total_gib", "peak_gib", "memory_gib"):
-        if isinstance(est.get(key), (int, float)) and est[key]:
-            return {
-                "estimated_peak_bytes": int(est[key] * 2**30),
-                "measured_over_estimate": round(peak / (est[key] * 2**30), 3),
-            }
-    return {}
 
 
 def _drop_checkpoints_after(run_dir: Path, step: int) -> str | None:
