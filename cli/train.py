@@ -175,12 +175,30 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"  stop:    tunewiz stop {run_dir.name}"
         )
     )
+    _print_data_summary(console, run_dir)
     if args.foreground:
         from core.train.launcher import follow
 
         state = follow(run_dir)
         return _exit_code(run_dir, state)
     return 0
+
+
+def _print_data_summary(console, run_dir) -> None:
+    """Rows used and skipped, so nothing is dropped silently (details in data_report.json)."""
+    from rich.text import Text
+
+    try:
+        report = json.loads((run_dir / "data_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    ok, bad = report.get("rows_ok"), report.get("rows_bad")
+    if ok is None:
+        return
+    line = f"  data:    {ok} rows used"
+    if bad:
+        line += f", {bad} skipped (listed in {run_dir / 'data_report.json'})"
+    console.print(Text(line, style="yellow" if bad else ""))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
