@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 
 SETTING_FLAGS = (
     ("--temperature", float, "Sampling temperature; 0 means greedy."),
@@ -144,6 +145,8 @@ def _quiet() -> None:
     hf_logging.set_verbosity_error()
     # bitsandbytes warns at import on CPUs without its optional `kernels` package: noise for chat.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # Deprecation notices from transformers/peft internals mean nothing to someone chatting.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _load(args, target: str, checkpoint: str | None):
