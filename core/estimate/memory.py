@@ -48,8 +48,11 @@ TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead
 CUDA_CONTEXT_BYTES = int(0.55 * GIB)
 #: The caching allocator rounds blocks and fragments; reserved exceeds allocated by a few percent.
 ALLOCATOR_RESERVE = 0.05
-#: On the CPU the "overhead" is the process itself: Python with torch, transformers and peft
-#: loaded (bench/bench_estimate.py measures it as the baseline RSS).
+#: On the CPU the "overhead" is the process itself: Python with torch, transformers (Trainer),
+#: peft and datasets imported, measured as the baseline RSS by bench/bench_estimate.py. The CPU
+#: estimate is the peak RSS with large blocks returned to the OS when freed
+#: (MALLOC_MMAP_THRESHOLD_=131072); glibc's default dynamic threshold keeps freed heap memory and
+#: adds 10-40% on small runs, which no tensor holds.
 CPU_PROCESS_BYTES = int(0.46 * GIB)
 
 NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes + one fp32 absmax per 64-weight block
