@@ -220,7 +220,7 @@ class ModelScreen(WizardScreen):
         """Recompute and redraw the memory bar, recommendation and rent table (synchronous, fast)."""
         if self.arch is None:
             return
-        cfg = self.wizard.run_config()
+        cfg = self.wizard.cfg  # read only: copying it costs more than the estimate
         device, capacity = self.device()
         try:
             est, req = backend.estimate_for(self.arch, cfg, device)
@@ -230,7 +230,8 @@ class ModelScreen(WizardScreen):
         self.last_estimate = est
         self.query_one("#memory", MemoryBar).show(est, capacity, device if capacity else "CPU")
         self.show_recommendation(req, capacity)
-        self.show_rent(req)
+        # Ranking every GPU takes tens of milliseconds: off the UI thread, newest wins.
+        self.rent_rows(self.arch, req, train_tokens(cfg, self.wizard.data_tokens))
 
     def show_recommendation(self, req, capacity: float | None) -> None:
         reason = self.query_one("#reason", Static)
@@ -243,14 +244,11 @@ class ModelScreen(WizardScreen):
                     style="dim",
                 )
             )
-            for m in METHODS:
-                self.query_one(f"#method-{m}", RadioButton).label = METHOD_TEXT[m]
+            self.mark_recommended(None)
             return
         rec = backend.recommend(self.arch, req, capacity / GIB)
         self.recommendation = rec
-        for m in METHODS:
-            label = METHOD_TEXT[m] + ("  ★ recommended" if m == rec.method else "")
-            self.query_one(f"#method-{m}", RadioButton).label = label
+        self.mark_recommended(rec.method)
         if rec.method:
             text = Text("★ recommended: ", style="bold green")
             text.append(f"{rec.method}, batch {rec.batch_size}. {rec.reason}.")
@@ -258,24 +256,37 @@ class ModelScreen(WizardScreen):
             text = Text("Nothing fits: ", style="bold red")
             text.append(rec.reason + ". ")
             text.append("; ".join(rec.suggestions))
-        reason.update(text)
+        if str(text) != str(reason.render()):  # a changed height costs a layout pass
+            reason.update(text)
 
-    def show_rent(self, req) -> None:
+    def mark_recommended(self, method: str | None) -> None:
+        if getattr(self, "marked", "") == method:
+            return
+        self.marked = method
+        for m in METHODS:
+            label = METHOD_TEXT[m] + ("  ★ recommended" if m == method else "")
+            self.query_one(f"#method-{m}", RadioButton).label = label
+
+    @work(thread=True, exclusive=True, group="rent", exit_on_error=False)
+    def rent_rows(self, arch, req, tokens: int) -> None:
+        try:
+            rows = backend.rent_table(arch, req, tokens)
+        except UserError:
+            rows = []
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.show_rent, rows, tokens)
+
+    def show_rent(self, rows: list, tokens: int) -> None:
         table = self.query_one("#rent", DataTable)
         table.clear(columns=True)
-        tokens = train_tokens(self.wizard.run_config(), self.wizard.data_tokens)
-        try:
-            rows = backend.rent_table(self.arch, req, tokens)
-        except UserError:
-            return
-        table.add_columns("GPU", "×", "batch", "hours", "cost $", "$/h")
+        table.add_columns("GPU", "×", "batch", "time", "cost $", "$/h")
         for row in rows[:RENT_ROWS]:
             table.add_row(
                 Text(row.gpu),
                 str(row.n_gpus),
                 str(row.batch_size),
-                f"{row.hours:.2f}",
-                f"{row.cost_usd:.2f}",
+                _hours(row.hours),
+                "<0.01" if row.cost_usd < 0.01 else f"{row.cost_usd:,.2f}",
                 f"{row.price_per_hour_usd:.2f}",
             )
         self.query_one("#rent-title", Static).update(
@@ -287,3 +298,9 @@ class ModelScreen(WizardScreen):
             self.notify("Choose a model the estimator knows first.", severity="warning")
             return False
         return True
+
+
+def _hours(hours: float) -> str:
+    if hours < 1:
+        return f"{max(1, round(hours * 60))} min"
+    return f"{hours:,.1f} h"

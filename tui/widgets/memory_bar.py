@@ -8,11 +8,11 @@ from textual.widgets import Static
 GIB = 2**30
 PARTS = (
     ("weights", "weights", "blue"),
-    ("gradients", "gradients", "magenta"),
-    ("optimizer", "optimizer", "yellow"),
-    ("activations", "activations", "green"),
+    ("gradients", "grads", "magenta"),
+    ("optimizer", "optim", "yellow"),
+    ("activations", "activ", "green"),
     ("logits", "logits", "cyan"),
-    ("overhead", "overhead", "bright_black"),
+    ("overhead", "other", "bright_black"),
 )
 
 
@@ -63,14 +63,21 @@ def render_legend(parts: dict[str, float]) -> Text:
     for key, label, color in PARTS:
         if parts.get(key, 0) <= 0:
             continue
-        text.append("■ ", style=color)
-        text.append(f"{label} {parts[key] / GIB:.2f}  ")
+        # One line even at 80 columns: the bar and its legend must stay in view.
+        text.append("█", style=color)
+        text.append(f"{label} {_gib(parts[key])} ")
+    text.rstrip()
     return text
+
+
+def _gib(n: float) -> str:
+    gib = n / GIB
+    return f"{gib:.2f}" if gib < 10 else f"{gib:.1f}" if gib < 100 else f"{gib:.0f}"
 
 
 class MemoryBar(Static):
     DEFAULT_CSS = """
-    MemoryBar { height: auto; }
+    MemoryBar { height: 3; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -91,6 +98,7 @@ class MemoryBar(Static):
         width = max(10, (self.size.width or 70) - 2)
         head = Text()
         head.append(f"{self.total / GIB:.2f} GiB", style="bold")
+        head.append(" (sizes in GiB below)" if not self.capacity else "", style="dim")
         if self.capacity:
             pct = self.total / self.capacity * 100
             head.append(f" of {self.capacity / GIB:.0f} GiB on {self.device} ({pct:.0f}%) ")
