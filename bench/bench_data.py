@@ -136,7 +136,7 @@ def bench_tokenize(repeat: int) -> None:
             tokenize_rendered(texts[i : i + 512], spans[i : i + 512], tok, 100_000)
 
     times: dict = {run_direct: [], run_ours: []}
-    for _ in range(5):  # alternate, keep the best of each: other work on the machine adds noise
+    for _ in range(9):  # alternate, keep the best of each: other work on the machine adds noise
         for fn in times:
             t0 = time.perf_counter()
             fn()

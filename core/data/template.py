@@ -109,19 +109,17 @@ def tokenize_rendered(
 
     `spans[i] is None` trains every token of row i (text task, train_on_inputs).
     """
-    need_offsets = any(s is not None for s in spans)
+    # Exactly the call a user would make; the answer spans are then mapped to tokens through
+    # the fast tokenizer's own alignment (char_to_token), with no offset lists built in Python.
     enc = tokenizer(
         texts,
         add_special_tokens=add_special_tokens,
-        return_offsets_mapping=need_offsets,
         return_attention_mask=False,
         return_token_type_ids=False,
     )
-    all_ids = enc["input_ids"]
-    offsets = enc["offset_mapping"] if need_offsets else None
     eos_id = tokenizer.eos_token_id
     out = []
-    for i, ids in enumerate(all_ids):
+    for i, ids in enumerate(enc["input_ids"]):
         straddles = False
         if append_eos and eos_id is not None and (not ids or ids[-1] != eos_id):
             ids = ids + [eos_id]
@@ -129,22 +127,34 @@ def tokenize_rendered(
         if row_spans is None:
             labels = list(ids)
         else:
-            offs = offsets[i]
-            starts = [o[0] for o in offs]
             labels = [IGNORE_INDEX] * len(ids)
             for s, e in row_spans:
-                a = bisect.bisect_left(starts, s)
-                b = bisect.bisect_left(starts, e)
+                a, b, merged = _token_range(enc, i, s, e)
                 labels[a:b] = ids[a:b]
-                # The prefix check in token space: the prompt's tokens must end where the
-                # answer begins; a token merging both sides is left untrained and reported.
-                straddles = straddles or (a > 0 and offs[a - 1][1] > s)
+                straddles = straddles or merged
         length = len(ids)
         if truncate and length > max_len:
             ids, labels = ids[:max_len], labels[:max_len]
         trained = len(labels) - labels.count(IGNORE_INDEX)
-        out.append(Tokenized(list(ids), labels, length, trained, straddles))
+        out.append(Tokenized(ids, labels, length, trained, straddles))
     return out
+
+
+def _token_range(enc, row: int, start: int, end: int) -> tuple[int, int, bool]:
+    """Tokens whose first character lies in [start, end), and whether one crosses `start`.
+
+    The crossing is the token-prefix check: the prompt's tokens must end where the answer
+    begins; a token merging both sides is left untrained and reported.
+    """
+    first = enc.char_to_token(row, start)
+    last = enc.char_to_token(row, end - 1) if end > start else None
+    if first is None or last is None:  # a character no token covers: walk the offsets
+        offsets = enc.encodings[row].offsets
+        starts = [o[0] for o in offsets]
+        a, b = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
+        return a, b, a > 0 and offsets[a - 1][1] > start
+    merged = enc.token_to_chars(row, first).start < start
+    return first + merged, last + 1, merged
 
 
 def masking_preview(example: dict, tokenizer) -> list[tuple[str, bool]]:
