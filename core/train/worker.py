@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from core import runs
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         force=True,
     )
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # Library deprecation chatter (from inside transformers/peft) and bitsandbytes' note about an
+    # optional CPU kernel package would read like problems with the run in train.log.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from core.train.callbacks import StopFlag
 
