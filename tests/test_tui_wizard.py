@@ -157,6 +157,8 @@ async def test_walk_from_task_to_training(tmp_path, shared_data, tiny_model_dir)
         cfg = RunConfig.load(run_dirs[0] / "config.toml")
         assert cfg.training.max_steps == 2 and cfg.data.on_bad_rows == "skip"
         assert cfg.model.model == str(tiny_model_dir)
+        # Reopened later, the wizard shows the runs; the next run gets a name of its own.
+        assert app.wizard.screen == "start" and app.wizard.get("name") == ""
     info = wait_for_end(run_dirs[0])
     assert info.state == "finished", info.error
 

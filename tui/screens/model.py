@@ -188,7 +188,16 @@ class ModelScreen(WizardScreen):
                     return g.name, g.memory_gib * GIB
         if self.local_gpus:
             return self.local_gpus[0].name, self.local_gpus[0].memory_gib * GIB
-        return "cpu", None
+        return "cpu", self.ram_bytes()
+
+    def ram_bytes(self) -> float | None:
+        """This machine's memory, what a CPU run has to fit in (not shown in tests and
+        snapshots, where it would differ between machines)."""
+        if not self.app.detect_gpus:
+            return None
+        import psutil
+
+        return float(psutil.virtual_memory().total)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "gpu" and event.value is not Select.BLANK:
@@ -228,8 +237,9 @@ class ModelScreen(WizardScreen):
             self.query_one("#reason", Static).update(Text(str(exc), style="red"))
             return
         self.last_estimate = est
-        self.query_one("#memory", MemoryBar).show(est, capacity, device if capacity else "CPU")
-        self.show_recommendation(req, capacity)
+        on_cpu = device == "cpu"
+        self.query_one("#memory", MemoryBar).show(est, capacity, "CPU (RAM)" if on_cpu else device)
+        self.show_recommendation(req, None if on_cpu else capacity)
         # Ranking every GPU takes tens of milliseconds: off the UI thread, newest wins.
         self.rent_rows(self.arch, req, train_tokens(cfg, self.wizard.data_tokens))
 

@@ -100,6 +100,9 @@ class SettingsScreen(WizardScreen):
         # Choices on earlier screens may have changed since this screen was built.
         for section in SECTION_TITLES:
             self.query_one(f"#form-{section}", OptionForm).set_values(self.wizard.config[section])
+        name = self.query_one("#run-name", Input)
+        with name.prevent(Input.Changed):
+            name.value = self.wizard.get("name")
         self.show_config()
 
     # -- editing ----------------------------------------------------------------------
@@ -182,7 +185,14 @@ class SettingsScreen(WizardScreen):
             run_dir = backend.launch(cfg)
         finally:
             self.app.call_from_thread(self.enable_start)
-        self.app.call_from_thread(self.app.open_live, run_dir)
+        self.app.call_from_thread(self.started, run_dir)
+
+    def started(self, run_dir: Path) -> None:
+        # The wizard is done: reopened later it shows the runs, and a next run gets its own name.
+        self.wizard.screen = "start"
+        self.wizard.set("name", "")
+        self.changed()
+        self.app.open_live(run_dir)
 
     def enable_start(self) -> None:
         self.query_one("#start", Button).disabled = False
