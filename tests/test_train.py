@@ -146,6 +146,9 @@ def started(tiny_model_dir, tmp_path_factory):
         out[name] = launch_with_env(
             make_cfg(tmp, tiny_model_dir, name, max_steps=30, learning_rate=1e-2)
         )
+    out["killed"] = launch_with_env(
+        make_cfg(tmp, tiny_model_dir, "killed", max_steps=30, learning_rate=1e-2, save_steps=3)
+    )
     ddp = make_cfg(tmp, tiny_model_dir, "ddp", max_steps=6)
     ddp.distributed.distributed = "ddp"
     ddp.distributed.num_processes = 2
@@ -155,33 +158,41 @@ def started(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_stop_then_resume_continues_the_same_curve(started, monkeypatch):
-    # First in the module, so the stop lands in the middle of the run.
+def test_stop_or_kill_then_resume_continues_the_same_curve(started, monkeypatch):
+    # First in the module, so the stop and the kill land in the middle of their runs.
     from core.train import resume
 
-    ref, run = started["ref"], started["run"]
+    ref, run, killed = started["ref"], started["run"], started["killed"]
     wait_step(run, 3)
     runs.stop_run(run)
+    wait_step(killed, 5)
+    os.kill(runs.read_status(killed)["pid"], signal.SIGKILL)  # no chance to write anything
+
     info = wait_done(run)
     assert info.state == "stopped", info.error
     stopped_at = info.step
     assert 3 <= stopped_at < 30
     assert (run / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
     assert not (run / runs.STOP_FILE).exists()
+    dead = wait_done(killed)
+    assert dead.state == "died" and dead.step < 30
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     resume(run)
-    info = wait_done(run)
-    assert info.state == "finished", info.error
-    assert info.step == 30
-    steps = [m["step"] for m in runs.read_metrics(run) if "loss" in m]
-    assert steps == list(range(1, 31))  # no duplicates, no gap
-    # Same data order, optimizer and scheduler as a run that was never interrupted.
+    resume(killed)  # from its last complete checkpoint (save_steps = 3)
     assert wait_done(ref).state == "finished"
-    a, b = losses(ref), losses(run)
-    assert all(math.isclose(a[s], b[s], rel_tol=1e-3) for s in range(1, 31)), (a, b)
-    state = json.loads((run / "final" / "adapter_config.json").read_text())
-    assert state["r"] == 16
+    for run_dir in (run, killed):
+        info = wait_done(run_dir)
+        assert info.state == "finished", info.error
+        assert info.step == 30
+        steps = [m["step"] for m in runs.read_metrics(run_dir) if "loss" in m]
+        assert steps == list(range(1, 31))  # no duplicates, no gap
+        # Same data order, RNG, optimizer and scheduler as the run that was never interrupted.
+        a, b = losses(ref), losses(run_dir)
+        assert all(math.isclose(a[s], b[s], rel_tol=1e-3) for s in range(1, 31)), (a, b)
+    assert runs.read_status(killed)["resumed_from"] in {
+        f"checkpoint-{n}" for n in (3, 6, 9, 12, 15, 18, 21, 24, 27)
+    }
 
 
 @pytest.mark.slow
