@@ -190,3 +190,27 @@ def test_worker_command_uses_torchrun_without_gpus_and_plain_python_otherwise(tm
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=2" in cmd
     assert cmd[-4:] == ["-m", "core.train.worker", str(tmp_path.absolute()), "--resume"]
     assert (tmp_path / "accelerate_config.yaml").is_file()
+
+
+def test_options_needing_missing_packages_are_refused_before_anything_starts(monkeypatch):
+    import importlib.util
+
+    from core.train.launcher import check_optional_packages
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            None if name in ("flash_attn", "tensorboard", "tensorboardX") else real(name, *a)
+        ),
+    )
+    cfg = RunConfig()
+    cfg.model.attn_implementation = "flash_attention_2"
+    with pytest.raises(UserError, match="flash-attn"):
+        check_optional_packages(cfg)
+    cfg = RunConfig()
+    cfg.training.report_to = "tensorboard"
+    with pytest.raises(UserError) as err:
+        check_optional_packages(cfg)
+    assert err.value.where == "training.report_to"

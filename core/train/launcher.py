@@ -34,6 +34,7 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
     """
     cfg = copy.deepcopy(cfg)
     validate(cfg)
+    check_optional_packages(cfg)
     from core.models import load_tokenizer, resolve_model
 
     model_path = resolve_model(cfg.model.model)
@@ -138,6 +139,28 @@ def _load_model_config(cfg: RunConfig, model_path: str):
             where="model.model",
             hint="offline? give a local model folder or the bundled default",
         ) from None
+
+
+def check_optional_packages(cfg: RunConfig) -> None:
+    """Options that need a package we do not depend on: say so now, not in train.log later."""
+    import importlib.util
+
+    if cfg.model.attn_implementation == "flash_attention_2" and not importlib.util.find_spec(
+        "flash_attn"
+    ):
+        raise UserError(
+            "flash_attention_2 needs the flash-attn package",
+            where="model.attn_implementation",
+            hint="pip install flash-attn --no-build-isolation, or use sdpa (nearly as fast)",
+        )
+    if cfg.training.report_to == "tensorboard" and not (
+        importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
+    ):
+        raise UserError(
+            "logging to TensorBoard needs the tensorboard package",
+            where="training.report_to",
+            hint="pip install 'tunewiz[tensorboard]', or set report_to = none",
+        )
 
 
 def prepare_data(cfg: RunConfig, tokenizer):
