@@ -214,3 +214,18 @@ def test_options_needing_missing_packages_are_refused_before_anything_starts(mon
     with pytest.raises(UserError) as err:
         check_optional_packages(cfg)
     assert err.value.where == "training.report_to"
+
+
+def test_local_paths_are_made_absolute_for_a_reproducible_config(tmp_path, monkeypatch):
+    from core.train.launcher import absolutize_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.jsonl").write_text("{}\n")
+    cfg = RunConfig()
+    cfg.data.data = "rows.jsonl"
+    cfg.runs_dir = "runs"
+    absolutize_paths(cfg)
+    assert cfg.data.data == str(tmp_path / "rows.jsonl")
+    assert cfg.runs_dir == str(tmp_path / "runs")
+    assert cfg.model.model == RunConfig().model.model  # a hub id stays as it is
+    assert cfg.data.validation_file == ""

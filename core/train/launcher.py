@@ -52,6 +52,7 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
             hint="set data.validation_split above 0 or give data.validation_file",
         )
 
+    absolutize_paths(cfg)
     runs_dir = Path(cfg.runs_dir)
     cfg.name = unique_name(runs_dir, cfg.name or default_name(cfg))
     check_disk_space(cfg, model_config, runs_dir, train_rows=prepared.train)
@@ -185,6 +186,16 @@ def _write_data_report(run_dir: Path, prepared) -> None:
         (run_dir / "data_report.json").write_text(text, encoding="utf-8")
     except Exception as exc:  # noqa: BLE001 - the report is informative, never a reason to fail
         log.warning("could not write the data report: %s", exc)
+
+
+def absolutize_paths(cfg: RunConfig) -> None:
+    """Local files become absolute, so runs/<name>/config.toml reproduces the run from anywhere."""
+    for section, name in (("model", "model"), ("data", "data"), ("data", "validation_file")):
+        obj = getattr(cfg, section)
+        value = getattr(obj, name)
+        if value and Path(value).expanduser().exists():
+            setattr(obj, name, str(Path(value).expanduser().resolve()))
+    cfg.runs_dir = str(Path(cfg.runs_dir).expanduser().absolute())
 
 
 def default_name(cfg: RunConfig) -> str:
