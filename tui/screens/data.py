@@ -251,6 +251,8 @@ class DataScreen(WizardScreen):
         tab.label = f"Problems ({total})" if total else "Problems"
         if total > listed:
             table.add_row(Text("…"), Text(""), Text(f"{total - listed} more not listed"))
+        if not total:
+            table.add_row(Text("✓"), Text(""), Text("no problems found", style="green"))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "problems-filter":
