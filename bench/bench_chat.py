@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,7 +46,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is steadiest on a busy box",
+    )
     args = parser.parse_args()
+    if args.threads:
+        # Before torch loads: OpenMP reads it for every thread, the generation threads included.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     from core.bundled import ensure_default_model
 
@@ -69,13 +79,24 @@ def main() -> None:
     ids = session._encode(PROMPT)
     eot = session._eot
 
-    def bare() -> tuple[int, float]:
+    def generate_once() -> tuple[int, float]:
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = loaded.model.generate(
                 **ids, **settings.generate_kwargs(), eos_token_id=eot, pad_token_id=eot[0]
             )
         return out.shape[1] - ids["input_ids"].shape[1], time.perf_counter() - t0
+
+    def bare() -> tuple[int, float]:
+        # In a thread, like ChatSession's generation: on a loaded machine torch's CPU
+        # kernels in the main thread ran up to 10x slower than in a fresh thread
+        # (OpenMP thread teams competing with other processes), which would flatter
+        # streaming. Same thread setup on both sides isolates the streamer's cost.
+        result: list[tuple[int, float]] = []
+        worker = threading.Thread(target=lambda: result.append(generate_once()))
+        worker.start()
+        worker.join()
+        return result[0]
 
     def streamed() -> tuple[int, float, float]:
         session.reset()
@@ -97,7 +118,10 @@ def main() -> None:
         ttfts.append(first)
         if n2 != n:
             print(f"warning: token counts differ (bare {n}, streamed {n2})")
+    n_main, s_main = generate_once()
     b, st = statistics.median(bare_rates), statistics.median(stream_rates)
+    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"(for reference: bare generate in the main thread: {n_main / s_main:.1f} tokens/s)")
     print(
         f"prompt: {ids['input_ids'].shape[1]} tokens; reply: {n} tokens (greedy), {args.repeats} repeats"
     )
