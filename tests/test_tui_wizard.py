@@ -269,3 +269,23 @@ async def test_bad_option_value_is_refused_where_it_was_typed(tmp_path):
         assert app.wizard.config["training"]["learning_rate"] == before
         row = app.screen.query_one("#row-training-learning_rate")
         assert row.has_class("-invalid") and "expected a number" in screen_text(app)
+
+
+async def test_dataset_text_is_shown_literally(tmp_path):
+    rows = [
+        {"instruction": f"Explain [bold]markup[/bold] #{i}", "output": f"Use [red]{i}[/red]"}
+        for i in range(6)
+    ]
+    path = tmp_path / "markup.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="data"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await set_input(pilot, "#data-path", str(path), submit=True)
+        app.screen.query_one(TabbedContent).active = "tab-preview"
+        await settle(app, pilot)
+        text = screen_text(app)
+        assert "[bold]markup[/bold] #0" in text  # in the preview table, as typed
+        assert "Use [red]0[/red]" in text  # in the masking preview, as typed
