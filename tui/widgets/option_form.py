@@ -63,6 +63,11 @@ class OptionRow(Vertical):
         yield Static(self.help, classes="opt-help", markup=False)
 
     def show_error(self, message: str | None) -> None:
+        # Called on every keystroke: touch the widget only when something changes
+        # (an update means a layout pass, which the estimate panel cannot afford).
+        if getattr(self, "shown_error", None) == message:
+            return
+        self.shown_error = message
         self.set_class(bool(message), "-invalid")
         self.query_one(".opt-help", Static).update(message or self.help)
 
