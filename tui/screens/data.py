@@ -120,6 +120,13 @@ class DataScreen(WizardScreen):
     def on_unmount(self) -> None:
         self.cancel.set()
 
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        # Back from the model screen with another model: its tokenizer counts differently.
+        made_for = getattr(self, "tokenizer_for", None)
+        if made_for is not None and made_for != self.wizard.get("model.model"):
+            self.action_scan()
+
     # -- choosing the data -------------------------------------------------------
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
