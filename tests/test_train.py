@@ -136,6 +136,7 @@ def started(tiny_model_dir, tmp_path_factory):
     )
     out["qlora"] = launch_with_env(make_cfg(tmp, tiny_model_dir, "qlora", "qlora", max_steps=12))
     out["oom"] = launch_with_env(make_cfg(tmp, tiny_model_dir, "oom"), TUNEWIZ_FAULT="oom@2")
+    out["crash"] = launch_with_env(make_cfg(tmp, tiny_model_dir, "crash"), TUNEWIZ_FAULT="crash@3")
     out["nan"] = launch_with_env(
         make_cfg(tmp, tiny_model_dir, "nan", save_steps=2), TUNEWIZ_FAULT="nan@4"
     )
@@ -258,6 +259,17 @@ def test_injected_oom_fails_with_advice(started):
     assert "per_device_train_batch_size" in info.error
     log = "\n".join(runs.tail_log(run_dir, 200))
     assert "Traceback" in log and "OutOfMemoryError" in log
+
+
+@pytest.mark.slow
+def test_any_crash_fails_with_the_summary_in_status_and_traceback_in_log(started):
+    run_dir = started["crash"]
+    info = wait_done(run_dir)
+    assert info.state == "failed"
+    assert info.error == "RuntimeError: injected crash (traceback in train.log)"
+    log = "\n".join(runs.tail_log(run_dir, 200))
+    assert "Traceback (most recent call last)" in log and "RuntimeError: injected crash" in log
+    assert runs.read_status(run_dir)["ended_at"]
 
 
 @pytest.mark.slow
