@@ -100,7 +100,8 @@ class RunCallback(TrainerCallback):
             now = time.time()
             self._status(first_step_at=now)
             log.info("first optimizer step done after %.1f s of training", now - self._t0)
-        if self._stop_requested():
+        # At the last step a stop changes nothing: the run finishes normally (with final/).
+        if self._stop_requested() and state.global_step < state.max_steps:
             self.stopped = True
             control.should_save = True  # even with save_strategy "no": resume needs it
             control.should_training_stop = True
