@@ -215,9 +215,11 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
             "error": f"the loss became NaN/inf at step {callback.nan_step}; training stopped. "
             f"Last good checkpoint: {kept or 'none'}. Try a lower learning_rate, or precision = bf16/fp32.",
         }
+    if rank() == 0:
+        (run_dir / runs.STOP_FILE).unlink(
+            missing_ok=True
+        )  # the request is served, whatever the outcome
     if callback.stopped:
-        if run_dir.joinpath(runs.STOP_FILE).exists() and rank() == 0:
-            run_dir.joinpath(runs.STOP_FILE).unlink()
         return result | {"state": "stopped", "error": ""}
     final = run_dir / "final"
     trainer.save_model(str(final))
