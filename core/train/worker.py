@@ -207,6 +207,8 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     }
     result.update(_estimate_next_to(run_dir, peak))
 
+    if rank() == 0:
+        (run_dir / runs.STOP_FILE).unlink(missing_ok=True)  # the request is served, whatever the outcome
     if callback.nan_step is not None:
         # checkpoint-s holds the weights that produced the loss of step s+1: keep s < last good step.
         kept = _drop_checkpoints_after(run_dir, callback.last_good_step - 1)
