@@ -208,7 +208,8 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     result.update(_estimate_next_to(run_dir, peak))
 
     if rank() == 0:
-        (run_dir / runs.STOP_FILE).unlink(missing_ok=True)  # the request is served, whatever the outcome
+        # The stop request is served, whatever the outcome.
+        (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
     if callback.nan_step is not None:
         # checkpoint-s holds the weights that produced the loss of step s+1: keep s < last good step.
         kept = _drop_checkpoints_after(run_dir, callback.last_good_step - 1)
@@ -217,10 +218,6 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
             "error": f"the loss became NaN/inf at step {callback.nan_step}; training stopped. "
             f"Last good checkpoint: {kept or 'none'}. Try a lower learning_rate, or precision = bf16/fp32.",
         }
-    if rank() == 0:
-        (run_dir / runs.STOP_FILE).unlink(
-            missing_ok=True
-        )  # the request is served, whatever the outcome
     if callback.stopped:
         return result | {"state": "stopped", "error": ""}
     final = run_dir / "final"
