@@ -17,7 +17,9 @@ from core.errors import UserError
 COMMAND_MODULES = ("cli.estimate", "cli.data", "cli.train", "cli.chat")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands, or just `only` (the one being run: the others' modules stay unimported,
+    which keeps `tunewiz estimate` fast)."""
     parser = argparse.ArgumentParser(
         prog="tunewiz",
         description="Fine-tune language models from the terminal. "
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="Show debug logs.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
+        if only and name != f"cli.{only}":
+            continue
         importlib.import_module(name).register(subparsers)
     return parser
 
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from tui.app import run_app
 
         return run_app() or 0
-    parser = build_parser()
+    parser = build_parser(only=argv[0] if f"cli.{argv[0]}" in COMMAND_MODULES else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
