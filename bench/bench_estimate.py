@@ -202,8 +202,9 @@ def cli_timing(runs: int = 7) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--case", nargs=3, metavar=("METHOD", "BATCH", "SEQ"), help=argparse.SUPPRESS
+        "--glibc-default", action="store_true", help="Keep glibc's dynamic mmap threshold."
     )
     parser.add_argument(
         "--quick", action="store_true", help="Only the smaller size of each method."
