@@ -49,3 +49,22 @@ def test_packed_rows_give_the_same_logits_as_rows_alone(tiny_model_dir, attn):
         alone_b = model(input_ids=torch.tensor([b])).logits[0]
     torch.testing.assert_close(out[0, :4], alone_a, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out[0, 4:], alone_b, rtol=1e-4, atol=1e-4)  # b never saw a
+
+
+def test_length_grouped_order_depends_only_on_seed_and_epoch():
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from core.train.trainer import EpochSeededLengthSampler
+
+    lengths = [((i * 37) % 97) + 1 for i in range(64)]
+
+    def order(epoch: int, noise: int) -> list[int]:
+        torch.manual_seed(noise)  # a resume restores the global RNG to some other state
+        s = EpochSeededLengthSampler(LengthGroupedSampler(4, lengths=lengths), seed=42)
+        s.set_epoch(epoch)
+        return list(s)
+
+    assert order(1, 0) == order(1, 123)
+    assert order(1, 0) != order(2, 0)
+    assert sorted(order(1, 0)) == list(range(64))

@@ -11,7 +11,13 @@ OPTIM_NAMES = {"adamw_8bit": "adamw_bnb_8bit"}
 
 
 def training_kwargs(
-    cfg: RunConfig, output_dir: Path, *, precision: str, has_eval: bool, cuda: bool
+    cfg: RunConfig,
+    output_dir: Path,
+    *,
+    precision: str,
+    has_eval: bool,
+    cuda: bool,
+    packed: bool = False,
 ) -> dict:
     t = cfg.training
     eval_strategy = t.eval_strategy if has_eval else "no"
@@ -51,6 +57,9 @@ def training_kwargs(
         # train.log is a file: one line per log beats carriage-return progress bars.
         disable_tqdm=True,
         dataloader_pin_memory=cuda,
+        # Packed rows are filled in order, so some are short; batching rows of similar length
+        # keeps the padding of a packed batch small.
+        train_sampling_strategy="group_by_length" if packed else "random",
         # (gradient checkpointing is set up on the model, non-reentrant, in core.train.model)
     )
     if cfg.distributed.distributed != "none":
@@ -58,7 +67,9 @@ def training_kwargs(
     return kw
 
 
-def build_training_args(cfg: RunConfig, output_dir: Path, *, precision: str, has_eval: bool):
+def build_training_args(
+    cfg: RunConfig, output_dir: Path, *, precision: str, has_eval: bool, packed: bool = False
+):
     import os
 
     import torch
@@ -70,6 +81,11 @@ def build_training_args(cfg: RunConfig, output_dir: Path, *, precision: str, has
 
     return TrainingArguments(
         **training_kwargs(
-            cfg, output_dir, precision=precision, has_eval=has_eval, cuda=torch.cuda.is_available()
+            cfg,
+            output_dir,
+            precision=precision,
+            has_eval=has_eval,
+            cuda=torch.cuda.is_available(),
+            packed=packed,
         )
     )

@@ -28,6 +28,14 @@ class RunTrainer(Trainer):
         self.padded_tokens_seen += inputs["input_ids"].numel()  # a shape: no device sync
         return super().training_step(model, inputs, *args, **kwargs)
 
+    def _get_train_sampler(self, *args, **kwargs):
+        sampler = super()._get_train_sampler(*args, **kwargs)
+        if self.args.train_sampling_strategy == "group_by_length" and self.args.world_size <= 1:
+            # transformers' length-grouped sampler draws from the global RNG, which a resume
+            # restores to a later state: the skipped batches would not be the ones trained on.
+            sampler = EpochSeededLengthSampler(sampler, seed=self.args.seed)
+        return sampler
+
     def prediction_step(self, model, inputs, *args, **kwargs):
         inputs.pop(TOKENS_KEY, None)
         return super().prediction_step(model, inputs, *args, **kwargs)
@@ -57,3 +65,22 @@ class RunTrainer(Trainer):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), output_dir)
 
         self._save_optimizer_and_scheduler = failing
+
+
+class EpochSeededLengthSampler:
+    """A LengthGroupedSampler whose order depends only on (seed, epoch), so resume replays it."""
+
+    def __init__(self, inner, *, seed: int):
+        import torch
+
+        self.inner, self.seed = inner, seed
+        self.inner.generator = torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.generator.manual_seed(self.seed + int(epoch))
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        return iter(self.inner)

@@ -186,7 +186,10 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     if fault:
         log.warning("test fault injection active: %s@%d", *fault)
         callbacks.append(FaultInjector(fault))
-    args = build_training_args(cfg, run_dir, precision=precision, has_eval=bool(eval_rows))
+    packed = bool(train_rows) and "position_ids" in train_rows[0]
+    args = build_training_args(
+        cfg, run_dir, precision=precision, has_eval=bool(eval_rows), packed=packed
+    )
     trainer = RunTrainer(
         model=model,
         args=args,
