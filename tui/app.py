@@ -56,7 +56,8 @@ class TunewizApp(App):
         # Tests and snapshots turn this off: what NVML finds must not change a picture.
         self.detect_gpus = detect_gpus
         cfg = self.wizard.run_config()
-        if not runs_dir and cfg.runs_dir:
+        # An explicit TUNEWIZ_RUNS_DIR wins over the folder the saved wizard last used.
+        if not runs_dir and cfg.runs_dir and "TUNEWIZ_RUNS_DIR" not in os.environ:
             self.runs_dir = Path(cfg.runs_dir)
         cfg.runs_dir = str(self.runs_dir)
         self.wizard.set_config(cfg)
