@@ -79,6 +79,13 @@ def task_formats() -> dict[str, tuple]:
     return dict(TASK_FORMATS)
 
 
+def needs_bundled_conversion(model: str) -> bool:
+    """True when `model` is the bundled default and its GGUF has not been converted yet."""
+    from core import bundled
+
+    return bundled.is_default(model) and not bundled.is_converted()
+
+
 def load_tokenizer(model: str):
     """The model's tokenizer (imports transformers: call from a worker)."""
     from core.models import load_tokenizer as _load

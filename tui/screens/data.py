@@ -201,6 +201,12 @@ class DataScreen(WizardScreen):
         worker = get_current_worker()
         tokenizer = self.tokenizer
         if tokenizer is None or getattr(self, "tokenizer_for", None) != cfg.model.model:
+            if backend.needs_bundled_conversion(cfg.model.model):
+                # First start only: without this the screen sits on "Scanning" for ~20 s.
+                self.app.call_from_thread(
+                    self.set_status,
+                    "Preparing the bundled model (a one-time conversion, about 20 s) …",
+                )
             tokenizer = backend.load_tokenizer(cfg.model.model)
 
         def progress(*args, **kwargs) -> None:
