@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -325,6 +326,9 @@ def start_worker(run_dir: Path, cfg: RunConfig, *, resume: bool = False) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # glibc otherwise keeps freed activation buffers of CPU runs mapped (+10-40% RSS);
+    # the CPU memory estimate assumes this threshold (bench/bench_estimate.py).
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
     cmd = worker_command(run_dir, cfg, resume=resume)
     with open(run_dir / runs.LOG_FILE, "ab") as logf:
         logf.write(f"$ {' '.join(cmd)}\n".encode())
@@ -339,6 +343,9 @@ def start_worker(run_dir: Path, cfg: RunConfig, *, resume: bool = False) -> int:
             env=env,
         )
     runs.write_status(run_dir, pid=proc.pid)
+    # A long-lived launcher (the wizard) must reap the worker when it exits; a zombie
+    # still answers kill(pid, 0), so a crashed run would never show as `died`.
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     log.info("started %s (pid %d)", run_dir.name, proc.pid)
     return proc.pid
 
