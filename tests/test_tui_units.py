@@ -21,10 +21,11 @@ def test_new_wizard_trains_the_bundled_model_on_the_sample_quickly():
     from core.train.presets import load_preset
 
     cfg = default_config()
-    quick = load_preset("quick-test")
+    demo = load_preset("sample-demo")
     assert cfg.model.model == DEFAULT_MODEL_ID and cfg.data.data == "sample"
-    assert cfg.training.max_steps == quick["training"]["max_steps"] > 0
-    assert cfg.data.max_seq_len == quick["data"]["max_seq_len"]
+    assert cfg.training.max_steps == demo["training"]["max_steps"] > 0
+    assert cfg.training.learning_rate == demo["training"]["learning_rate"]
+    assert cfg.data.max_seq_len == demo["data"]["max_seq_len"]
 
 
 def test_state_round_trip(tmp_path):

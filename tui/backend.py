@@ -17,8 +17,13 @@ from core.config import RunConfig
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quick-test", "standard", "thorough")
-PRESET_LABELS = {"quick-test": "Quick test", "standard": "Standard", "thorough": "Thorough"}
+PRESETS = ("sample-demo", "quick-test", "standard", "thorough")
+PRESET_LABELS = {
+    "sample-demo": "Sample demo",
+    "quick-test": "Quick test",
+    "standard": "Standard",
+    "thorough": "Thorough",
+}
 CPU = "no GPU (CPU)"
 
 
