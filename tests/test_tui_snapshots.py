@@ -43,7 +43,10 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def wizard_at(workdir: Path, step: str):
-    app = make_app(workdir / "state", Path("runs"), resume=False, detect_gpus=False, start_at=step)
+    # The state folder lives outside the working folder: the data screen's file tree shows
+    # the working folder, and the state is written while the tree lists it.
+    state_dir = workdir.parent / f"{workdir.name}-state"
+    app = make_app(state_dir, Path("runs"), resume=False, detect_gpus=False, start_at=step)
     app.wizard.gpu = "RTX 4090"
     return app
 

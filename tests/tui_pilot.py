@@ -34,6 +34,10 @@ async def settle(app, pilot) -> None:
             await app.workers.wait_for_complete(busy)
         except Exception:  # a failed worker shows the error dialog; tests look for that
             pass
+    # The tree lists folders in that endless loader; its queue says when the listing is done.
+    # Without this wait, snapshots of the data screen caught the tree half-filled now and then.
+    for tree in app.screen.query(DirectoryTree).results(DirectoryTree):
+        await tree._load_queue.join()
     # Results arrive as messages (call_from_thread, dialogs being pushed): let them land.
     for _ in range(3):
         await pilot.pause()
