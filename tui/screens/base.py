@@ -8,6 +8,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker
 
+from core.errors import UserError
 from tui.state import SCREENS
 from tui.widgets.step_bar import StepBar
 
@@ -38,6 +39,17 @@ class WizardScreen(Screen):
     def changed(self) -> None:
         """Call after changing the wizard state: it is saved at once."""
         self.app.save_state()
+
+    def apply_option(self, event) -> bool:
+        """Store an OptionForm edit; a refused value is shown under its field. True if stored."""
+        try:
+            self.wizard.set(event.dotted, event.value)
+        except UserError as exc:
+            event.row.show_error(exc.message)
+            return False
+        event.row.show_error(None)
+        self.changed()
+        return True
 
     def commit(self) -> bool:
         """Check this screen's choices before moving on; False stays here."""

@@ -153,13 +153,8 @@ class DataScreen(WizardScreen):
             self.changed()
 
     def on_option_form_changed(self, event: OptionForm.Changed) -> None:
-        try:
-            self.wizard.set(event.dotted, event.value)
-        except UserError as exc:
-            event.row.show_error(exc.message)
+        if not self.apply_option(event):
             return
-        event.row.show_error(None)
-        self.changed()
         if event.dotted == "data.max_seq_len" and self.report and self.report.token_stats:
             self.show_tokens(self.report)
 

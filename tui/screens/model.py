@@ -214,13 +214,8 @@ class ModelScreen(WizardScreen):
             self.update_estimate()
 
     def on_option_form_changed(self, event: OptionForm.Changed) -> None:
-        try:
-            self.wizard.set(event.dotted, event.value)
-        except UserError as exc:
-            event.row.show_error(exc.message)
+        if not self.apply_option(event):
             return
-        event.row.show_error(None)
-        self.changed()
         self.update_estimate()
 
     # -- the estimate --------------------------------------------------------------------

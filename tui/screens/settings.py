@@ -108,13 +108,8 @@ class SettingsScreen(WizardScreen):
     # -- editing ----------------------------------------------------------------------
 
     def on_option_form_changed(self, event: OptionForm.Changed) -> None:
-        try:
-            self.wizard.set(event.dotted, event.value)
-        except UserError as exc:
-            event.row.show_error(exc.message)
+        if not self.apply_option(event):
             return
-        event.row.show_error(None)
-        self.changed()
         self.show_config()
 
     def on_input_changed(self, event: Input.Changed) -> None:
