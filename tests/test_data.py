@@ -204,6 +204,11 @@ def test_tsv_parquet_txt_gzip_and_folder(tmp_path):
     (tmp_path / "d.csv.bz2").write_bytes(bz2.compress(b"prompt,response\nq,a\n"))
     (tmp_path / "d.jsonl.xz").write_bytes(lzma.compress(json.dumps(QA[0]).encode() + b"\n"))
     assert inspect(tmp_path / "d.csv.bz2").rows_ok == inspect(tmp_path / "d.jsonl.xz").rows_ok == 1
+    import zstandard
+
+    zst = zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in QA).encode())
+    (tmp_path / "d.jsonl.zst").write_bytes(zst)
+    assert inspect(tmp_path / "d.jsonl.zst").rows_ok == 5
 
     txt = tmp_path / "notes.txt"
     txt.write_text("first paragraph\nstill first\n\n\nsecond one\n\nthird\n")
