@@ -326,9 +326,6 @@ def start_worker(run_dir: Path, cfg: RunConfig, *, resume: bool = False) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # glibc otherwise keeps freed activation buffers of CPU runs mapped (+10-40% RSS);
-    # the CPU memory estimate assumes this threshold (bench/bench_estimate.py).
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
     cmd = worker_command(run_dir, cfg, resume=resume)
     with open(run_dir / runs.LOG_FILE, "ab") as logf:
         logf.write(f"$ {' '.join(cmd)}\n".encode())
