@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("config", nargs="?", metavar="CONFIG.toml", help="A run config file (optional).")
     p.add_argument(
-        "--preset", help="Start from a training preset: quick-test, standard or thorough."
+        "--preset",
+        help="Start from a training preset: sample-demo, quick-test, standard or thorough.",
     )
     p.add_argument(
         "--foreground", action="store_true", help="Stream the run's log here until it ends."
