@@ -30,22 +30,26 @@ def where_kinds(report):
 QA = [{"prompt": f"question {i}?", "response": f"answer {i}."} for i in range(5)]
 
 
-# -- the shared real datasets ---------------------------------------------------
+# -- public datasets (tests/fixtures) and an Alpaca file like them ---------------------------------------------------
 
 
-def test_alpaca_demo_is_detected_with_evidence(shared_data):
-    report = inspect(shared_data / "alpaca_en_demo.json")
+def test_alpaca_demo_is_detected_with_evidence(data_files):
+    report = inspect(data_files / "alpaca.json")
     assert report.format == "alpaca"
-    assert report.rows_total == 999
+    assert report.rows_total == 63
     assert "instruction" in report.evidence[0] and "output" in report.evidence[0]
-    # The demo has a few exact repeats: reported as duplicates pointing at the first copy.
+    # The file ends with exact repeats of rows 3, 17 and 42: duplicates pointing at the first copy.
     dups = [p for p in report.problems if p.kind == "duplicate"]
-    assert report.rows_ok == 999 - len(dups)
-    assert all(p.message.startswith("same as alpaca_en_demo.json[") for p in dups)
+    assert report.rows_ok == 63 - len(dups) == 60
+    assert sorted(p.message for p in dups) == [
+        "same as alpaca.json[17]",
+        "same as alpaca.json[3]",
+        "same as alpaca.json[42]",
+    ]
 
 
-def test_alpaca_input_is_appended_to_the_instruction(shared_data):
-    rows = json.loads((shared_data / "alpaca_en_demo.json").read_text())
+def test_alpaca_input_is_appended_to_the_instruction(data_files):
+    rows = json.loads((data_files / "alpaca.json").read_text())
     with_input = next(r for r in rows if r["input"].strip())
     from core.data import normalize
 
@@ -59,23 +63,23 @@ def test_alpaca_input_is_appended_to_the_instruction(shared_data):
     assert norm["messages"][-1] == {"role": "assistant", "content": with_input["output"]}
 
 
-def test_identity_and_c4(shared_data):
-    assert inspect(shared_data / "identity.json").rows_ok == 91
-    report = inspect(shared_data / "c4_demo.jsonl", task="text")
-    assert (report.format, report.rows_total, report.rows_ok) == ("text", 300, 300)
+def test_identity_and_c4(data_files):
+    assert inspect(data_files / "identity.json").rows_ok == 91
+    report = inspect(data_files / "c4_demo_16.jsonl", task="text")
+    assert (report.format, report.rows_total, report.rows_ok) == ("text", 16, 16)
 
 
-def test_detect_suggests_the_task(shared_data):
-    assert detect(DataConfig(data=str(shared_data / "c4_demo.jsonl")))[:2] == ("text", "text")
-    assert detect(DataConfig(data=str(shared_data / "identity.json")))[:2] == (
+def test_detect_suggests_the_task(data_files):
+    assert detect(DataConfig(data=str(data_files / "c4_demo_16.jsonl")))[:2] == ("text", "text")
+    assert detect(DataConfig(data=str(data_files / "identity.json")))[:2] == (
         "alpaca",
         "instruction",
     )
 
 
-def test_task_that_does_not_read_the_format_says_which_does(shared_data):
+def test_task_that_does_not_read_the_format_says_which_does(data_files):
     with pytest.raises(UserError) as err:
-        inspect(shared_data / "c4_demo.jsonl", task="instruction")
+        inspect(data_files / "c4_demo_16.jsonl", task="instruction")
     assert err.value.where == "data.task" and "--task text" in err.value.hint
 
 
@@ -130,11 +134,11 @@ def test_json_array_places_are_indexes(tmp_path):
     assert where_kinds(report) == {("d.json[1].output", "empty_field")}
 
 
-def test_json_array_is_streamed_across_chunks(tmp_path, monkeypatch, shared_data):
+def test_json_array_is_streamed_across_chunks(tmp_path, monkeypatch, data_files):
     import core.data.load as load
 
     monkeypatch.setattr(load, "CHUNK", 97)  # force elements to straddle chunk boundaries
-    report = inspect(shared_data / "identity.json")
+    report = inspect(data_files / "identity.json")
     assert (report.rows_total, report.rows_ok) == (91, 91)
 
 

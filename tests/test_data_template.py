@@ -154,9 +154,9 @@ def test_no_usable_row_says_why(tmp_path, tokenizer):
         )
 
 
-def test_text_task_keeps_every_token_and_packs(shared_data, tokenizer):
+def test_text_task_keeps_every_token_and_packs(data_files, tokenizer):
     cfg = DataConfig(
-        data=str(shared_data / "c4_demo.jsonl"), task="text", max_seq_len=256, validation_split=0
+        data=str(data_files / "c4_demo_16.jsonl"), task="text", max_seq_len=256, validation_split=0
     )
     prepared = prepare(cfg, tokenizer)
     assert prepared.packed
@@ -167,7 +167,7 @@ def test_text_task_keeps_every_token_and_packs(shared_data, tokenizer):
     assert len(prepared.train) == ts.sequences
     assert all(e["position_ids"][0] == 0 for e in prepared.train)
     eos = sum(e["input_ids"].count(tokenizer.eos_token_id) for e in prepared.train)
-    assert eos == ts.count == 300  # each document ends with end-of-text
+    assert eos == ts.count == 16  # each document ends with end-of-text
 
 
 def test_split_is_seeded_and_reproducible(tokenizer):

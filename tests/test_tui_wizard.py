@@ -17,9 +17,9 @@ from tui.app import make_app
 from tui.widgets.error_dialog import ErrorDialog
 
 
-def bad_rows_file(folder: Path, shared_data: Path) -> Path:
+def bad_rows_file(folder: Path, data_files: Path) -> Path:
     """40 alpaca rows plus one line of broken JSON and one row with an empty answer."""
-    rows = json.loads((shared_data / "alpaca_en_demo.json").read_text(encoding="utf-8"))[:40]
+    rows = json.loads((data_files / "alpaca.json").read_text(encoding="utf-8"))[:40]
     path = folder / "bad.jsonl"
     with open(path, "w", encoding="utf-8") as fh:
         for i, row in enumerate(rows):
@@ -61,8 +61,8 @@ def wait_for_end(run_dir: Path, limit_s: float = 180) -> runs.RunInfo:
 
 
 @pytest.mark.slow
-async def test_walk_from_task_to_training(tmp_path, shared_data, tiny_model_dir):
-    bad = bad_rows_file(tmp_path, shared_data)
+async def test_walk_from_task_to_training(tmp_path, data_files, tiny_model_dir):
+    bad = bad_rows_file(tmp_path, data_files)
     app = make_app(tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
