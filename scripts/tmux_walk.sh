@@ -3,12 +3,13 @@
 # bundled sample) -> model & memory -> settings -> start a 2-step run -> live panel -> finished.
 # Fails (exit 1, printing the pane) when an expected text does not appear in time.
 #
-#   scripts/tmux_walk.sh            # uses .venv/bin/tunewiz; TUNEWIZ_BIN overrides
+#   scripts/tmux_walk.sh            # uses .venv/bin/python and the tunewiz beside it
+#   PYTHON=/path/to/python scripts/tmux_walk.sh    # TUNEWIZ_BIN overrides the entry point
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=${TUNEWIZ_BIN:-$ROOT/.venv/bin/tunewiz}
 PY=${PYTHON:-$ROOT/.venv/bin/python}
+BIN=${TUNEWIZ_BIN:-$(dirname "$PY")/tunewiz}
 SHARED_HOME=${TUNEWIZ_HOME:-$ROOT/.tunewiz-home}
 WORK=$(mktemp -d)
 SESSION="tunewiz-walk-$$"
