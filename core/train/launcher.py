@@ -172,18 +172,8 @@ def prepare_data(cfg: RunConfig, tokenizer):
 
 
 def _write_data_report(run_dir: Path, prepared) -> None:
-    report = getattr(prepared, "report", None)
-    if report is None:
-        return
     try:
-        if hasattr(report, "to_dict"):
-            text = json.dumps(report.to_dict(), indent=2, default=str)
-        else:
-            from dataclasses import asdict, is_dataclass
-
-            text = json.dumps(
-                asdict(report) if is_dataclass(report) else str(report), indent=2, default=str
-            )
+        text = json.dumps(prepared.report.to_dict(), indent=2, default=str)
         (run_dir / "data_report.json").write_text(text, encoding="utf-8")
     except Exception as exc:  # noqa: BLE001 - the report is informative, never a reason to fail
         log.warning("could not write the data report: %s", exc)
