@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from core import paths
 from core.errors import UserError
@@ -74,7 +75,7 @@ def convert_gguf(gguf: Path, target: Path, *, name_or_path: str | None = None) -
 
     log.info("converting %s into %s (once)", gguf, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The loaded weights are plain fp32 tensors; drop the GGUF "quantizer" so
     # that save_pretrained writes ordinary safetensors.
     model.hf_quantizer = None

@@ -120,7 +120,7 @@ def _counting_streamer(tokenizer):
     return CountingStreamer()
 
 
-def _cancel_criteria(event: threading.Event):
+def _cancel_criteria(event: threading.Event | _AnyEvent):
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 

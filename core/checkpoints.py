@@ -133,10 +133,10 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
         state = _read_json(final / "trainer_state.json") or {}
         if state.get("log_history"):
             epoch, train, evaluation = _losses_at(state["log_history"], None)
-        step = int(max(steps)) if steps else state.get("global_step")
-        if step is None and found:
-            step = found[-1].step
-        found.append(Checkpoint("final", final, step, epoch, train, evaluation, {"final"}))
+        final_step = int(max(steps)) if steps else state.get("global_step")
+        if final_step is None and found:
+            final_step = found[-1].step
+        found.append(Checkpoint("final", final, final_step, epoch, train, evaluation, {"final"}))
 
     numbered = [c for c in found if c.name != "final"]
     if numbered:
@@ -145,7 +145,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
         if best_name not in names:
             # No recorded best (load_best_model_at_end off): the lowest eval loss is the best.
             scored = [c for c in numbered if c.eval_loss is not None]
-            best_name = min(scored, key=lambda c: c.eval_loss).name if scored else None
+            best_name = min(scored, key=lambda c: c.eval_loss or 0.0).name if scored else None
         for c in numbered:
             if c.name == best_name:
                 c.tags.add("best")

@@ -41,7 +41,7 @@ else:  # pragma: no cover
 
 def opt(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:
     """A config field with its beginner-facing help line (and allowed values)."""
-    meta = {"help": help}
+    meta: dict[str, Any] = {"help": help}
     if choices:
         meta["choices"] = choices
     if isinstance(default, (dict, list)):

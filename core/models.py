@@ -148,7 +148,7 @@ def load_causal_lm(name_or_path: str, *, device: str, dtype=None, trust_remote_c
     if "quantization_config" not in kw:
         kw["device_map"] = device
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             resolved, dtype=dtype or _dtype_for(device), trust_remote_code=trust_remote_code, **kw
         )
     except OSError as exc:

@@ -51,7 +51,7 @@ class GpuProfile:
     source: str = ""  # the file this profile (or its last override) came from
 
 
-_GPU_REQUIRED = {
+_GPU_REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "memory_gib": (int, float),
     "bf16_tflops": (int, float),
@@ -59,7 +59,7 @@ _GPU_REQUIRED = {
     "price_date": str,
     "price_source": str,
 }
-_GPU_OPTIONAL = {"bf16": bool, "aliases": list}
+_GPU_OPTIONAL: dict[str, type | tuple[type, ...]] = {"bf16": bool, "aliases": list}
 
 
 def user_gpus_file() -> Path:

@@ -287,12 +287,14 @@ def conversation_from_turns(turns: list, name: str, role_key: str, text_key: str
         else:
             issues.append((here, "unknown_role", f"unknown role {role_raw!r}"))
             continue
+        if text is None:
+            issues.append((here, "missing_field", f"message has no '{text_key}'"))
+            continue
         content, bad = _content(text, f"{here}.{text_key}", skipped)
         if bad:
-            issues.append(
-                bad if text is not None else (here, "missing_field", f"message has no '{text_key}'")
-            )
+            issues.append(bad)
             continue
+        assert content is not None  # _content gives the text or the issue, never neither
         if not content.strip():
             issues.append((f"{here}.{text_key}", "empty_field", f"empty {role} message"))
             continue
@@ -363,7 +365,7 @@ def _preference(row: dict, col, skipped: Counter):
                 break
         prefix = _system(row, col("system", "system"), issues) + prefix
     if isinstance(chosen, str):
-        answer = [{"role": "assistant", "content": chosen}]
+        answer: list[dict] = [{"role": "assistant", "content": chosen}]
     elif isinstance(chosen, dict):
         answer = [{"role": "assistant", "content": chosen.get("content", chosen.get("value"))}]
     elif isinstance(chosen, list):  # a whole conversation ending with the chosen answer

@@ -232,6 +232,7 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
                 for fld, kind, msg in issues:
                     report.add_problem(Problem(src.where(loc, fld), kind, msg))
                 continue
+            assert norm is not None  # normalize returns a row or the issues that stop it
             good.append((si, loc, norm))
         if tokenizer is None:
             for si, loc, norm in good:

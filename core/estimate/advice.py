@@ -143,7 +143,7 @@ def suggestions(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> li
             continue
         if _fits(arch, with_(r1, method=method, grad_checkpointing=gc, seq_len=seq), mem):
             seen_kinds.add(kind)
-            changes = {}
+            changes: dict = {}
             if method != req.method:
                 changes["method"] = method
             if gc != req.grad_checkpointing:

@@ -485,8 +485,9 @@ def estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
         )
     n_total = arch.num_params()
     n_train = trainable_params(arch, req)
+    # Bytes per device; ZeRO-3 divides the weights, so they may become a float.
+    weights: float = weight_bytes(arch, req)
     if req.method == "inference":
-        weights = weight_bytes(arch, req)
         cache = kv_cache_bytes(arch, req)
         tokens = req.batch_size * req.seq_len
         a = _compute_bytes(req)
@@ -500,7 +501,8 @@ def estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
                 + 3 * arch.intermediate_size * max(arch.experts_per_token, 1)
             )
         )
-        logits = 4 * arch.vocab_size * req.batch_size  # generate() keeps only the last position
+        # generate() keeps only the last position (a float: the training branch's is one)
+        logits: float = 4 * arch.vocab_size * req.batch_size
         breakdown = {
             "weights": weights,
             "gradients": 0,
@@ -514,10 +516,10 @@ def estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
         )
         phase = "inference"
     else:
-        weights = weight_bytes(arch, req)
-        grads = gradient_bytes(arch, req)
-        optim = optimizer_bytes(arch, req)
-        temp = optimizer_step_temp(arch, req)
+        # ZeRO divides these as well.
+        grads: float = gradient_bytes(arch, req)
+        optim: float = optimizer_bytes(arch, req)
+        temp: float = optimizer_step_temp(arch, req)
         acts = activation_bytes(arch, req)
         logits = logits_bytes(arch, req)
         g = req.gpus

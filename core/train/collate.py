@@ -10,6 +10,8 @@ with sdpa and eager as with flash-attention.
 
 from __future__ import annotations
 
+from typing import Any
+
 IGNORE_INDEX = -100
 TOKENS_KEY = "num_real_tokens"
 
@@ -44,7 +46,7 @@ class Collator:
                 extra.append(list(f["position_ids"]) + list(range(pad)))
             else:
                 extra.append([1] * n + [0] * pad)
-        batch = {
+        batch: dict[str, Any] = {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
         }

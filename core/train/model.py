@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from core.config import RunConfig
 from core.errors import UserError
@@ -76,7 +77,7 @@ def load_for_training(cfg: RunConfig, model_path: str, *, precision: str):
         else:
             kwargs["dtype"] = torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except ImportError as exc:
         raise UserError(
             f"could not load the model: {exc}", where="model.attn_implementation"

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from transformers import Trainer
 
@@ -29,7 +30,7 @@ class RunTrainer(Trainer):
         return super().training_step(model, inputs, *args, **kwargs)
 
     def _get_train_sampler(self, *args, **kwargs):
-        sampler = super()._get_train_sampler(*args, **kwargs)
+        sampler: Any = super()._get_train_sampler(*args, **kwargs)
         if self.args.train_sampling_strategy == "group_by_length" and self.args.world_size <= 1:
             # transformers' length-grouped sampler draws from the global RNG, which a resume
             # restores to a later state: the skipped batches would not be the ones trained on.
@@ -41,6 +42,7 @@ class RunTrainer(Trainer):
         return super().prediction_step(model, inputs, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
+        assert self.args.output_dir is not None  # build_training_args always sets it
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         try:
             if (
@@ -60,11 +62,12 @@ class RunTrainer(Trainer):
     def _inject_enospc(self) -> None:
         original = self._save_optimizer_and_scheduler
 
+        # A test fault: patch this one bound method on this instance, then put it back.
         def failing(output_dir):
-            self._save_optimizer_and_scheduler = original
+            self._save_optimizer_and_scheduler = original  # type: ignore[method-assign]
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), output_dir)
 
-        self._save_optimizer_and_scheduler = failing
+        self._save_optimizer_and_scheduler = failing  # type: ignore[method-assign]
 
 
 class EpochSeededLengthSampler:
