@@ -21,6 +21,7 @@ def smol(default_model_dir):
     return load_for_chat("default", device="cpu")
 
 
+@pytest.mark.slow
 def test_bundled_model_streams_a_sensible_greedy_answer_and_stops_at_end_of_turn(smol):
     session = ChatSession(smol, settings=GenerationSettings(greedy=True, max_new_tokens=40))
     pieces = list(session.stream("What is the capital of France? Answer in one short sentence."))
