@@ -163,8 +163,9 @@ def quiet_terminal(log_path: Path):
     saved = [os.dup(1), os.dup(2)]
     logf = open(log_path, "a", encoding="utf-8")
     try:
-        sys.__stdout__ = os.fdopen(saved[0], "w", closefd=False)
-        sys.__stderr__ = os.fdopen(saved[1], "w", closefd=False)
+        # typeshed marks sys.__stdout__/__stderr__ Final; redirecting them is the point here.
+        sys.__stdout__ = os.fdopen(saved[0], "w", closefd=False)  # type: ignore[misc]
+        sys.__stderr__ = os.fdopen(saved[1], "w", closefd=False)  # type: ignore[misc]
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         os.dup2(logf.fileno(), 1)
         os.dup2(logf.fileno(), 2)
@@ -172,7 +173,7 @@ def quiet_terminal(log_path: Path):
     finally:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-        sys.__stdout__, sys.__stderr__ = old_out, old_err
+        sys.__stdout__, sys.__stderr__ = old_out, old_err  # type: ignore[misc]
         sys.stdout, sys.stderr = old_out, old_err
         for fd in saved:
             os.close(fd)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -12,8 +14,15 @@ from core.errors import UserError
 from tui.state import SCREENS
 from tui.widgets.step_bar import StepBar
 
+if TYPE_CHECKING:
+    from tui.app import TunewizApp
+
 
 class WizardScreen(Screen):
+    # Wizard screens only ever run inside TunewizApp: this tells the type checker
+    # (the annotation alone creates nothing at run time; `app` stays Textual's).
+    app: TunewizApp
+
     STEP = "start"
     BINDINGS = [
         Binding("escape", "back", "Back"),

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from textual import work
 from textual.app import ComposeResult
@@ -24,6 +25,9 @@ from textual.widgets import Checkbox, Footer, Input, Label, Select, Static
 
 from core.errors import UserError
 from tui.widgets.chat_log import ChatLog
+
+if TYPE_CHECKING:
+    from core.chat import ChatSession
 
 MAX_LOADED = 3  # models kept in memory when switching checkpoints back and forth
 COMPARE_SEED = 0  # compare mode samples both panes from the same seed when none is set
@@ -81,7 +85,7 @@ class ChatScreen(Screen):
         self._loader = loader or _default_loader
         self._session_factory = session_factory or _default_session
         self._models: OrderedDict[str | None, object] = OrderedDict()
-        self._sessions: dict[str, tuple[str | None, object]] = {}
+        self._sessions: dict[str, tuple[str | None, ChatSession]] = {}
         self._lock = threading.Lock()  # guards the model cache across workers
         self.cancel_event = threading.Event()
         self.generating = False
@@ -165,7 +169,7 @@ class ChatScreen(Screen):
 
     def _settings_fields(self) -> ComposeResult:
         s = self.settings
-        fields = [
+        fields: list[tuple[str, str, str, Literal["text", "number", "integer"]]] = [
             ("system", "System prompt", self.system, "text"),
             ("temperature", "Temperature", str(s.temperature), "number"),
             ("top_p", "Top-p", str(s.top_p), "number"),

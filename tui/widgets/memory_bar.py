@@ -50,7 +50,7 @@ def render_bar(parts: dict[str, float], capacity: float | None, width: int) -> T
     text = Text()
     for i in range(width):
         if cap_at is not None and i == cap_at - 1 and cap_at < width:
-            text.append("│", style="bold red" if total > capacity else "bold")
+            text.append("│", style="bold red" if capacity and total > capacity else "bold")
         elif i < len(cells):
             text.append("█", style=cells[i])
         else:

@@ -78,7 +78,7 @@ class OptionRow(Vertical):
                 control.value = value
             elif isinstance(control, Switch):
                 control.value = bool(value)
-            else:
+            elif isinstance(control, Input):
                 control.value = format_value(value)
         self.show_error(None)
 

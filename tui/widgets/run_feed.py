@@ -160,7 +160,7 @@ def _fallback_checkpoints(run_dir: Path, names: tuple[str, ...]) -> list[Checkpo
                 continue
         rows.append(CheckpointRow(name=name, step=step))
     steps = [r for r in rows if r.step is not None]
-    steps.sort(key=lambda r: r.step)
+    steps.sort(key=lambda r: r.step or 0)
     if steps:
         steps[-1].tags.add("last")
     for r in rows:
