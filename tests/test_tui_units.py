@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.bundled import DEFAULT_MODEL_ID
+from core.errors import UserError
 from tui.state import WizardState, default_config
 from tui.widgets.histogram import render_histogram
 from tui.widgets.memory_bar import GIB, render_bar
@@ -45,10 +48,8 @@ def test_state_round_trip(tmp_path):
 def test_bad_value_leaves_state_unchanged():
     state = WizardState()
     before = state.get("training.per_device_train_batch_size")
-    try:
+    with pytest.raises(UserError, match="whole number"):
         state.set("training.per_device_train_batch_size", "many")
-    except Exception as exc:
-        assert "whole number" in str(exc)
     assert state.get("training.per_device_train_batch_size") == before
 
 
