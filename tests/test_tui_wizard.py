@@ -8,18 +8,29 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input, RadioButton, Select, Static, TabbedContent
+from textual.widgets import (
+    DataTable,
+    Input,
+    RadioButton,
+    Select,
+    Static,
+    Switch,
+    TabbedContent,
+)
 
 from core import runs
 from core.config import RunConfig
+from core.data.pipeline import PREVIEW_ROWS
 from tests.tui_pilot import screen_text, settle
 from tui.app import make_app
 from tui.widgets.error_dialog import ErrorDialog
+from tui.widgets.option_form import OptionRow, format_value
 
 
 def bad_rows_file(folder: Path, data_files: Path) -> Path:
-    """40 alpaca rows plus one line of broken JSON and one row with an empty answer."""
+    """40 alpaca rows (the first with markup in it), one line of broken JSON, one empty answer."""
     rows = json.loads((data_files / "alpaca.json").read_text(encoding="utf-8"))[:40]
+    rows[0]["instruction"] = "Say [bold]hi[/bold], then " + rows[0]["instruction"]
     path = folder / "bad.jsonl"
     with open(path, "w", encoding="utf-8") as fh:
         for i, row in enumerate(rows):
@@ -106,10 +117,12 @@ async def test_walk_from_task_to_training(tmp_path, data_files, tiny_model_dir):
         await pilot.click("#skip")
         assert app.wizard.config["data"]["on_bad_rows"] == "skip"
 
-        # Dataset text is shown literally, never as markup.
+        # The preview lists the first rows that passed, their text as typed, never as markup.
         app.screen.query_one(TabbedContent).active = "tab-preview"
         await settle(app, pilot)
-        assert app.screen.query_one("#preview", DataTable).row_count > 0
+        preview = app.screen.query_one("#preview", DataTable)
+        assert preview.row_count == PREVIEW_ROWS
+        assert "Say [bold]hi[/bold], then" in " ".join(str(c) for c in preview.get_row_at(0))
 
         await pilot.press("ctrl+n")
         await settle(app, pilot)
@@ -251,8 +264,18 @@ async def test_preset_changes_every_form_and_the_config(tmp_path):
         cfg = app.wizard.run_config()
         assert app.wizard.preset == "thorough"
         assert cfg.training.max_steps != quick
-        shown = app.screen.query_one("#opt-training-max_steps", Input).value
-        assert shown == str(cfg.training.max_steps)
+        # Every option row on every tab shows the value the preset gave it.
+        rows = list(app.screen.query(OptionRow))
+        assert {r.section for r in rows} >= {"model", "data", "training"}
+        for row in rows:
+            expected = getattr(getattr(cfg, row.section), row.field.name)
+            control = app.screen.query_one(f"#opt-{row.section}-{row.field.name}")
+            if isinstance(control, Switch):
+                assert control.value == bool(expected), row.dotted
+            elif isinstance(control, Select):
+                assert control.value == expected, row.dotted
+            else:
+                assert control.value == format_value(expected), row.dotted
         assert f"max_steps = {cfg.training.max_steps}" in app.screen.query_one("#toml").text
 
 
