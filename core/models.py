@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core import bundled, paths
+from core.data.template import chat_template_for
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,6 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
 
 
 # -- loading a model to chat with ------------------------------------------------
-
-# ChatML, for models that ship without a chat template (base models).
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 @dataclass
@@ -191,12 +185,10 @@ def _context_length(model, tokenizer) -> int:
 
 
 def _chat_template(tokenizer) -> str:
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):
-        template = template.get("default") or next(iter(template.values()), None)
-    if not template:
+    """The template training rendered the rows with (core.data's rule), so chat prompts alike."""
+    template = chat_template_for(tokenizer)
+    if not getattr(tokenizer, "chat_template", None):
         log.warning("the tokenizer has no chat template; using ChatML")
-        template = FALLBACK_CHAT_TEMPLATE
         tokenizer.chat_template = template
     return template
 

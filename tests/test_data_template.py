@@ -14,7 +14,6 @@ from core.data import (
     DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,
     chat_template_for,
-    collate,
     inspect_data,
     masking_preview,
     pack,
@@ -23,6 +22,7 @@ from core.data import (
     split,
 )
 from core.errors import UserError
+from core.train.collate import Collator
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_packed_batch_attends_only_within_rows(tiny_model_dir, tokenizer):
             tiny_model_dir, attn_implementation=impl
         ).eval()
         model.config.use_cache = False  # a cache turns off packed-sequence detection
-        batch = collate(packed, tokenizer.pad_token_id)
+        batch = Collator(tokenizer.pad_token_id)(packed)
         assert "attention_mask" not in batch
         with torch.no_grad():
             out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
@@ -252,8 +252,8 @@ def test_packed_batch_attends_only_within_rows(tiny_model_dir, tokenizer):
 
 
 def test_unpacked_collate_pads_with_attention_mask(tokenizer):
-    batch = collate(
-        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}], 0
+    batch = Collator(0)(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}]
     )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]

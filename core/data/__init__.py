@@ -17,7 +17,6 @@ from core.paths import profiles_dir
 
 SAMPLE_DATASET: Path = profiles_dir() / "datasets" / "lumen_isle.jsonl"
 
-from core.data.collate import collate  # noqa: E402
 from core.data.formats import FORMAT_NAMES, detect_format, normalize, suggest_task  # noqa: E402
 from core.data.pipeline import (  # noqa: E402
     TASK_FORMATS,
@@ -53,7 +52,6 @@ __all__ = [
     "Problem",
     "TokenStats",
     "chat_template_for",
-    "collate",
     "detect",
     "detect_format",
     "inspect_data",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-IGNORE_INDEX = -100
+from core.data.template import IGNORE_INDEX
+
 TOKENS_KEY = "num_real_tokens"
 
 
