@@ -246,7 +246,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         "preparing": "yellow",
     }
     for i in infos:
-        progress = _progress_text(i)
+        progress = i.progress_text()
         table.add_row(
             Text(i.name),
             Text(i.state, style=colours.get(i.state, "")),
@@ -265,13 +265,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
         elif i.note:
             console.print(Text(f"{i.name}: {i.note}", style="yellow"))
     return 0
-
-
-def _progress_text(i) -> str:
-    if i.state == "preparing":
-        of = f"/{i.rows_total} {100 * i.rows_done / i.rows_total:.0f}%" if i.rows_total else ""
-        return f"data {i.rows_done}{of}"
-    return f"{i.step}/{i.total_steps} {100 * i.progress:.0f}%" if i.total_steps else str(i.step)
 
 
 def _num(value) -> str:

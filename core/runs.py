@@ -74,6 +74,16 @@ class RunInfo:
         """Fraction of steps done, 0..1."""
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
+    def progress_text(self) -> str:
+        """`data 1200/5000 24%` while the data is prepared, `40/100 40%` (or `40`) after."""
+        if self.state == "preparing":
+            total = self.rows_total
+            of = f"/{total} {100 * self.rows_done / total:.0f}%" if total else ""
+            return f"data {self.rows_done}{of}"
+        if self.total_steps:
+            return f"{self.step}/{self.total_steps} {100 * self.progress:.0f}%"
+        return str(self.step)
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["path"] = str(self.path)

@@ -43,11 +43,11 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
     from core.models import resolve_model
 
     model_path = resolve_model(cfg.model.model)
-    model_config = _load_model_config(cfg, model_path)
+    arch = model_arch(cfg, model_path)
     check_data(cfg)
     absolutize_paths(cfg)
     runs_dir = Path(cfg.runs_dir)
-    check_disk_space(cfg, model_config, runs_dir, model_path=model_path)
+    check_disk_space(cfg, arch, runs_dir, model_path=model_path)
     run_dir, lock_fd = create_run_dir(runs_dir, cfg.name or default_name(cfg))
     try:
         cfg.name = run_dir.name
@@ -127,6 +127,24 @@ def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
 
 
 # -- validation helpers -------------------------------------------------------
+
+
+def model_arch(cfg: RunConfig, model_path: str):
+    """The model's shape from its config.json, read as plain JSON (importing transformers would
+    take most of the launcher's two seconds); transformers' own reader for what JSON cannot tell."""
+    from core.profiles import load_model_arch
+
+    try:
+        return load_model_arch(model_path)
+    except UserError:
+        if not Path(model_path).exists():
+            raise UserError(
+                f"cannot find the model {cfg.model.model!r}",
+                where="model.model",
+                hint="offline? give a local model folder or the bundled default",
+            ) from None
+    _load_model_config(cfg, model_path)  # a clear message if transformers cannot read it either
+    return None  # readable, but of a shape the estimator does not know: no disk check
 
 
 def _load_model_config(cfg: RunConfig, model_path: str):
@@ -227,36 +245,6 @@ def unique_name(runs_dir: Path, name: str) -> str:
     return f"{name}-{n}"
 
 
-def checkpoint_bytes(cfg: RunConfig, model_config) -> tuple[int, int]:
-    """(bytes of one checkpoint, bytes of final/), from the parameter count on the meta device."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(
-            model_config, trust_remote_code=cfg.model.trust_remote_code
-        )
-    total = sum(p.numel() for p in model.parameters())
-    if cfg.model.method == "full":
-        weights = total * 4  # fp32 master weights
-        trainable = total
-    else:
-        targets = cfg.model.lora_target_modules
-        wanted = (
-            None
-            if targets.strip() in ("", "all-linear")
-            else {t.strip() for t in targets.split(",")}
-        )
-        trainable = 0
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Linear) and not name.endswith("lm_head"):
-                if wanted is None or name.rsplit(".", 1)[-1] in wanted:
-                    trainable += cfg.model.lora_r * (mod.in_features + mod.out_features)
-        weights = trainable * 4
-    optimizer = trainable * 8  # AdamW: two fp32 moments
-    return weights + optimizer, weights
-
-
 # Files a checkpoint and final/ hold besides the weights and optimizer (save_pretrained of the
 # tokenizer, the chat template); sized from the model folder itself.
 TOKENIZER_FILES = (
@@ -291,10 +279,31 @@ def data_bytes(cfg: RunConfig) -> int:
     return total * PREPARED_BYTES_PER_DATA_BYTE
 
 
-def check_disk_space(cfg: RunConfig, model_config, runs_dir: Path, *, model_path: str) -> None:
+def checkpoint_bytes(cfg: RunConfig, arch) -> tuple[int, int]:
+    """(bytes of one checkpoint, bytes of final/): fp32 trainable weights + AdamW's two moments.
+
+    The trainable count is the estimator's (all weights for full, the adapters otherwise).
+    """
+    from core.estimate.memory import EstimateRequest, trainable_params
+
+    req = EstimateRequest(
+        method=cfg.model.method,
+        lora_r=cfg.model.lora_r,
+        lora_targets=cfg.model.lora_target_modules,
+    )
+    trainable = trainable_params(arch, req)
+    weights = trainable * 4  # fp32
+    optimizer = trainable * 8  # AdamW: two fp32 moments
+    return weights + optimizer, weights
+
+
+def check_disk_space(cfg: RunConfig, arch, runs_dir: Path, *, model_path: str) -> None:
+    if arch is None:
+        log.warning("unknown model shape: skipping the disk space check")
+        return
     try:
-        ckpt, final = checkpoint_bytes(cfg, model_config)
-    except Exception as exc:  # noqa: BLE001 - exotic architectures: skip the check, do not block
+        ckpt, final = checkpoint_bytes(cfg, arch)
+    except UserError as exc:  # e.g. LoRA targets the estimator cannot place: do not block here
         log.warning("could not size checkpoints (%s); skipping the disk space check", exc)
         return
     extra = tokenizer_bytes(model_path) + 64 * 1024  # + trainer_state, configs, chat template
