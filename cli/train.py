@@ -158,32 +158,52 @@ def _console(stderr: bool = False):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from core.train import launch
+
+    # cli.main ignores SIGHUP for `train`: a dead terminal only loses the messages below.
+    cfg = config_from_args(args)
+    _say("checking the model, data and options ...", style="dim")
+    run_dir = launch(cfg, foreground=False)
+    _say_started(run_dir)
+    if args.foreground:
+        return _follow_here(run_dir)
+    return 0
+
+
+def _follow_here(run_dir) -> int:
+    """Follow the log until the run ends; a hang-up now ends only the following, not the run."""
+    import signal
+
+    from core.train.launcher import follow
+
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    return _exit_code(run_dir, follow(run_dir))
+
+
+def _say(text, style: str = "") -> None:
+    """Print, unless the terminal is gone (EIO after a hang-up): the run goes on regardless."""
+    try:
+        _console().print(text, style=style)
+    except OSError:
+        pass
+
+
+def _say_started(run_dir) -> None:
     from rich.text import Text
 
     from core import runs
-    from core.train import launch
 
-    cfg = config_from_args(args)
-    console = _console()
-    console.print("checking the model, data and options ...", style="dim")
-    run_dir = launch(cfg, foreground=False)
     st = runs.read_status(run_dir)
-    console.print(
+    _say(
         Text.assemble(("started run ", "green"), (run_dir.name, "bold"), f"  (pid {st.get('pid')})")
     )
-    console.print(
+    _say(
         Text(
             f"  folder:  {run_dir}\n  follow:  tunewiz logs {run_dir.name} -f\n"
             f"  stop:    tunewiz stop {run_dir.name}\n"
             "  the run prepares (tokenizes) the data first: `tunewiz runs` shows how far it is"
         )
     )
-    if args.foreground:
-        from core.train.launcher import follow
-
-        state = follow(run_dir)
-        return _exit_code(run_dir, state)
-    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -202,9 +222,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         )
     )
     if args.foreground:
-        from core.train.launcher import follow
-
-        return _exit_code(run_dir, follow(run_dir))
+        return _follow_here(run_dir)
     return 0
 
 
