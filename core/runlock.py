@@ -49,16 +49,22 @@ def same_process(pid: int | None, started_at: float | None) -> bool:
     return started_at is None or abs(now - float(started_at)) < 1.0
 
 
-def acquire(run_dir: Path) -> int:
-    """Take the run's lock (non-blocking) and return its descriptor; UserError naming the holder."""
+def acquire(run_dir: Path, *, wait_s: float = 1.0) -> int:
+    """Take the run's lock within `wait_s` and return its descriptor; UserError naming the holder.
+
+    A reader's probe (`is_held`) holds the lock for microseconds, and a worker that has
+    written its final state takes a moment to exit: both are waited for, a live run is not.
+    """
     path = Path(run_dir) / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    # A reader's probe (`is_held`) holds a shared lock for a few microseconds: try again briefly.
-    for _ in range(20):
+    deadline = time.monotonic() + wait_s
+    while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except BlockingIOError:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.05)
     os.close(fd)
     raise UserError(

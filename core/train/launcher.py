@@ -93,12 +93,15 @@ def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
 
     run_dir = Path(run_dir)
     info = runs.read_run(run_dir)  # before taking the lock: holding it reads as "alive"
-    lock_fd = runlock.acquire(run_dir)  # a live worker holds it: refused, naming the holder
+    if info.state == "finished":
+        raise UserError(f"run {info.name!r} already finished", where=str(run_dir))
+    # A live worker holds the lock: refused, naming it. One that wrote its final state is
+    # exiting (torch takes a moment to unload): wait for it.
+    ending = info.state not in runs.LIVE_STATES
+    lock_fd = runlock.acquire(run_dir, wait_s=30.0 if ending else 1.0)
     try:
         if info.state in runs.LIVE_STATES:  # a worker from before run locks existed
             raise UserError(f"run {info.name!r} is still {info.state}", where=str(run_dir))
-        if info.state == "finished":
-            raise UserError(f"run {info.name!r} already finished", where=str(run_dir))
         ckpt = last_complete_checkpoint(run_dir)
         if ckpt is None:
             raise UserError(
