@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import itertools
 import logging
+import signal
 import threading
 from array import array
 from collections.abc import Callable, Iterator
@@ -400,6 +401,10 @@ _CHILD_JOB: _Job | None = None
 def _init_child(job: _Job) -> None:
     global _CHILD_JOB
     _CHILD_JOB = job
+    # A forked helper inherits its parent's handlers; the training worker's graceful SIGTERM
+    # would make Pool.terminate() wait forever. Stops are the parent's to decide.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _process_in_child(batch: list) -> _Done:
