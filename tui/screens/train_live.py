@@ -311,7 +311,9 @@ class TrainLiveScreen(Screen):
         info = self.info
         if info.rows_total:
             bar_widget.update(total=info.rows_total, progress=min(info.rows_done, info.rows_total))
-        parts = ["preparing the data: " + info.progress_text().removeprefix("data ") + " rows"]
+        done, total = info.rows_done, info.rows_total
+        of = f"/{total} rows ({100 * done / total:.0f}%)" if total else " rows"
+        parts = [f"preparing the data: {done}{of}"]
         if info.eta_s is not None:
             parts.append(f"ETA {format_duration(info.eta_s)}")
         self.query_one("#live-eta", Static).update(" · ".join(parts))
