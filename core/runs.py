@@ -374,6 +374,8 @@ def signal_worker(run_dir: Path, st: dict, sig: int) -> bool:
     from core import runlock
 
     pid = st.get("pid")
+    if not isinstance(pid, int):
+        return False
     holder = runlock.read_holder(run_dir)
     if runlock.is_held(run_dir) and holder.get("pid") == pid:
         started = holder.get("started_at")
@@ -384,7 +386,7 @@ def signal_worker(run_dir: Path, st: dict, sig: int) -> bool:
     if not runlock.same_process(pid, started):
         return False
     try:
-        os.kill(int(pid), sig)
+        os.kill(pid, sig)
     except ProcessLookupError:
         return False
     return True

@@ -12,10 +12,10 @@ import dataclasses
 import itertools
 import logging
 import signal
-import threading
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.config import DataConfig
 from core.data.formats import FORMAT_NAMES, detect_format, normalize, suggest_task
@@ -41,6 +41,12 @@ TASK_FORMATS: dict[str, tuple[str, ...]] = {
     "chat": ("openai", "sharegpt", "alpaca", "prompt_completion", "preference"),
     "text": ("text",),
 }
+
+
+class CancelFlag(Protocol):
+    """What `cancel` must answer: a threading.Event, or the worker's stop check."""
+
+    def is_set(self) -> bool: ...
 
 
 class DataCancelled(Exception):
@@ -125,7 +131,7 @@ def inspect_data(
     cfg: DataConfig,
     tokenizer=None,
     *,
-    cancel: threading.Event | None = None,
+    cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
 ) -> DataReport:
@@ -140,7 +146,7 @@ def prepare(
     cfg: DataConfig,
     tokenizer,
     *,
-    cancel: threading.Event | None = None,
+    cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
     num_proc: int = 1,
@@ -423,7 +429,7 @@ def _process(job: _Job, batch: list) -> _Done:
         norm, issues, skipped = normalize(row, job.fmt, job.mapping)
         for part, n in (skipped or {}).items():
             done.skipped[part] = done.skipped.get(part, 0) + n
-        if issues:
+        if issues or norm is None:
             src = job.sources[si]
             done.problems.extend(
                 Problem(src.where(loc, fld), kind, msg) for fld, kind, msg in issues
@@ -469,6 +475,7 @@ def _tokenize(good, job: _Job, done: _Done):
             ]
             out[i] = (chunks, t.length, t.length)
         return out
+    assert job.template is not None  # a tokenizer always brings a template
     texts, spans, idx = [], [], []
     for i, (si, loc, norm) in enumerate(good):
         try:

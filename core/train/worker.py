@@ -238,7 +238,7 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
 
     collator = Collator(tokenizer.pad_token_id)
     callback = RunCallback(run_dir, None, stop, is_main=rank() == 0, world_size=world_size())
-    callbacks = [callback]
+    callbacks: list = [callback]
     fault = parse_fault()
     if fault:
         log.warning("test fault injection active: %s@%d", *fault)
