@@ -118,8 +118,33 @@ def test_launch_returns_fast_and_the_worker_prepares_with_progress(tiny_model_di
     assert info.state == "finished", info.error
     st = runs.read_status(run_dir)
     assert st["rows_done"] == SLOW_ROWS and st["prepare_s"] > 0
-    assert "data prepared" in "\n".join(runs.tail_log(run_dir, 200))
+    log = "\n".join(runs.tail_log(run_dir, 200))  # what `tunewiz logs -f` shows
+    assert "preparing the data: " in log and f"/{SLOW_ROWS} (" in log and "ETA" in log
+    assert "data prepared" in log
     assert_private(run_dir)
+
+
+def test_runs_lists_a_preparing_run_with_rows_done(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    import cli.train as cli_train
+
+    run_dir = tmp_path / "prep"
+    run_dir.mkdir()
+    runs.write_status(
+        run_dir,
+        state="preparing",
+        pid=os.getpid(),
+        pid_started_at=runlock.process_start_time(os.getpid()),
+        host=runs.this_host(),
+        rows_done=500,
+        rows_total=2000,
+        prepare_started_at=time.time() - 10,
+    )
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli_train.cmd_runs(argparse.Namespace(runs_dir=str(tmp_path), json=False)) == 0
+    out = capsys.readouterr().out
+    assert "preparing" in out and "data 500/2000 25%" in out and "0m30s" in out
 
 
 def assert_private(run_dir: Path) -> None:

@@ -367,8 +367,10 @@ def start_worker(run_dir: Path, cfg: RunConfig, *, lock_fd: int, resume: bool = 
     with open(log_fd, "ab") as logf:
         logf.write(f"$ {' '.join(cmd)}\n".encode())
         logf.flush()
-        # The child inherits this thread's signal mask through fork and exec.
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, EARLY_SIGNALS)
+        # The child inherits this thread's signal mask through fork and exec. Not for
+        # accelerate's launcher: it is not our code and would never unblock them.
+        early = EARLY_SIGNALS if cfg.distributed.distributed == "none" else set()
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, early)
         try:
             proc = subprocess.Popen(
                 cmd,
