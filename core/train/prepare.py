@@ -92,9 +92,12 @@ def prepare_run_data(run_dir: Path, cfg: RunConfig, tokenizer, stop) -> None:
     runs.write_private(
         run_dir / runs.ESTIMATE_FILE, json.dumps(estimate(cfg), indent=2, default=str)
     )
-    rows = prepared.report.rows_total
+    report = prepared.report
+    rows = report.rows_total
     runs.write_status(run_dir, rows_done=rows, rows_total=rows, prepare_s=time.time() - t0)
-    log.info("data prepared: %d rows in %.1f s", rows, time.time() - t0)
+    # Nothing is dropped silently: the rows skipped are counted here and listed in the report.
+    skipped = f", {report.rows_bad} skipped (listed in data_report.json)" if report.rows_bad else ""
+    log.info("data prepared: %d rows used%s in %.1f s", report.rows_ok, skipped, time.time() - t0)
 
 
 def check_prepared(cfg: RunConfig, prepared) -> None:
