@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from core.errors import UserError
@@ -37,6 +38,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["train"], ["resume"]):
+        # First thing: a terminal hanging up must not stop a start half-way (the worker it
+        # starts is detached; --foreground restores SIGHUP before following the log).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if not argv:
         from tui.app import run_app
 

@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="Start a training run (detached: it survives closing the terminal).",
-        description="Validate the options, data and model, then start the run in the background and "
-        "print its name. Options come from CONFIG.toml, a --preset, and flags (flags win).",
+        description="Check the options, model and data (its first rows), then start the run in the "
+        "background and print its name; the run tokenizes the data itself (state `preparing`). "
+        "Options come from CONFIG.toml, a --preset, and flags (flags win).",
     )
     p.add_argument("config", nargs="?", metavar="CONFIG.toml", help="A run config file (optional).")
     p.add_argument(
@@ -157,49 +158,52 @@ def _console(stderr: bool = False):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rich.text import Text
-
-    from core import runs
     from core.train import launch
 
+    # cli.main ignores SIGHUP for `train`: a dead terminal only loses the messages below.
     cfg = config_from_args(args)
-    console = _console()
-    console.print("validating the model, data and options ...", style="dim")
+    _say("checking the model, data and options ...", style="dim")
     run_dir = launch(cfg, foreground=False)
-    st = runs.read_status(run_dir)
-    console.print(
-        Text.assemble(("started run ", "green"), (run_dir.name, "bold"), f"  (pid {st.get('pid')})")
-    )
-    console.print(
-        Text(
-            f"  folder:  {run_dir}\n  follow:  tunewiz logs {run_dir.name} -f\n"
-            f"  stop:    tunewiz stop {run_dir.name}"
-        )
-    )
-    _print_data_summary(console, run_dir)
+    _say_started(run_dir)
     if args.foreground:
-        from core.train.launcher import follow
-
-        state = follow(run_dir)
-        return _exit_code(run_dir, state)
+        return _follow_here(run_dir)
     return 0
 
 
-def _print_data_summary(console, run_dir) -> None:
-    """Rows used and skipped, so nothing is dropped silently (details in data_report.json)."""
+def _follow_here(run_dir) -> int:
+    """Follow the log until the run ends; a hang-up now ends only the following, not the run."""
+    import signal
+
+    from core.train.launcher import follow
+
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    return _exit_code(run_dir, follow(run_dir))
+
+
+def _say(text, style: str = "") -> None:
+    """Print, unless the terminal is gone (EIO after a hang-up): the run goes on regardless."""
+    try:
+        _console().print(text, style=style)
+    except OSError:
+        pass
+
+
+def _say_started(run_dir) -> None:
     from rich.text import Text
 
-    try:
-        report = json.loads((run_dir / "data_report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    ok, bad = report.get("rows_ok"), report.get("rows_bad")
-    if ok is None:
-        return
-    line = f"  data:    {ok} rows used"
-    if bad:
-        line += f", {bad} skipped (listed in {run_dir / 'data_report.json'})"
-    console.print(Text(line, style="yellow" if bad else ""))
+    from core import runs
+
+    st = runs.read_status(run_dir)
+    _say(
+        Text.assemble(("started run ", "green"), (run_dir.name, "bold"), f"  (pid {st.get('pid')})")
+    )
+    _say(
+        Text(
+            f"  folder:  {run_dir}\n  follow:  tunewiz logs {run_dir.name} -f\n"
+            f"  stop:    tunewiz stop {run_dir.name}\n"
+            "  the run prepares (tokenizes) the data first: `tunewiz runs` shows how far it is"
+        )
+    )
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -218,9 +222,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         )
     )
     if args.foreground:
-        from core.train.launcher import follow
-
-        return _exit_code(run_dir, follow(run_dir))
+        return _follow_here(run_dir)
     return 0
 
 
@@ -259,11 +261,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         "failed": "red",
         "died": "red",
         "stopped": "yellow",
+        "preparing": "yellow",
     }
     for i in infos:
-        progress = (
-            f"{i.step}/{i.total_steps} {100 * i.progress:.0f}%" if i.total_steps else str(i.step)
-        )
+        progress = i.progress_text()
         table.add_row(
             Text(i.name),
             Text(i.state, style=colours.get(i.state, "")),
@@ -279,6 +280,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for i in infos:
         if i.state in ("failed", "died") and i.error:
             console.print(Text(f"{i.name}: {i.error}", style="red"))
+        elif i.note:
+            console.print(Text(f"{i.name}: {i.note}", style="yellow"))
     return 0
 
 

@@ -12,6 +12,10 @@ A run directory is the single source of truth for a run:
                        tokenizer, chat_template.jinja)
       final/           the result: adapter or full model, tokenizer, chat template
       STOP             present while a graceful stop is requested
+      .lock            held (flock) by the run's worker for its whole life: see core.runlock
+      data/            the prepared (tokenized) rows, written by the worker while `preparing`
+
+Run folders are private (0700, files 0600): they hold a copy of the user's data.
 
 The TUI, `tunewiz runs` and chat read runs only through this module.
 """
@@ -32,8 +36,8 @@ from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-STATES = ("starting", "running", "finished", "failed", "stopped", "died")
-LIVE_STATES = ("starting", "running")
+STATES = ("starting", "preparing", "running", "finished", "failed", "stopped", "died")
+LIVE_STATES = ("starting", "preparing", "running")
 FINAL_STATES = ("finished", "failed", "stopped")
 
 STATUS_FILE = "status.json"
@@ -61,11 +65,24 @@ class RunInfo:
     error: str = ""
     method: str = ""
     model: str = ""
+    rows_done: int = 0  # data rows prepared so far (state `preparing`)
+    rows_total: int | None = None  # None when the data's size is not known before reading it
+    note: str = ""  # what a user should know about a run that ended without an error
 
     @property
     def progress(self) -> float:
         """Fraction of steps done, 0..1."""
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    def progress_text(self) -> str:
+        """`data 1200/5000 24%` while the data is prepared, `40/100 40%` (or `40`) after."""
+        if self.state == "preparing":
+            total = self.rows_total
+            of = f"/{total} {100 * self.rows_done / total:.0f}%" if total else ""
+            return f"data {self.rows_done}{of}"
+        if self.total_steps:
+            return f"{self.step}/{self.total_steps} {100 * self.progress:.0f}%"
+        return str(self.step)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -99,8 +116,15 @@ def write_status(run_dir: str | Path, **fields: Any) -> dict:
 def atomic_write_text(path: Path, text: str) -> None:
     # A reader (the TUI polling) must never see a half-written file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    write_private(tmp, text)
     os.replace(tmp, path)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600): run folders hold the user's data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def this_host() -> str:
@@ -131,7 +155,7 @@ def pid_alive(pid: int | None) -> bool:
 
 def read_run(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
-    st = read_status(run_dir)
+    st = read_status(run_dir) or status_from_folder(run_dir)
     info = RunInfo(name=run_dir.name, path=run_dir)
     info.state = st.get("state", "starting")
     info.step = int(st.get("step") or 0)
@@ -144,11 +168,14 @@ def read_run(run_dir: str | Path) -> RunInfo:
     info.error = st.get("error") or ""
     info.method = st.get("method", "")
     info.model = st.get("model", "")
+    info.rows_done = int(st.get("rows_done") or 0)
+    info.rows_total = st.get("rows_total")
+    info.note = st.get("note") or ""
 
     # A process that vanished without writing a final state (kill -9, reboot,
     # machine lost) would otherwise look "running" forever.
     if info.state in LIVE_STATES and (not info.host or info.host == this_host()):
-        if not pid_alive(info.pid):
+        if not worker_alive(run_dir, st):
             info.state = "died"
             info.error = info.error or "the training process ended without writing a final status"
 
@@ -159,8 +186,47 @@ def read_run(run_dir: str | Path) -> RunInfo:
         if end is None and info.state == "died":
             end = st.get("updated_at") or started
         info.elapsed_s = before + max(0.0, float(end or time.time()) - float(started))
-    info.eta_s = _eta(st, info) if info.state in LIVE_STATES else None
+    if info.state == "preparing":
+        info.eta_s = _prepare_eta(st, info)
+    else:
+        info.eta_s = _eta(st, info) if info.state in LIVE_STATES else None
     return info
+
+
+def worker_alive(run_dir: Path, st: dict) -> bool:
+    """Whether the run's own worker still runs on this host: its lock, else its pid + start time.
+
+    A pid alone can name another program once the worker is gone (pids are reused).
+    """
+    from core import runlock
+
+    held = runlock.is_held(run_dir)
+    if held is not None:
+        return held
+    if st.get("pid_started_at") is not None:
+        return runlock.same_process(st.get("pid"), st.get("pid_started_at"))
+    return pid_alive(st.get("pid"))
+
+
+def status_from_folder(run_dir: Path) -> dict:
+    """A run whose status.json is lost: finished if final/ holds a model, else {} (as before).
+
+    A finished run must not be offered for resume just because one file went missing.
+    """
+    from core.train.ckpt import final_complete, last_complete_checkpoint, trainer_state
+
+    if not final_complete(run_dir / "final"):
+        return {}
+    ckpt = last_complete_checkpoint(run_dir)
+    state = trainer_state(ckpt) if ckpt else {}
+    step = state.get("global_step") or 0
+    return {
+        "state": "finished",
+        "step": step,
+        "total_steps": state.get("max_steps") or step,
+        "error": "",
+        "recovered": "status.json was missing; state read from final/ and the checkpoints",
+    }
 
 
 def _eta(st: dict, info: RunInfo) -> float | None:
@@ -173,6 +239,14 @@ def _eta(st: dict, info: RunInfo) -> float | None:
         return None
     rate = (time.time() - float(t0)) / done
     return max(0.0, (info.total_steps - info.step) * rate)
+
+
+def _prepare_eta(st: dict, info: RunInfo) -> float | None:
+    t0 = st.get("prepare_started_at")
+    if not t0 or not info.rows_total or info.rows_done <= 0:
+        return None
+    rate = (time.time() - float(t0)) / info.rows_done
+    return max(0.0, (int(info.rows_total) - info.rows_done) * rate)
 
 
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:
@@ -285,13 +359,37 @@ def stop_run(run_dir: str | Path) -> None:
         raise UserError(
             f"run {info.name!r} is not running (state: {info.state})", where=str(run_dir)
         )
-    (run_dir / STOP_FILE).write_text(str(time.time()), encoding="utf-8")
+    write_private(run_dir / STOP_FILE, str(time.time()))
     st = read_status(run_dir)
     if info.pid and info.host == this_host() and not st.get("distributed"):
-        try:
-            os.kill(int(info.pid), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        signal_worker(run_dir, st, signal.SIGTERM)
+
+
+def signal_worker(run_dir: Path, st: dict, sig: int) -> bool:
+    """Send `sig` to the run's worker only if the pid still names that worker; True if sent.
+
+    The pid must be the lock holder's (or, for runs without a lock file, have the
+    recorded start time): a pid reused by another program is never signalled.
+    """
+    from core import runlock
+
+    pid = st.get("pid")
+    if not isinstance(pid, int):
+        return False
+    holder = runlock.read_holder(run_dir)
+    if runlock.is_held(run_dir) and holder.get("pid") == pid:
+        started = holder.get("started_at")
+    elif st.get("pid_started_at") is not None:
+        started = st["pid_started_at"]
+    else:
+        return False
+    if not runlock.same_process(pid, started):
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def format_duration(seconds: float | None) -> str:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from core import runs
+from core import runlock, runs
 from core.errors import UserError
 
 
@@ -118,7 +118,15 @@ def test_resolve_run_by_name_or_path_and_unknown_lists_runs(tmp_path):
 def test_stop_run_requests_a_stop_and_refuses_finished_runs(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        d = make_run(tmp_path, "r", state="running", pid=sleeper.pid, host=runs.this_host())
+        # The worker is named by its pid and start time (a pid alone may be reused).
+        d = make_run(
+            tmp_path,
+            "r",
+            state="running",
+            pid=sleeper.pid,
+            pid_started_at=runlock.process_start_time(sleeper.pid),
+            host=runs.this_host(),
+        )
         runs.stop_run(d)
         assert (d / runs.STOP_FILE).exists()
         assert sleeper.wait(timeout=10) != 0  # SIGTERM reached the process

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from textual.app import App
 from textual.widgets import Log, ProgressBar, Static
 
 from core.runs import write_status
+from core.runlock import process_start_time
 from tui.screens.train_live import ConfirmStop, TrainLiveScreen
 from tui.widgets.loss_chart import LossChart, decimate
 from tui.widgets.resource_meter import ResourceMeter, ResourceSample
@@ -74,6 +76,7 @@ def make_run(root: Path, *, steps: int = 60, total: int = 200, pid: int | None =
         run_dir,
         state="running",
         pid=pid or os.getpid(),
+        pid_started_at=process_start_time(pid or os.getpid()),  # as the launcher records it
         host=socket.gethostname(),
         step=steps,
         total_steps=total,
@@ -309,3 +312,26 @@ def test_gpu_load_comes_from_nvml_when_a_gpu_answers(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=no_driver))
     (sample,) = resource_meter.default_sampler()()
     assert sample.kind == "cpu" and sample.mem_total > 0
+
+
+async def test_a_run_preparing_its_data_shows_rows_done_and_eta(tmp_path):
+    run_dir = make_run(tmp_path, steps=0)
+    now = time.time()
+    write_status(
+        run_dir,
+        state="preparing",
+        step=0,
+        total_steps=0,
+        rows_done=500,
+        rows_total=2000,
+        prepare_started_at=now - 10,  # 50 rows/s: 1500 rows to go take 30 s
+    )
+    app = LiveApp(run_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert "preparing" in text_of(app.screen, "#live-title")
+        eta = text_of(app.screen, "#live-eta")
+        assert "preparing the data: 500/2000 rows (25%)" in eta and (
+            "ETA 30s" in eta or "ETA 29s" in eta
+        )
+        assert app.screen.query_one("#live-progress", ProgressBar).percentage == 0.25

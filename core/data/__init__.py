@@ -23,11 +23,13 @@ from core.data.pipeline import (  # noqa: E402
     TASK_HELP,
     DataCancelled,
     PreparedData,
+    check_task_reads,
     detect,
     inspect_data,
     no_usable_reason,
     packing_enabled,
     prepare,
+    rows_hint,
 )
 from core.data.report import DataReport, Problem, TokenStats  # noqa: E402
 from core.data.stats import pack, split, token_stats  # noqa: E402
@@ -52,6 +54,7 @@ __all__ = [
     "Problem",
     "TokenStats",
     "chat_template_for",
+    "check_task_reads",
     "detect",
     "detect_format",
     "inspect_data",
@@ -62,6 +65,7 @@ __all__ = [
     "packing_enabled",
     "prepare",
     "render",
+    "rows_hint",
     "split",
     "suggest_task",
     "token_stats",

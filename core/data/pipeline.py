@@ -7,13 +7,15 @@ memory stays flat except ~20 bytes per usable row (for finding duplicates).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
-import threading
+import signal
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.config import DataConfig
 from core.data.formats import FORMAT_NAMES, detect_format, normalize, suggest_task
@@ -41,6 +43,12 @@ TASK_FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+class CancelFlag(Protocol):
+    """What `cancel` must answer: a threading.Event, or the worker's stop check."""
+
+    def is_set(self) -> bool: ...
+
+
 class DataCancelled(Exception):
     """The caller set the cancel event while the data was being read."""
 
@@ -61,6 +69,17 @@ def packing_enabled(cfg: DataConfig) -> bool:
     return cfg.packing == "true" or (cfg.packing == "auto" and cfg.task == "text")
 
 
+def check_task_reads(task: str, fmt: str) -> None:
+    """UserError when the task cannot train on data of this format."""
+    if fmt != "unknown" and fmt not in TASK_FORMATS.get(task, ()):
+        raise UserError(
+            f"the {task} task does not read {FORMAT_NAMES.get(fmt, fmt)} data",
+            where="data.task",
+            hint=f"this data fits the {suggest_task(fmt)} task (--task {suggest_task(fmt)}); "
+            f"{task} reads: {', '.join(TASK_FORMATS[task])}",
+        )
+
+
 def detect(cfg: DataConfig) -> tuple[str, str, list[str]]:
     """(format, suggested task, evidence) from the first rows, without reading everything."""
     sources = resolve_sources(cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split)
@@ -72,11 +91,47 @@ def detect(cfg: DataConfig) -> tuple[str, str, list[str]]:
     return fmt, suggest_task(fmt), evidence
 
 
+def rows_hint(cfg: DataConfig) -> int | None:
+    """How many rows the data holds, when that is cheap to know (for progress); None otherwise.
+
+    Uncompressed JSON Lines count their lines, Parquet files read their footer;
+    other kinds are only known once read.
+    """
+    try:
+        sources = resolve_sources(
+            cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split
+        )
+    except UserError:
+        return None
+    total = 0
+    for src in sources:
+        if src.path is None or src.compression:
+            return None
+        if src.kind == "jsonl":
+            total += _count_lines(src.path)
+        elif src.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(src.path).metadata.num_rows
+        else:
+            return None
+    return total
+
+
+def _count_lines(path) -> int:
+    n, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
+
+
 def inspect_data(
     cfg: DataConfig,
     tokenizer=None,
     *,
-    cancel: threading.Event | None = None,
+    cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
 ) -> DataReport:
@@ -91,13 +146,23 @@ def prepare(
     cfg: DataConfig,
     tokenizer,
     *,
-    cancel: threading.Event | None = None,
+    cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
+    num_proc: int = 1,
 ) -> PreparedData:
-    """Checked, tokenized, split (and packed) examples; UserError when nothing usable, or bad rows and `stop`."""
+    """Checked, tokenized, split (and packed) examples; UserError when nothing usable, or bad rows and `stop`.
+
+    `num_proc` > 1 tokenizes in that many processes; the result is the same as with one.
+    """
     report, groups = _scan(
-        cfg, tokenizer, keep=True, cancel=cancel, progress=progress, batch_size=batch_size
+        cfg,
+        tokenizer,
+        keep=True,
+        cancel=cancel,
+        progress=progress,
+        batch_size=batch_size,
+        num_proc=num_proc,
     )
     _check_usable(
         report, cfg, "data.data"
@@ -108,7 +173,13 @@ def prepare(
     if cfg.validation_file:
         vcfg = dataclasses.replace(cfg, data=cfg.validation_file)
         eval_report, eval_groups = _scan(
-            vcfg, tokenizer, keep=True, cancel=cancel, progress=None, batch_size=batch_size
+            vcfg,
+            tokenizer,
+            keep=True,
+            cancel=cancel,
+            progress=None,
+            batch_size=batch_size,
+            num_proc=num_proc,
         )
         _check_usable(eval_report, vcfg, "data.validation_file")
         train_groups = groups
@@ -169,7 +240,9 @@ def _row_key(norm: dict) -> str | tuple:
     return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
 
 
-def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_size: int):
+def _scan(
+    cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_size: int, num_proc: int = 1
+):
     sources = resolve_sources(cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split)
     source_name = str(sources[0].path) if cfg.data == "sample" and sources[0].path else cfg.data
     report = DataReport(source=source_name, task=cfg.task)
@@ -187,13 +260,7 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
         report.notes.append(
             "preference data: tunewiz trains on the prompt and the `chosen` answer; `rejected` is not used"
         )
-    if fmt != "unknown" and fmt not in TASK_FORMATS.get(cfg.task, ()):
-        raise UserError(
-            f"the {cfg.task} task does not read {FORMAT_NAMES.get(fmt, fmt)} data",
-            where="data.task",
-            hint=f"this data fits the {suggest_task(fmt)} task (--task {suggest_task(fmt)}); "
-            f"{cfg.task} reads: {', '.join(TASK_FORMATS[cfg.task])}",
-        )
+    check_task_reads(cfg.task, fmt)
     text_task = cfg.task == "text"
     template = chat_template_for(tokenizer) if tokenizer is not None else None
     report.chat_template = template if not text_task else None
@@ -210,56 +277,28 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
     previews: list[tuple[int, dict, list[dict]]] = []
     split_docs = 0
 
-    records = itertools.chain(head, rest)
-    while True:
-        batch = list(itertools.islice(records, BATCH))
-        if not batch:
-            break
+    job = _Job(cfg, fmt, mapping, sources, tokenizer, template, keep)
+    for done in _run_batches(job, _batches(itertools.chain(head, rest)), num_proc):
         if cancel is not None and cancel.is_set():
             raise DataCancelled()
-        good: list[tuple[int, int, dict]] = []
-        report.rows_total += len(batch)
-        for si, loc, row, problem in batch:
-            if problem is not None:
-                report.add_problem(problem)
-                continue
-            norm, issues, skipped = normalize(row, fmt, mapping)
-            if skipped:
-                for part, n in skipped.items():
-                    report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
-            if issues:
-                src = sources[si]
-                for fld, kind, msg in issues:
-                    report.add_problem(Problem(src.where(loc, fld), kind, msg))
-                continue
-            assert norm is not None  # normalize returns a row or the issues that stop it
-            good.append((si, loc, norm))
-        if tokenizer is None:
-            for si, loc, norm in good:
-                hashes.append(hash(_row_key(norm)))
-                srcs.append(si)
-                locs.append(loc)
-            if len(previews) < PREVIEW_ROWS * 3:
-                base = len(hashes) - len(good)
-                previews.extend(
-                    (base + i, n, []) for i, (_, _, n) in enumerate(good[: PREVIEW_ROWS * 3])
-                )
-        else:
-            toks = _tokenize(good, tokenizer, template, cfg, sources, report) if good else []
-            for (si, loc, norm), tok in zip(good, toks, strict=True):
-                if tok is None:
-                    continue  # reported by _tokenize
-                hashes.append(hash(_row_key(norm)))
-                srcs.append(si)
-                locs.append(loc)
-                exs, length, n_trained = tok
+        report.rows_total += done.rows
+        for problem in done.problems:
+            report.add_problem(problem)
+        for part, n in done.skipped.items():
+            report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
+        report.boundary_merges += done.boundary_merges
+        for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
+            hashes.append(key)
+            srcs.append(si)
+            locs.append(loc)
+            if tokenizer is not None:
                 lengths.append(length)
                 trained.append(n_trained)
-                split_docs += len(exs) > 1
+                split_docs += len(exs or ()) > 1
                 if keep:
                     row_examples.append(exs)
-                if len(previews) < PREVIEW_ROWS * 3:
-                    previews.append((len(hashes) - 1, norm, exs))
+            if i in done.previews and len(previews) < PREVIEW_ROWS * 3:
+                previews.append((len(hashes) - 1, done.previews[i], exs or []))
         if progress is not None:
             progress(report.rows_total)
 
@@ -307,8 +346,116 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
     return report, groups
 
 
-def _tokenize(good, tokenizer, template, cfg: DataConfig, sources, report: DataReport):
+@dataclass
+class _Job:
+    """Everything a batch needs; inherited by forked helper processes, never pickled."""
+
+    cfg: DataConfig
+    fmt: str
+    mapping: dict
+    sources: list[Source]
+    tokenizer: object
+    template: str | None
+    keep: bool
+
+
+@dataclass
+class _Done:
+    """One batch's outcome, apart from the report: batches may run in other processes."""
+
+    rows: int
+    problems: list[Problem]
+    skipped: dict
+    boundary_merges: int = 0
+    # per usable row: (source, loc, content hash, examples or None, length, trained tokens)
+    kept: list[tuple] = dataclasses.field(default_factory=list)
+    previews: dict[int, dict] = dataclasses.field(default_factory=dict)  # kept index -> row
+
+
+def _batches(records: Iterator) -> Iterator[list]:
+    while batch := list(itertools.islice(records, BATCH)):
+        yield batch
+
+
+def _run_batches(job: _Job, batches: Iterator[list], num_proc: int) -> Iterator[_Done]:
+    """Each batch's outcome, in order; tokenized by `num_proc` processes when above 1.
+
+    Rows are read here and sent out as they are read; at most two batches per
+    process are in flight, so memory holds the results, not the whole input.
+    """
+    if num_proc <= 1:
+        yield from (_process(job, b) for b in batches)
+        return
+    import multiprocessing
+
+    # fork: the helpers inherit the loaded tokenizer and the hash seed (duplicates are
+    # found by hash, so every process must hash a row the same way).
+    ctx = multiprocessing.get_context("fork")
+    pending: collections.deque = collections.deque()
+    with ctx.Pool(num_proc, initializer=_init_child, initargs=(job,)) as pool:
+        for batch in batches:
+            pending.append(pool.apply_async(_process_in_child, (batch,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+_CHILD_JOB: _Job | None = None
+
+
+def _init_child(job: _Job) -> None:
+    global _CHILD_JOB
+    _CHILD_JOB = job
+    # A forked helper inherits its parent's handlers; the training worker's graceful SIGTERM
+    # would make Pool.terminate() wait forever. Stops are the parent's to decide.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _process_in_child(batch: list) -> _Done:
+    assert _CHILD_JOB is not None
+    return _process(_CHILD_JOB, batch)
+
+
+def _process(job: _Job, batch: list) -> _Done:
+    """Check, normalise and (with a tokenizer) tokenize one batch of records."""
+    done = _Done(rows=len(batch), problems=[], skipped={})
+    good: list[tuple[int, int, dict]] = []
+    for si, loc, row, problem in batch:
+        if problem is not None:
+            done.problems.append(problem)
+            continue
+        norm, issues, skipped = normalize(row, job.fmt, job.mapping)
+        for part, n in (skipped or {}).items():
+            done.skipped[part] = done.skipped.get(part, 0) + n
+        if issues or norm is None:
+            src = job.sources[si]
+            done.problems.extend(
+                Problem(src.where(loc, fld), kind, msg) for fld, kind, msg in issues
+            )
+            continue
+        good.append((si, loc, norm))
+    if job.tokenizer is None:
+        toks: list = [(None, 0, 0)] * len(good)
+    else:
+        toks = _tokenize(good, job, done) if good else []
+    for (si, loc, norm), tok in zip(good, toks, strict=True):
+        if tok is None:
+            continue  # reported by _tokenize
+        exs, length, n_trained = tok
+        preview = len(done.previews) < PREVIEW_ROWS * 3
+        if preview:
+            done.previews[len(done.kept)] = norm
+        # Examples travel back only when kept (or shown): pickling them is most of the cost.
+        exs = exs if job.keep or preview else None
+        done.kept.append((si, loc, hash(_row_key(norm)), exs, length, n_trained))
+    return done
+
+
+def _tokenize(good, job: _Job, done: _Done):
     """Per usable row: (examples, length before truncation, trained tokens), or None if it failed."""
+    cfg, tokenizer, sources = job.cfg, job.tokenizer, job.sources
     max_len = cfg.max_seq_len
     out: list = [None] * len(good)
     if cfg.task == "text":
@@ -328,12 +475,13 @@ def _tokenize(good, tokenizer, template, cfg: DataConfig, sources, report: DataR
             ]
             out[i] = (chunks, t.length, t.length)
         return out
+    assert job.template is not None  # a tokenizer always brings a template
     texts, spans, idx = [], [], []
     for i, (si, loc, norm) in enumerate(good):
         try:
-            text, row_spans = render(norm["messages"], tokenizer, template)
+            text, row_spans = render(norm["messages"], tokenizer, job.template)
         except TemplateError as exc:
-            report.add_problem(
+            done.problems.append(
                 Problem(
                     sources[si].where(loc),
                     "template_error",
@@ -351,7 +499,7 @@ def _tokenize(good, tokenizer, template, cfg: DataConfig, sources, report: DataR
         si, loc, _ = good[i]
         where = sources[si].where(loc)
         if t.length > max_len:
-            report.add_problem(
+            done.problems.append(
                 Problem(
                     where,
                     "too_long",
@@ -359,10 +507,10 @@ def _tokenize(good, tokenizer, template, cfg: DataConfig, sources, report: DataR
                 )
             )
         if t.straddles:
-            report.boundary_merges += 1
+            done.boundary_merges += 1
         if t.trained == 0:
             why = " (the answer lies past max_seq_len)" if t.length > max_len else ""
-            report.add_problem(
+            done.problems.append(
                 Problem(where, "no_trainable", "no token left to train on after masking" + why)
             )
             continue

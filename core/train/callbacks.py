@@ -16,6 +16,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from core import runs
+from core.train.stopflag import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,6 @@ def peak_memory_bytes() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT in the worker; checked once per optimizer step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.reason = ""
-
-    def request(self, reason: str) -> None:
-        self.requested = True
-        self.reason = reason
 
 
 class RunCallback(TrainerCallback):

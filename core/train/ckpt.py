@@ -31,6 +31,24 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def trainer_state(ckpt: Path) -> dict:
+    """A checkpoint's trainer_state.json ({} when missing or unreadable)."""
+    try:
+        state = json.loads((Path(ckpt) / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def final_complete(final: Path) -> bool:
+    """final/ written to the end: weights, then the tokenizer (saved last by the worker)."""
+    final = Path(final)
+    weights = any(final.glob("*.safetensors")) or any(
+        final.glob("*model*.bin")
+    )  # not training_args.bin
+    return weights and (final / "tokenizer_config.json").is_file()
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop metrics logged after `step`: a resumed run logs those steps again."""
     if not path.is_file():

@@ -1,27 +1,31 @@
-"""Starting runs: validate everything, build the run directory, start the worker detached.
+"""Starting runs: quick checks here, then the run detaches and its worker does the rest.
 
-Everything that can be wrong with a run (options, model, data, disk space) is
-checked here, in the user's terminal, before anything detaches: a detached
-worker can only report problems into status.json.
+What answers in about two seconds is checked in the user's terminal (options,
+the model's config, the data's format on its first rows, disk space); then the run
+directory is made (private: it will hold a copy of the data), its lock taken and
+handed to the worker, and the worker started in its own session. From then on a
+hung-up terminal cannot lose the run: the worker tokenizes the data itself
+(core.train.prepare) and reports into status.json.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from core import runs
+from core import runlock, runs
 from core.config import RunConfig, validate
 from core.errors import UserError
+from core.train.stopflag import EARLY_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -29,62 +33,58 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
-    """Validate, create runs/<name>/, start the worker in its own session; return the run dir.
+    """Check, create runs/<name>/, start the worker in its own session; return the run dir.
 
     With `foreground`, follow the run's log until it ends (Ctrl-C stops it gracefully).
     """
     cfg = copy.deepcopy(cfg)
     validate(cfg)
     check_optional_packages(cfg)
-    from core.models import load_tokenizer, resolve_model
+    from core.models import resolve_model
 
     model_path = resolve_model(cfg.model.model)
-    model_config = _load_model_config(cfg, model_path)
-    tokenizer = load_tokenizer(cfg.model.model, trust_remote_code=cfg.model.trust_remote_code)
-    prepared = prepare_data(cfg, tokenizer)
-    if not prepared.train:
-        raise UserError(
-            "no training rows left after preparing the data", where=f"data: {cfg.data.data}"
-        )
-    if cfg.training.load_best_model_at_end and not prepared.eval:
-        raise UserError(
-            "load_best_model_at_end needs validation rows",
-            where="training.load_best_model_at_end",
-            hint="set data.validation_split above 0 or give data.validation_file",
-        )
-
+    arch = model_arch(cfg, model_path)
+    check_data(cfg)
     absolutize_paths(cfg)
     runs_dir = Path(cfg.runs_dir)
-    cfg.name = unique_name(runs_dir, cfg.name or default_name(cfg))
-    check_disk_space(cfg, model_config, runs_dir, train_rows=prepared.train)
-    run_dir = runs_dir / cfg.name
-    run_dir.mkdir(parents=True)
-    cfg.save(run_dir / runs.CONFIG_FILE)
-    from core.train import data_store
-
-    data_store.save(run_dir, prepared.train, prepared.eval)
-    (run_dir / "chat_template.jinja").write_text(prepared.chat_template or "", encoding="utf-8")
-    _write_data_report(run_dir, prepared)
-    (run_dir / runs.ESTIMATE_FILE).write_text(
-        json.dumps(estimate(cfg), indent=2, default=str), encoding="utf-8"
-    )
-    now = time.time()
-    runs.write_status(
-        run_dir,
-        state="starting",
-        created_at=now,
-        started_at=now,
-        host=runs.this_host(),
-        method=cfg.model.method,
-        model=cfg.model.model,
-        step=0,
-        total_steps=0,
-        distributed=cfg.distributed.distributed != "none",
-    )
-    start_worker(run_dir, cfg)
+    check_disk_space(cfg, arch, runs_dir, model_path=model_path)
+    run_dir, lock_fd = create_run_dir(runs_dir, cfg.name or default_name(cfg))
+    try:
+        cfg.name = run_dir.name
+        runs.write_private(run_dir / runs.CONFIG_FILE, cfg.to_toml())
+        now = time.time()
+        runs.write_status(
+            run_dir,
+            state="starting",
+            created_at=now,
+            started_at=now,
+            host=runs.this_host(),
+            method=cfg.model.method,
+            model=cfg.model.model,
+            step=0,
+            total_steps=0,
+            distributed=cfg.distributed.distributed != "none",
+        )
+        start_worker(run_dir, cfg, lock_fd=lock_fd)
+    finally:
+        os.close(lock_fd)  # the worker holds its own copy of the lock now
     if foreground:
         follow(run_dir)
     return run_dir
+
+
+def create_run_dir(runs_dir: Path, name: str) -> tuple[Path, int]:
+    """A new private run folder, locked; two launches racing for one name get distinct folders."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        run_dir = runs_dir / unique_name(runs_dir, name)
+        try:
+            run_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another launch took this name a moment ago: take the next one
+        os.chmod(run_dir, 0o700)  # mkdir's mode is filtered by the umask
+        return run_dir, runlock.acquire(run_dir)
+    raise UserError(f"could not create a run folder named {name!r}", where=str(runs_dir))
 
 
 def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
@@ -92,37 +92,62 @@ def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
     from core.train.ckpt import last_complete_checkpoint
 
     run_dir = Path(run_dir)
-    info = runs.read_run(run_dir)
-    if info.state in runs.LIVE_STATES:
-        raise UserError(f"run {info.name!r} is still {info.state}", where=str(run_dir))
+    info = runs.read_run(run_dir)  # before taking the lock: holding it reads as "alive"
     if info.state == "finished":
         raise UserError(f"run {info.name!r} already finished", where=str(run_dir))
-    ckpt = last_complete_checkpoint(run_dir)
-    if ckpt is None:
-        raise UserError(
-            "this run has no complete checkpoint to resume from",
-            where=str(run_dir),
-            hint="start it again with `tunewiz train " + str(run_dir / runs.CONFIG_FILE) + "`",
+    # A live worker holds the lock: refused, naming it. One that wrote its final state is
+    # exiting (torch takes a moment to unload): wait for it.
+    ending = info.state not in runs.LIVE_STATES
+    lock_fd = runlock.acquire(run_dir, wait_s=30.0 if ending else 1.0)
+    try:
+        if info.state in runs.LIVE_STATES:  # a worker from before run locks existed
+            raise UserError(f"run {info.name!r} is still {info.state}", where=str(run_dir))
+        ckpt = last_complete_checkpoint(run_dir)
+        if ckpt is None:
+            raise UserError(
+                "this run has no complete checkpoint to resume from",
+                where=str(run_dir),
+                hint="start it again with `tunewiz train " + str(run_dir / runs.CONFIG_FILE) + "`",
+            )
+        cfg = RunConfig.load(run_dir / runs.CONFIG_FILE)
+        (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
+        runs.write_status(
+            run_dir,
+            state="starting",
+            started_at=time.time(),
+            ended_at=None,
+            error="",
+            elapsed_before_s=info.elapsed_s,
+            host=runs.this_host(),
+            resumed_from=ckpt.name,
         )
-    cfg = RunConfig.load(run_dir / runs.CONFIG_FILE)
-    (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
-    runs.write_status(
-        run_dir,
-        state="starting",
-        started_at=time.time(),
-        ended_at=None,
-        error="",
-        elapsed_before_s=info.elapsed_s,
-        host=runs.this_host(),
-        resumed_from=ckpt.name,
-    )
-    start_worker(run_dir, cfg, resume=True)
+        start_worker(run_dir, cfg, resume=True, lock_fd=lock_fd)
+    finally:
+        os.close(lock_fd)
     if foreground:
         follow(run_dir)
     return run_dir
 
 
 # -- validation helpers -------------------------------------------------------
+
+
+def model_arch(cfg: RunConfig, model_path: str):
+    """The model's shape from its config.json, read as plain JSON (importing transformers would
+    take most of the launcher's two seconds); transformers' own reader for what JSON cannot tell."""
+    from core.profiles import load_model_arch
+
+    try:
+        return load_model_arch(model_path)
+    except UserError:
+        if not Path(model_path).exists():
+            raise UserError(
+                f"cannot find the model {cfg.model.model!r}",
+                where="model.model",
+                hint="offline? give a local model folder or the bundled default",
+            ) from None
+    _load_model_config(cfg, model_path)  # a clear message if transformers cannot read it either
+    return None  # readable, but of a shape the estimator does not know: no disk check
 
 
 def _load_model_config(cfg: RunConfig, model_path: str):
@@ -165,18 +190,34 @@ def check_optional_packages(cfg: RunConfig) -> None:
         )
 
 
-def prepare_data(cfg: RunConfig, tokenizer):
+def check_data(cfg: RunConfig) -> None:
+    """The data is readable and its format fits the task, judged on its first rows (fast).
+
+    Every row is read and tokenized later, by the worker: a bad row found there
+    fails the run with the same message (file, line, field) this would have printed.
+    """
+    import dataclasses
+
     from core import data
 
-    return data.prepare(cfg.data, tokenizer)
-
-
-def _write_data_report(run_dir: Path, prepared) -> None:
-    try:
-        text = json.dumps(prepared.report.to_dict(), indent=2, default=str)
-        (run_dir / "data_report.json").write_text(text, encoding="utf-8")
-    except Exception as exc:  # noqa: BLE001 - the report is informative, never a reason to fail
-        log.warning("could not write the data report: %s", exc)
+    files = [("data.data", cfg.data)]
+    if cfg.data.validation_file:
+        files.append(
+            ("data.validation_file", dataclasses.replace(cfg.data, data=cfg.data.validation_file))
+        )
+    for _, dcfg in files:
+        fmt, _, _ = data.detect(dcfg)
+        data.check_task_reads(cfg.data.task, fmt)
+    if (
+        cfg.training.load_best_model_at_end
+        and not cfg.data.validation_file
+        and not cfg.data.validation_split
+    ):
+        raise UserError(
+            "load_best_model_at_end needs validation rows",
+            where="training.load_best_model_at_end",
+            hint="set data.validation_split above 0 or give data.validation_file",
+        )
 
 
 def absolutize_paths(cfg: RunConfig) -> None:
@@ -207,42 +248,69 @@ def unique_name(runs_dir: Path, name: str) -> str:
     return f"{name}-{n}"
 
 
-def checkpoint_bytes(cfg: RunConfig, model_config) -> tuple[int, int]:
-    """(bytes of one checkpoint, bytes of final/), from the parameter count on the meta device."""
-    import torch
-    from transformers import AutoModelForCausalLM
+# Files a checkpoint and final/ hold besides the weights and optimizer (save_pretrained of the
+# tokenizer, the chat template); sized from the model folder itself.
+TOKENIZER_FILES = (
+    "tokenizer*",
+    "vocab*",
+    "merges*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template*",
+    "*.model",
+)
+PREPARED_BYTES_PER_DATA_BYTE = 4  # token ids and labels as JSON take ~4x the text they came from
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(
-            model_config, trust_remote_code=cfg.model.trust_remote_code
-        )
-    total = sum(p.numel() for p in model.parameters())
-    if cfg.model.method == "full":
-        weights = total * 4  # fp32 master weights
-        trainable = total
-    else:
-        targets = cfg.model.lora_target_modules
-        wanted = (
-            None
-            if targets.strip() in ("", "all-linear")
-            else {t.strip() for t in targets.split(",")}
-        )
-        trainable = 0
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Linear) and not name.endswith("lm_head"):
-                if wanted is None or name.rsplit(".", 1)[-1] in wanted:
-                    trainable += cfg.model.lora_r * (mod.in_features + mod.out_features)
-        weights = trainable * 4
+
+def tokenizer_bytes(model_path: str) -> int:
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return 0
+    seen = {p for pattern in TOKENIZER_FILES for p in folder.glob(pattern) if p.is_file()}
+    return sum(p.stat().st_size for p in seen)
+
+
+def data_bytes(cfg: RunConfig) -> int:
+    """What the prepared data (runs/<name>/data/) will take, from the size of the local files."""
+    total = 0
+    for value in (cfg.data.data, cfg.data.validation_file):
+        path = Path(value).expanduser() if value else None
+        if path is None or not path.exists():
+            continue
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        total += sum(p.stat().st_size for p in files)
+    return total * PREPARED_BYTES_PER_DATA_BYTE
+
+
+def checkpoint_bytes(cfg: RunConfig, arch) -> tuple[int, int]:
+    """(bytes of one checkpoint, bytes of final/): fp32 trainable weights + AdamW's two moments.
+
+    The trainable count is the estimator's (all weights for full, the adapters otherwise).
+    """
+    from core.estimate.memory import EstimateRequest, trainable_params
+
+    req = EstimateRequest(
+        method=cfg.model.method,
+        lora_r=cfg.model.lora_r,
+        lora_targets=cfg.model.lora_target_modules,
+    )
+    trainable = trainable_params(arch, req)
+    weights = trainable * 4  # fp32
     optimizer = trainable * 8  # AdamW: two fp32 moments
     return weights + optimizer, weights
 
 
-def check_disk_space(cfg: RunConfig, model_config, runs_dir: Path, *, train_rows: list) -> None:
+def check_disk_space(cfg: RunConfig, arch, runs_dir: Path, *, model_path: str) -> None:
+    if arch is None:
+        log.warning("unknown model shape: skipping the disk space check")
+        return
     try:
-        ckpt, final = checkpoint_bytes(cfg, model_config)
-    except Exception as exc:  # noqa: BLE001 - exotic architectures: skip the check, do not block
+        ckpt, final = checkpoint_bytes(cfg, arch)
+    except UserError as exc:  # e.g. LoRA targets the estimator cannot place: do not block here
         log.warning("could not size checkpoints (%s); skipping the disk space check", exc)
         return
+    extra = tokenizer_bytes(model_path) + 64 * 1024  # + trainer_state, configs, chat template
+    ckpt, final = ckpt + extra, final + extra
     t = cfg.training
     # One more than the limit exists briefly while the newest is written; the best one may be kept too.
     kept = (
@@ -250,8 +318,7 @@ def check_disk_space(cfg: RunConfig, model_config, runs_dir: Path, *, train_rows
     )
     if t.save_strategy == "no":
         kept = 1  # a stop still saves one
-    data_bytes = sum(len(r["input_ids"]) for r in train_rows) * 16
-    need = kept * ckpt + final + data_bytes
+    need = kept * ckpt + final + data_bytes(cfg)
     probe = (
         runs_dir
         if runs_dir.exists()
@@ -271,32 +338,6 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def detect_device() -> tuple[str, float | None]:
-    import torch
-
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        return props.name, props.total_memory / 2**30
-    return "cpu", None
-
-
-def estimate(cfg: RunConfig) -> dict:
-    """The estimator's prediction for estimate.json; a note instead if it cannot answer."""
-    device, gpu_mem_gib = detect_device()
-    try:
-        from core.estimate import estimate_for_run
-
-        return estimate_for_run(cfg, device=device, gpu_mem_gib=gpu_mem_gib)
-    except Exception as exc:  # noqa: BLE001 - a missing estimate must not stop a run
-        log.warning("no estimate for this run: %s", exc)
-        return {
-            "available": False,
-            "reason": str(exc),
-            "device": device,
-            "gpu_mem_gib": gpu_mem_gib,
-        }
-
-
 # -- starting the worker ------------------------------------------------------
 
 
@@ -310,26 +351,42 @@ def worker_command(run_dir: Path, cfg: RunConfig, *, resume: bool = False) -> li
     return launcher_command(run_dir, cfg, args)
 
 
-def start_worker(run_dir: Path, cfg: RunConfig, *, resume: bool = False) -> int:
-    """Start the worker in a new session so SIGHUP to the user's terminal never reaches it."""
+def start_worker(run_dir: Path, cfg: RunConfig, *, lock_fd: int, resume: bool = False) -> int:
+    """Start the worker in a new session so SIGHUP to the user's terminal never reaches it.
+
+    The worker inherits the run's lock (`lock_fd`) and starts with the stop signals
+    blocked; it unblocks them once its handlers are in place.
+    """
     env = os.environ.copy()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    env[runlock.FD_ENV] = str(lock_fd)
     cmd = worker_command(run_dir, cfg, resume=resume)
-    with open(run_dir / runs.LOG_FILE, "ab") as logf:
+    log_fd = os.open(run_dir / runs.LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(log_fd, "ab") as logf:
         logf.write(f"$ {' '.join(cmd)}\n".encode())
         logf.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-        )
-    runs.write_status(run_dir, pid=proc.pid)
+        # The child inherits this thread's signal mask through fork and exec. Not for
+        # accelerate's launcher: it is not our code and would never unblock them.
+        early = EARLY_SIGNALS if cfg.distributed.distributed == "none" else set()
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, early)
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(lock_fd,),
+                env=env,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    host = runs.this_host()
+    runlock.record_holder(lock_fd, proc.pid, host)
+    runs.write_status(run_dir, pid=proc.pid, pid_started_at=runlock.process_start_time(proc.pid))
     # A long-lived launcher (the wizard) must reap the worker when it exits; a zombie
     # still answers kill(pid, 0), so a crashed run would never show as `died`.
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()

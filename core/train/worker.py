@@ -1,13 +1,15 @@
 """The training process: `python -m core.train.worker RUN_DIR [--resume]`.
 
 Started detached by `core.train.launch` (its own session, output to
-train.log), or once per rank by `accelerate launch`. Everything it needs is in
-the run directory: config.toml, the prepared data under data/, and the chat
-template. It always ends by writing a final state to status.json.
+train.log, the run's lock inherited, stop signals blocked until its handlers are
+in place), or once per rank by `accelerate launch`. It first prepares the data
+into data/ (state `preparing`, see core.train.prepare), then trains. It always
+ends by writing a final state to status.json.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -34,6 +36,13 @@ def world_size() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.train.stopflag import EARLY_SIGNALS, StopFlag
+
+    # First of all, so a stop asked for in the run's first instant is served, not fatal.
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, EARLY_SIGNALS)
+    os.umask(0o077)  # everything the run writes is private: it holds a copy of the user's data
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
     resume = "--resume" in argv
@@ -49,11 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from core.train.callbacks import StopFlag
-
-    stop = StopFlag()
-    install_signal_handlers(stop)
     is_main = rank() == 0
+    if not own_the_run(run_dir):
+        return 3
     if is_main and world_size() == 1:
         # Under accelerate/torchrun the launcher wrote its own pid: that is the one to watch.
         runs.write_status(run_dir, pid=os.getpid(), host=runs.this_host())
@@ -71,6 +78,35 @@ def main(argv: list[str] | None = None) -> int:
         runs.write_status(run_dir, ended_at=time.time(), **outcome)
     log.info("run ended: %s", outcome.get("state"))
     return 0 if outcome.get("state") in ("finished", "stopped") else 1
+
+
+def own_the_run(run_dir: Path) -> bool:
+    """Keep the lock the launcher handed down, or take it; False (and a line in the log) if taken.
+
+    Ranks under accelerate share the launcher process's lock: they do not take their own.
+    """
+    from core import runlock
+
+    if runlock.inherited_fd() is not None or world_size() > 1:
+        return True
+    try:
+        fd = runlock.acquire(run_dir)
+    except UserError as exc:
+        log.error("not starting: %s", exc)
+        return False
+    runlock.record_holder(fd, os.getpid(), runs.this_host())
+    return True  # fd stays open, and the lock held, until this process exits
+
+
+def stopped_while_preparing(run_dir: Path) -> dict:
+    (run_dir / runs.STOP_FILE).unlink(missing_ok=True)  # the request is served
+    log.warning("stopped while preparing the data")
+    return {
+        "state": "stopped",
+        "error": "",
+        "note": "stopped before the first checkpoint (while preparing the data): "
+        f"start it again with `tunewiz train {run_dir / runs.CONFIG_FILE}`",
+    }
 
 
 def install_signal_handlers(stop) -> None:
@@ -91,14 +127,31 @@ def describe_failure(exc: BaseException, run_dir: Path) -> str:
         return "out of memory: " + _first_line(exc) + "\n" + oom_advice_for(run_dir)
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted before a checkpoint could be saved"
-    if isinstance(exc, OSError) and exc.errno == 28:
+    if is_disk_full(exc):
         return (
-            "disk full while saving a checkpoint (the partial checkpoint was removed): "
+            "disk full while writing the run folder (a partial checkpoint is removed): "
             + _first_line(exc)
+            + "\nfree some space, then `tunewiz resume`"
         )
     if isinstance(exc, UserError):
         return str(exc)
     return f"{type(exc).__name__}: {_first_line(exc)} (traceback in train.log)"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC from anywhere: an OSError, or a library's plain Exception quoting it (tokenizers
+    raises `Exception("... No space left on device (os error 28)")`), or their causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        text = str(current)
+        if "os error 28" in text or "No space left on device" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -161,6 +214,8 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     log.info("method %s, precision %s, model %s", cfg.model.method, precision, cfg.model.model)
 
     tokenizer = load_tokenizer(cfg.model.model, trust_remote_code=cfg.model.trust_remote_code)
+    if not prepared_here(run_dir, cfg, tokenizer, stop):
+        return stopped_while_preparing(run_dir)
     template = run_dir / "chat_template.jinja"
     if template.is_file():
         tokenizer.chat_template = template.read_text(encoding="utf-8")
@@ -174,6 +229,8 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
         checkpoint = last_complete_checkpoint(run_dir)
         if checkpoint is None:
             raise UserError("no complete checkpoint to resume from", where=str(run_dir))
+        if trained_to_the_end(checkpoint):
+            return finish_from_checkpoint(run_dir, checkpoint, cfg, tokenizer)
         step = int(checkpoint.name.split("-")[1])
         if rank() == 0:
             truncate_metrics(run_dir / runs.METRICS_FILE, step)
@@ -234,6 +291,74 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
         "error": "",
         "best_model_checkpoint": trainer.state.best_model_checkpoint,
     }
+
+
+def prepared_here(run_dir: Path, cfg: RunConfig, tokenizer, stop) -> bool:
+    """Prepare the data (rank 0; the other ranks wait for it); False when a stop came first."""
+    from core.data import DataCancelled
+    from core.train import data_store
+    from core.train.prepare import prepare_run_data
+
+    if rank() != 0:
+        while not data_store.is_complete(run_dir):
+            if runs.read_status(run_dir).get("state") not in (*runs.LIVE_STATES, None):
+                raise SystemExit("rank 0 ended while preparing the data")
+            time.sleep(0.5)
+        return True
+    try:
+        prepare_run_data(run_dir, cfg, tokenizer, stop)
+    except DataCancelled:
+        return False
+    return True
+
+
+def trained_to_the_end(checkpoint: Path) -> bool:
+    """The checkpoint was saved at the run's last step (max_steps, or the end of the last epoch)."""
+    from core.train.ckpt import trainer_state
+
+    state = trainer_state(checkpoint)
+    step, last = state.get("global_step"), state.get("max_steps")
+    return isinstance(step, int) and isinstance(last, int) and 0 < last <= step
+
+
+def finish_from_checkpoint(run_dir: Path, checkpoint: Path, cfg: RunConfig, tokenizer) -> dict:
+    """A resume from the last step trains nothing: final/ is written from the checkpoint,
+    unless a complete final/ exists already (it is never replaced)."""
+    from core.train.ckpt import final_complete, trainer_state
+
+    state = trainer_state(checkpoint)
+    final = run_dir / "final"
+    if final_complete(final):
+        log.info("%s is the last step and final/ is complete: nothing to train", checkpoint.name)
+    elif rank() == 0:
+        best = state.get("best_model_checkpoint") if cfg.training.load_best_model_at_end else None
+        source = Path(best) if best and Path(best).is_dir() else checkpoint
+        log.info("%s is the last step: writing final/ from %s", checkpoint.name, source.name)
+        tmp = run_dir / ".final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
+        tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    if rank() == 0:
+        (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
+    return {
+        "state": "finished",
+        "error": "",
+        "step": state.get("global_step"),
+        "epoch": state.get("epoch"),
+        "best_model_checkpoint": state.get("best_model_checkpoint"),
+    }
+
+
+# What a checkpoint holds only to continue training; final/ has the model and tokenizer alone.
+TRAINING_STATE_FILES = (
+    "optimizer.pt",
+    "scheduler.pt",
+    "scaler.pt",
+    "rng_state*",
+    "trainer_state.json",
+)
 
 
 def _estimate_next_to(run_dir: Path, peak: int) -> dict:

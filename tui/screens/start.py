@@ -59,7 +59,7 @@ class StartScreen(WizardScreen):
         keep = table.cursor_row
         table.clear()
         for run in runs:
-            steps = f"{run.step}/{run.total_steps}" if run.total_steps else str(run.step)
+            steps = run.progress_text()
             table.add_row(
                 Text(run.name),
                 Text(run.state, style="bold" if run.state in LIVE_STATES else ""),

@@ -38,6 +38,7 @@ from tui.widgets.run_feed import (
 
 STATE_STYLE = {
     "starting": "yellow",
+    "preparing": "yellow",
     "running": "green",
     "finished": "bold green",
     "stopped": "yellow",
@@ -288,8 +289,11 @@ class TrainLiveScreen(Screen):
         self.show_progress()
 
     def show_progress(self) -> None:
-        total = self.total_steps
         bar_widget = self.query_one("#live-progress", ProgressBar)
+        if self.info.state == "preparing":
+            self.show_preparing(bar_widget)
+            return
+        total = self.total_steps
         if total:
             bar_widget.update(total=total, progress=min(self.step, total))
         eta = self.eta_s()
@@ -300,6 +304,18 @@ class TrainLiveScreen(Screen):
             parts.append(f"ETA {format_duration(eta)}")
         if self.catching_up:
             parts.append("reading the history…")
+        self.query_one("#live-eta", Static).update(" · ".join(parts))
+
+    def show_preparing(self, bar_widget: ProgressBar) -> None:
+        """Before the first step the run tokenizes its data: rows done of the total, ETA."""
+        info = self.info
+        if info.rows_total:
+            bar_widget.update(total=info.rows_total, progress=min(info.rows_done, info.rows_total))
+        done, total = info.rows_done, info.rows_total
+        of = f"/{total} rows ({100 * done / total:.0f}%)" if total else " rows"
+        parts = [f"preparing the data: {done}{of}"]
+        if info.eta_s is not None:
+            parts.append(f"ETA {format_duration(info.eta_s)}")
         self.query_one("#live-eta", Static).update(" · ".join(parts))
 
     def show_stats(self) -> None:
