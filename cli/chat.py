@@ -13,6 +13,8 @@ import os
 import sys
 import warnings
 
+from core.text import visible
+
 SETTING_FLAGS = (
     ("--temperature", float, "Sampling temperature; 0 means greedy."),
     (
@@ -217,11 +219,11 @@ def answer_once(args, sessions) -> int:
         return 0
     console = Console(highlight=False)
     if len(sessions) == 1:
-        console.print(Text(replies[0].text))
+        console.print(Text(visible(replies[0].text)))
         return 0
     for session, reply in zip(sessions, replies, strict=True):
-        console.print(Text(f"── {session.loaded.label}", style="bold cyan"))
-        console.print(Text(reply.text))
+        console.print(Text(f"── {visible(session.loaded.label)}", style="bold cyan"))
+        console.print(Text(visible(reply.text)))
     return 0
 
 
@@ -230,7 +232,7 @@ def repl(sessions, console, err) -> int:
 
     from core.errors import UserError
 
-    names = " vs ".join(s.loaded.label for s in sessions)
+    names = visible(" vs ".join(s.loaded.label for s in sessions))
     console.print(Text(f"chatting with {names}. /help for commands, /quit to leave.", style="dim"))
     while True:
         try:
@@ -249,7 +251,7 @@ def repl(sessions, console, err) -> int:
                 if handle_command(text, sessions, console) == "quit":
                     return 0
             except UserError as exc:
-                err.print(Text(f"error: {exc}", style="red"))
+                err.print(Text(f"error: {visible(exc)}", style="red"))
             continue
         for session in sessions:
             stream_reply(session, text, console, labelled=len(sessions) > 1)
@@ -258,17 +260,17 @@ def repl(sessions, console, err) -> int:
 def stream_reply(session, text: str, console, *, labelled: bool) -> None:
     from rich.text import Text
 
-    label = session.loaded.label if labelled else "assistant"
+    label = visible(session.loaded.label) if labelled else "assistant"
     console.print(Text(f"{label}> ", style="bold cyan"), end="")
     before = len(session.notices)
     try:
         for piece in session.stream(text):
-            console.print(Text(piece), end="", soft_wrap=True)
+            console.print(Text(visible(piece)), end="", soft_wrap=True)
     except KeyboardInterrupt:
         console.print(Text(" [stopped]", style="dim"), end="")
     console.print()
     for note in session.notices[before:]:
-        console.print(Text(f"({note})", style="yellow"))
+        console.print(Text(f"({visible(note)})", style="yellow"))
     reply = session.last_reply
     if reply and reply.seconds > 0:
         console.print(

@@ -7,6 +7,7 @@ import json
 import sys
 
 from core.errors import UserError
+from core.text import visible
 
 BAR = "█"
 
@@ -116,11 +117,11 @@ def print_report(console, report, tokenizer=None) -> None:
 
     head = Text()
     head.append("Data  ", style="bold")
-    head.append(report.source + "\n")
+    head.append(visible(report.source) + "\n")
     head.append("Format  ", style="bold")
     head.append(f"{FORMAT_NAMES.get(report.format, report.format)}\n")
     for line in report.evidence:
-        head.append(f"        {line}\n", style="dim")
+        head.append(f"        {visible(line)}\n", style="dim")
     head.append("Task  ", style="bold")
     head.append(f"{report.task}: {TASK_HELP.get(report.task, '')}\n")
     head.append("Rows  ", style="bold")
@@ -130,12 +131,12 @@ def print_report(console, report, tokenizer=None) -> None:
         head.append(f", {report.rows_bad:,} skipped", style="yellow")
     console.print(head)
     if report.skipped_parts:
-        parts = ", ".join(f"{n:,} {k}" for k, n in report.skipped_parts.items())
+        parts = visible(", ".join(f"{n:,} {k}" for k, n in report.skipped_parts.items()))
         console.print(Text(f"Not trained on: {parts}", style="yellow"))
     for note in report.notes:
-        console.print(Text(f"Note: {note}", style="cyan"))
+        console.print(Text(f"Note: {visible(note)}", style="cyan"))
     if not report.rows_ok:
-        console.print(Text(no_usable_reason(report), style="bold red"))
+        console.print(Text(visible(no_usable_reason(report)), style="bold red"))
 
     if report.problems:
         counts = ", ".join(
@@ -150,7 +151,7 @@ def print_report(console, report, tokenizer=None) -> None:
         # rows that were skipped first; truncation warnings (rows kept) after them
         shown = sorted(report.problems, key=lambda p: p.kind in WARNING_KINDS)[:20]
         for p in shown:
-            table.add_row(Text(p.where), Text(p.kind), Text(p.message))
+            table.add_row(Text(visible(p.where)), Text(p.kind), Text(visible(p.message)))
         console.print(table)
         total = sum(report.problem_counts.values())
         if total > len(shown):
@@ -187,7 +188,7 @@ def print_report(console, report, tokenizer=None) -> None:
     if report.examples and tokenizer is not None:
         text = Text()
         for piece, trained in masking_preview(report.examples[0], tokenizer):
-            text.append(piece, style="bold green" if trained else "dim")
+            text.append(visible(piece), style="bold green" if trained else "dim")
         console.print(
             Text("Example as trained (", style="bold")
             + Text("green", style="bold green")
@@ -200,9 +201,9 @@ def print_report(console, report, tokenizer=None) -> None:
         console.print(Text("First usable row:", style="bold"))
         row = report.preview[0]
         if "text" in row:
-            console.print(Text(row["text"][:2000]))
+            console.print(Text(visible(row["text"][:2000])))
         else:
             for m in row["messages"]:
-                line = Text(f"{m['role']}: ", style="bold")
-                line.append(m["content"][:2000])
+                line = Text(f"{visible(m['role'])}: ", style="bold")
+                line.append(visible(m["content"][:2000]))
                 console.print(line)

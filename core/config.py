@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from core.errors import UserError
+from core.text import visible
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -288,8 +289,14 @@ class RunConfig:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError("config file not found", where=str(path)) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"not valid TOML: {exc}", where=str(path)) from None
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"not a text file (byte {exc.start} is not UTF-8)", where=str(path)
+            ) from None
+        except OSError as exc:  # a folder, no permission
+            raise UserError(f"cannot read it: {exc.strerror or exc}", where=str(path)) from None
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            raise UserError(f"not valid TOML: {visible(str(exc))}", where=str(path)) from None
         return cls.from_dict(raw, where=str(path))
 
     def to_toml(self) -> str:
