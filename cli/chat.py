@@ -13,18 +13,19 @@ import os
 import sys
 import warnings
 
+from core.config import finite_float
 from core.text import visible
 
 SETTING_FLAGS = (
-    ("--temperature", float, "Sampling temperature; 0 means greedy."),
+    ("--temperature", finite_float, "Sampling temperature; 0 means greedy."),
     (
         "--top-p",
-        float,
+        finite_float,
         "Nucleus sampling: keep the smallest set of tokens with this total probability.",
     ),
     ("--top-k", int, "Sample only among the k most likely tokens (0: no limit)."),
     ("--max-new-tokens", int, "Longest reply, in tokens."),
-    ("--repetition-penalty", float, "Above 1.0 discourages repeating tokens."),
+    ("--repetition-penalty", finite_float, "Above 1.0 discourages repeating tokens."),
     ("--seed", int, "Random seed, so a sampled reply can be reproduced."),
 )
 
