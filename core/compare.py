@@ -48,16 +48,22 @@ def load_prompt_file(path: str | Path) -> list[Item]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except OSError as exc:
         raise UserError(f"cannot read the prompt file: {exc.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            "not a text file: bytes that are not UTF-8", where=f"{path}:{line}"
+        ) from None
     if path.suffix == ".txt":
         return [Item(line.strip()) for line in text.splitlines() if line.strip()]
     if path.suffix == ".json":
         try:
             rows = json.loads(text)
-        except ValueError as exc:
-            raise UserError(f"not valid JSON: {exc}", where=str(path)) from None
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"not valid JSON: {str(exc)[:200]}", where=str(path)) from None
         if not isinstance(rows, list):
             raise UserError("expected a JSON array of rows", where=str(path))
         numbered = list(enumerate(rows, 1))
@@ -68,7 +74,7 @@ def load_prompt_file(path: str | Path) -> list[Item]:
                 continue
             try:
                 numbered.append((n, json.loads(line)))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise UserError(f"not valid JSON: {exc}", where=f"{path}:{n}") from None
     else:
         raise UserError(

@@ -145,6 +145,48 @@ def _records(
             yield si, loc, row, problem
 
 
+def _row_format(row: dict, cfg: DataConfig) -> tuple[str | None, dict]:
+    """The format of one row on its own (and its column mapping); None when it has none."""
+    try:
+        fmt, mapping, _ = detect_format([row], cfg.columns)
+    except UserError:
+        return None, {}
+    return fmt, mapping
+
+
+def _detect_for_task(sample: list[dict], cfg: DataConfig) -> tuple[str, dict, list[str]]:
+    """detect_format, except that a file mixing formats is read in the one the task takes:
+    when the format detected first is not one the task reads, the rows that are decide."""
+    fmt, mapping, evidence = detect_format(sample, cfg.columns, cfg.format)
+    accepted = TASK_FORMATS.get(cfg.task, ())
+    if cfg.format not in ("", "auto") or fmt in accepted:
+        return fmt, mapping, evidence
+    fitting = [row for row in sample if _row_format(row, cfg)[0] in accepted]
+    if not fitting:
+        return fmt, mapping, evidence  # refused by the caller, with the task that fits
+    fmt2, mapping2, evidence2 = detect_format(fitting, cfg.columns)
+    note = (
+        f"{len(sample) - len(fitting)} of the first {len(sample)} rows are "
+        f"{FORMAT_NAMES.get(fmt, fmt)}, which the {cfg.task} task does not read: they are "
+        "reported as problems"
+    )
+    return fmt2, mapping2, [*evidence2, note]
+
+
+def _normalize_mixed(row: dict, fmt: str, mapping: dict, cfg: DataConfig):
+    """normalize() in the detected format; with the format detected (not set), a row that
+    does not fit it but is itself of a format the task reads (a file mixing Alpaca and
+    `messages` rows) is read in its own format instead of dropped."""
+    out = normalize(row, fmt, mapping)
+    if out[0] is not None or cfg.format not in ("", "auto"):
+        return out
+    own, own_mapping = _row_format(row, cfg)
+    if own is None or own == fmt or own not in TASK_FORMATS.get(cfg.task, ()):
+        return out
+    again = normalize(row, own, own_mapping)
+    return again if again[0] is not None else out
+
+
 def _read_ahead(records: Iterator) -> tuple[list, Iterator]:
     head, good = [], 0
     for rec in records:
@@ -178,7 +220,7 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
     if not head:
         raise UserError(_empty_message(head, sources), where=cfg.data)
     if sample:
-        fmt, mapping, evidence = detect_format(sample, cfg.columns, cfg.format)
+        fmt, mapping, evidence = _detect_for_task(sample, cfg)
     else:  # nothing readable: every row is reported below, the format stays unknown
         fmt, mapping, evidence = "unknown", {}, ["no readable row to tell the format from"]
     report.format, report.evidence = fmt, evidence
@@ -223,7 +265,7 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
             if problem is not None:
                 report.add_problem(problem)
                 continue
-            norm, issues, skipped = normalize(row, fmt, mapping)
+            norm, issues, skipped = _normalize_mixed(row, fmt, mapping, cfg)
             if skipped:
                 for part, n in skipped.items():
                     report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
