@@ -75,11 +75,27 @@ def build_config(args: argparse.Namespace):
     else:
         from core.data import detect
 
-        cfg.task = detect(cfg)[1]
+        try:
+            cfg.task = detect(cfg)[1]
+        except UserError:
+            pass  # no row readable to guess from: the report lists why (exit code 1)
     return cfg
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    """Exit code 0 when rows are usable, 1 when none is, 2 when the data cannot be read at
+    all or an option is wrong; with --json that error is a JSON object too."""
+    try:
+        return _inspect(args)
+    except UserError as exc:
+        if not args.json:
+            raise
+        error = {"message": exc.message, "where": exc.where, "hint": exc.hint}
+        sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False, indent=2) + "\n")
+        return 2
+
+
+def _inspect(args: argparse.Namespace) -> int:
     from core.data import inspect_data
 
     cfg = build_config(args)

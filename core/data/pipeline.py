@@ -115,6 +115,7 @@ def prepare(
     else:
         # split rows, not examples: the chunks of one long document stay on one side
         train_groups, eval_groups = split(groups, cfg.validation_split, cfg.split_seed)
+        _check_split(cfg, len(train_groups), len(eval_groups))
     train = [ex for g in train_groups for ex in g]
     evals = [ex for g in eval_groups for ex in g]
     packed = packing_enabled(cfg)
@@ -131,6 +132,18 @@ def prepare(
         chat_template=chat_template_for(tokenizer),
         packed=packed,
         eval_report=eval_report,
+    )
+
+
+def _check_split(cfg: DataConfig, n_train: int, n_eval: int) -> None:
+    """More rows held out than trained on is a typo (0.9 for 0.1, 500 for 50), not a plan."""
+    if n_eval <= n_train:
+        return
+    raise UserError(
+        f"validation_split = {cfg.validation_split:g} holds out {n_eval} of "
+        f"{n_train + n_eval} rows, leaving only {n_train} to train on",
+        where="data.validation_split",
+        hint=f"use a small fraction such as 0.1, or a count of at most {(n_train + n_eval) // 2}",
     )
 
 

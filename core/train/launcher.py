@@ -22,6 +22,7 @@ from pathlib import Path
 from core import runs
 from core.config import RunConfig, validate
 from core.errors import UserError
+from core.train.limits import check_limits
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
 
     model_path = resolve_model(cfg.model.model)
     model_config = _load_model_config(cfg, model_path)
+    check_limits(cfg, model_config)
     tokenizer = load_tokenizer(cfg.model.model, trust_remote_code=cfg.model.trust_remote_code)
     prepared = prepare_data(cfg, tokenizer)
     if not prepared.train:
