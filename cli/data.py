@@ -188,7 +188,12 @@ def print_report(console, report, tokenizer=None) -> None:
             ("max_seq_len", ts.max_seq_len),
             ("rows truncated", ts.rows_truncated),
             ("tokens lost to truncation", ts.tokens_lost),
-            ("suggested max_seq_len", ts.suggested_max_len),
+            (
+                "suggested max_seq_len",
+                f"{ts.suggested_max_len:,} (all rows but {ts.rows_over_suggested:,} whole)"
+                if ts.rows_over_suggested
+                else f"{ts.suggested_max_len:,} (every row whole)",
+            ),
             (f"steps per epoch (batch {ts.batch_size})", ts.steps_per_epoch()),
         ):
             table.add_row(label, f"{value:,}" if isinstance(value, int) else value)

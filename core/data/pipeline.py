@@ -333,6 +333,7 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
             trained_tokens=sum(t for t, k in zip(trained, keep_mask, strict=False) if k),
             batch_size=batch_size,
             truncates=not text_task,
+            cut=report.cut_lengths,
         )
         if report.token_stats is not None:
             if text_task:  # long documents become several chunks
@@ -416,6 +417,8 @@ def _tokenize(good, tokenizer, template, cfg: DataConfig, sources, report: DataR
             report.boundary_merges += 1
         if t.trained == 0:
             why = " (the answer lies past max_seq_len)" if t.length > max_len else ""
+            if t.length > max_len:
+                report.cut_lengths.append(t.length)
             report.add_problem(
                 Problem(where, "no_trainable", "no token left to train on after masking" + why)
             )

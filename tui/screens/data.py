@@ -314,8 +314,7 @@ class DataScreen(WizardScreen):
         if stats.rows_truncated:
             text.append(
                 f"\n{stats.rows_truncated} rows longer than {stats.max_seq_len} tokens are "
-                f"truncated ({stats.tokens_lost:,} tokens lost); "
-                f"max_seq_len {stats.suggested_max_len} would keep them.",
+                f"truncated ({stats.tokens_lost:,} tokens lost); {_suggestion(stats)}",
                 style="yellow",
             )
         text.append("\nRows by length in tokens (red: past max_seq_len):", style="dim")
@@ -353,6 +352,15 @@ class DataScreen(WizardScreen):
             )
             return False
         return True
+
+
+def _suggestion(stats) -> str:
+    """What the suggested max_seq_len keeps, exactly (it holds 99% of the rows, not always all)."""
+    if stats.suggested_max_len <= stats.max_seq_len:
+        return "they are the longest 1% of the rows."
+    over = stats.rows_over_suggested
+    kept = "them" if not over else f"{stats.rows_truncated - over} of them"
+    return f"max_seq_len {stats.suggested_max_len} would keep {kept} whole."
 
 
 def _cell(value) -> str:
