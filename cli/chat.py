@@ -95,6 +95,9 @@ def register(subparsers) -> None:
     export.add_argument(
         "--runs-dir", default=None, help="Folder that holds the runs (default: runs)."
     )
+    export.add_argument(
+        "--trust-remote-code", action="store_true", help="Allow Python code shipped with the model."
+    )
     export.set_defaults(func=cmd_export)
 
 
@@ -343,6 +346,7 @@ def cmd_compare(args) -> int:
         runs_dir=_runs_dir(args),
         device=args.device,
         progress=progress,
+        trust_remote_code=args.trust_remote_code,
     )
     console = Console(highlight=False)
     console.print(
@@ -368,6 +372,7 @@ def cmd_export(args) -> int:
         dtype=args.dtype,
         overwrite=args.overwrite,
         push_to_hub=args.push_to_hub,
+        trust_remote_code=args.trust_remote_code,
     )
     Console(highlight=False).print(
         Text(

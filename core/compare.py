@@ -211,6 +211,7 @@ def compare_batch(
     runs_dir: str | Path = "runs",
     device: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[Path, list[Row]]:
     """Run the validation rows (or a prompt file) through the run's checkpoint (A) and `against` (B).
 
@@ -225,7 +226,9 @@ def compare_batch(
             f"no run named {run!r}", where=str(runs_dir), hint="see `tunewiz runs` for the runs"
         )
     settings = settings or GenerationSettings(greedy=True)
-    loaded_a = load_for_chat(str(run_dir), checkpoint, device=device)
+    loaded_a = load_for_chat(
+        str(run_dir), checkpoint, device=device, trust_remote_code=trust_remote_code
+    )
     label_a = loaded_a.label
     if prompts_file:
         items = load_prompt_file(prompts_file)
@@ -241,7 +244,9 @@ def compare_batch(
 
     outputs_a = generate_all(ChatSession(loaded_a, settings=settings), items, step(label_a))
     _free(loaded_a)
-    loaded_b = load_for_chat(str(run_dir), against, device=device)
+    loaded_b = load_for_chat(
+        str(run_dir), against, device=device, trust_remote_code=trust_remote_code
+    )
     label_b = loaded_b.label
     outputs_b = generate_all(ChatSession(loaded_b, settings=settings), items, step(label_b))
     _free(loaded_b)

@@ -242,6 +242,20 @@ def load_for_chat(
     return _load_run(run_dir, checkpoint, target, device, trust_remote_code)
 
 
+def trust_for_run(run_dir: Path, cfg, trust_remote_code: bool) -> bool:
+    """Whether loading a run's model may execute the Python code it ships: only when the user
+    says so now (--trust-remote-code). A run folder can come from anyone (a shared tarball, a
+    download); its config.toml saying `trust_remote_code = true` is not consent on this machine.
+    Used by chat, compare and export (and eval), so the rule is the same everywhere."""
+    if cfg.model.trust_remote_code and not trust_remote_code:
+        log.warning(
+            "%s/config.toml sets trust_remote_code = true; not honoured without "
+            "--trust-remote-code",
+            run_dir,
+        )
+    return bool(trust_remote_code)
+
+
 def _load_run(
     run_dir: Path, which: str | None, target: str, device: str, trust: bool
 ) -> LoadedModel:
@@ -249,7 +263,7 @@ def _load_run(
     from core.config import RunConfig
 
     cfg = RunConfig.load(run_dir / "config.toml")
-    trust = trust or cfg.model.trust_remote_code
+    trust = trust_for_run(run_dir, cfg, trust)
     base_name = cfg.model.model
     method = cfg.model.method
     dtype = _dtype_for(device)
