@@ -84,7 +84,10 @@ def merge_run(
     else:
         log.info("%s is a full checkpoint: copying it as a standalone model", ckpt.name)
         model = load_causal_lm(
-            str(ckpt.path), device="cpu", dtype=_merge_dtype("full", "cpu", dtype) or "auto"
+            str(ckpt.path),
+            device="cpu",
+            dtype=_merge_dtype("full", "cpu", dtype) or "auto",
+            trust_remote_code=trust,
         )
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
