@@ -123,10 +123,10 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
         state, history = _trainer_state(final)
         if history:
             epoch, train, evaluation = _losses_at(history, None)
-        step = int(max(steps)) if steps else count(state.get("global_step"))
-        if step is None and found:
-            step = found[-1].step
-        found.append(Checkpoint("final", final, step, epoch, train, evaluation, {"final"}))
+        final_step = int(max(steps)) if steps else count(state.get("global_step"))
+        if final_step is None and found:
+            final_step = found[-1].step
+        found.append(Checkpoint("final", final, final_step, epoch, train, evaluation, {"final"}))
 
     numbered = [c for c in found if c.name != "final"]
     if numbered:

@@ -53,9 +53,9 @@ def load_prompt_file(path: str | Path) -> list[Item]:
     except OSError as exc:
         raise UserError(f"cannot read the prompt file: {exc.strerror}", where=str(path)) from None
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        bad_line = data.count(b"\n", 0, exc.start) + 1
         raise UserError(
-            "not a text file: bytes that are not UTF-8", where=f"{path}:{line}"
+            "not a text file: bytes that are not UTF-8", where=f"{path}:{bad_line}"
         ) from None
     if path.suffix == ".txt":
         return [Item(line.strip()) for line in text.splitlines() if line.strip()]
