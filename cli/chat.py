@@ -7,14 +7,13 @@ contains `[bold red]` prints those characters, it does not turn red.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import warnings
 
 from core.config import finite_float
-from core.text import visible
+from core.text import dumps_json, visible
 
 SETTING_FLAGS = (
     ("--temperature", finite_float, "Sampling temperature; 0 means greedy."),
@@ -219,7 +218,7 @@ def answer_once(args, sessions) -> int:
             out["compare"] = sessions[1].loaded.label
             out["compare_reply"] = replies[1].text
             out["compare_tokens"] = replies[1].tokens
-        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        sys.stdout.write(dumps_json(out) + "\n")
         return 0
     console = Console(highlight=False)
     if len(sessions) == 1:

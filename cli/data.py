@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from core.errors import UserError
-from core.text import visible
+from core.text import dumps_json, visible
 
 BAR = "█"
 
@@ -91,7 +90,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         if not args.json:
             raise
         error = {"message": exc.message, "where": exc.where, "hint": exc.hint}
-        sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(dumps_json({"error": error}, indent=2) + "\n")
         return 2
 
 
@@ -109,7 +108,7 @@ def _inspect(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.model)
     if args.json:
         report = inspect_data(cfg, tokenizer, batch_size=args.batch_size)
-        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(dumps_json(report.to_dict(), indent=2) + "\n")
         return 0 if report.rows_ok else 1
     from rich.console import Console
 

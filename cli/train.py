@@ -14,7 +14,7 @@ import time
 
 from core.config import RunConfig, section_fields
 from core.errors import UserError
-from core.text import visible
+from core.text import dumps_json, visible
 
 
 def register(subparsers) -> None:
@@ -246,7 +246,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     infos = runs.list_runs(args.runs_dir)
     if args.json:
-        print(json.dumps([i.to_json() for i in infos], indent=2, default=str, allow_nan=False))
+        print(dumps_json([i.to_json() for i in infos], indent=2, default=str))
         return 0
     if not infos:
         _console().print(f"no runs in {args.runs_dir}/ yet: start one with `tunewiz train`")

@@ -10,7 +10,9 @@ Rich markup is not this module's business: callers keep printing through `Text`.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 # C0 controls except tab and newline, DEL, C1 controls, and the lone surrogates
 # that `surrogateescape` decoding leaves for bytes that are not UTF-8 (printing one
@@ -30,3 +32,15 @@ def visible(text: object, *, newlines: bool = True) -> str:
     (newlines escaped too with `newlines=False`, for one-line fields such as names)."""
     out = _UNSAFE.sub(_escape, str(text))
     return out if newlines else out.replace("\n", "\\n")
+
+
+# JSON already escapes C0 controls; these it leaves raw with ensure_ascii=False.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+
+
+def dumps_json(value: Any, **kw: Any) -> str:
+    """json.dumps for a terminal: non-ASCII text stays readable, but DEL, C1 controls, bidi
+    overrides and lone surrogates become \\u escapes (still the same JSON), and NaN/inf
+    are refused (they are not JSON)."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, **kw)
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

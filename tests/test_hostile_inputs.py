@@ -97,6 +97,30 @@ async def test_wizard_chat_pane_shows_replies_escaped():
         assert "\\x1b]52" in shown and "[bold red]d[/]" in shown
 
 
+def test_json_output_escapes_what_json_leaves_raw(tmp_path, capsys):
+    from core.text import dumps_json
+
+    text = dumps_json({"a": "ü\x9b\x1b\u202e\udcff"})
+    assert text.isascii() is False and "ü" in text  # readable, yet no raw control
+    assert not any(c in text for c in "\x9b\x1b\u202e\udcff")
+    assert json.loads(text) == {"a": "ü\x9b\x1b\u202e\udcff"}
+    with pytest.raises(ValueError):
+        dumps_json({"loss": math.nan})
+    path = rows_file(tmp_path / "c1\x9b2J.jsonl", ALPACA)  # a file name is text from outside
+    assert cli_main(["data", "inspect", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "\x9b" not in out and "\\u009b" in out
+
+
+def test_wizard_data_cells_and_error_dialog_are_escaped():
+    from tui.screens.data import _cell
+    from tui.widgets.error_dialog import ErrorDialog
+
+    assert "\x1b" not in _cell(ESC_TEXT) and _cell("\x07[b]x[/b]") == "\\x07[b]x[/b]"
+    dialog = ErrorDialog("t\x1b", ESC_TEXT, "h\x07")
+    assert not any(c in dialog.title_text + dialog.message + dialog.hint for c in "\x1b\x07")
+
+
 @pytest.mark.parametrize("name", ["bad\x1b[31mname", "two\nlines", "bell\x07", "rtl\u202eexe"])
 def test_run_names_must_be_printable(name):
     cfg = RunConfig(name=name)
