@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -129,27 +129,44 @@ def validation_items(run_dir: Path, tokenizer) -> list[Item]:
             hint="pass --prompts FILE (.txt, one prompt per line, or .jsonl with prompt/reference)",
         )
     items = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            ids, labels = row["input_ids"], row["labels"]
-            first = next((i for i, lab in enumerate(labels) if lab != -100), None)
-            if first is None:
-                continue  # nothing trained in this row (text task rows have no prompt)
-            end = next((i for i in range(first, len(labels)) if labels[i] == -100), len(labels))
-            prompt_ids = ids[:first]
-            items.append(
-                Item(
-                    prompt=_last_user_turn(
-                        tokenizer.decode(prompt_ids, skip_special_tokens=False), tokenizer
-                    ),
-                    reference=tokenizer.decode(ids[first:end], skip_special_tokens=True).strip(),
-                    input_ids=prompt_ids,
-                )
+    for ids, labels in _eval_rows(path):
+        first = next((i for i, lab in enumerate(labels) if lab != -100), None)
+        if first is None:
+            continue  # nothing trained in this row (text task rows have no prompt)
+        end = next((i for i in range(first, len(labels)) if labels[i] == -100), len(labels))
+        prompt_ids = ids[:first]
+        items.append(
+            Item(
+                prompt=_last_user_turn(
+                    tokenizer.decode(prompt_ids, skip_special_tokens=False), tokenizer
+                ),
+                reference=tokenizer.decode(ids[first:end], skip_special_tokens=True).strip(),
+                input_ids=prompt_ids,
             )
+        )
     return items
+
+
+def _eval_rows(path: Path) -> Iterator[tuple[list[int], list[int]]]:
+    """(input_ids, labels) of each row of a run's data/eval.jsonl; a damaged line is a
+    UserError naming it (the folder is another process's output, maybe cut short)."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+                ids, labels = row["input_ids"], row["labels"]
+                ok = all(type(x) is int for x in [*ids, *labels]) and len(ids) == len(labels)
+            except (ValueError, RecursionError, TypeError, KeyError):
+                ok = False
+            if not ok:
+                raise UserError(
+                    "damaged validation row: not the input_ids/labels tunewiz wrote",
+                    where=f"{path}:{lineno}",
+                    hint="pass --prompts FILE to compare on your own prompts instead",
+                )
+            yield ids, labels
 
 
 def _last_user_turn(rendered: str, tokenizer) -> str:

@@ -256,6 +256,19 @@ def trust_for_run(run_dir: Path, cfg, trust_remote_code: bool) -> bool:
     return bool(trust_remote_code)
 
 
+def _recorded_template(run_dir: Path) -> str:
+    """The chat template the launcher saved before training ("" when missing or damaged:
+    the checkpoint's tokenizer carries it too)."""
+    path = run_dir / "chat_template.jinja"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        if path.exists():
+            log.warning("ignoring %s: %s", path, exc)
+        return ""
+    return text if text.strip() else ""
+
+
 def _load_run(
     run_dir: Path, which: str | None, target: str, device: str, trust: bool
 ) -> LoadedModel:
@@ -277,9 +290,9 @@ def _load_run(
             if newest
             else load_tokenizer(base_name, trust_remote_code=trust)
         )
-        recorded = run_dir / "chat_template.jinja"  # written by the launcher before training
-        if recorded.is_file() and recorded.read_text(encoding="utf-8").strip():
-            tokenizer.chat_template = recorded.read_text(encoding="utf-8")
+        recorded = _recorded_template(run_dir)
+        if recorded:
+            tokenizer.chat_template = recorded
         model = load_causal_lm(base_name, device=device, trust_remote_code=trust)
         return LoadedModel(
             model,

@@ -422,3 +422,37 @@ def test_any_metrics_and_trainer_state_read(tmp_path, rows, junk):
         assert all(
             v is None or math.isfinite(v) for v in (c.step, c.epoch, c.train_loss, c.eval_loss)
         )
+
+
+class FakeTokenizer:
+    all_special_tokens: list[str] = []
+
+    def decode(self, ids, **kw):
+        return " ".join(map(str, ids))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe\x00garbage\n", b'{"input_ids": [1, 2], "labels": "x"}\n', b"[1]\n", b"[" * 50_000],
+    ids=["binary", "wrong_types", "list", "deep"],
+)
+def test_compare_names_a_damaged_validation_row(tmp_path, content):
+    from core.compare import validation_items
+
+    run = make_run(tmp_path, "bad")
+    (run / "data").mkdir()
+    good = json.dumps({"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}).encode() + b"\n"
+    (run / "data" / "eval.jsonl").write_bytes(good + content)
+    with pytest.raises(UserError, match="damaged validation row") as err:
+        validation_items(run, tokenizer=FakeTokenizer())
+    assert err.value.where == f"{run / 'data' / 'eval.jsonl'}:2"
+
+
+def test_a_damaged_recorded_chat_template_is_ignored(tmp_path):
+    from core.models import _recorded_template
+
+    run = make_run(tmp_path, "bad")
+    (run / "chat_template.jinja").write_bytes(b"\xff\xfe{{ garbage")
+    assert _recorded_template(run) == ""
+    (run / "chat_template.jinja").write_text("{{ messages }}")
+    assert _recorded_template(run) == "{{ messages }}"
