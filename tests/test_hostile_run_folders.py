@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from textual.app import App
 
 from cli import main as cli_main
 from core import runs
@@ -268,15 +267,6 @@ def test_cli_runs_and_logs_survive(hostile, capsys, monkeypatch):
     no_controls(capsys.readouterr().out)
 
 
-class LiveApp(App):
-    def __init__(self, run_dir: Path):
-        super().__init__()
-        self.run_dir = run_dir
-
-    def on_mount(self) -> None:
-        self.push_screen(TrainLiveScreen(self.run_dir, sampler=lambda: [], poll_interval=3600))
-
-
 PILOT_CASES = [(f, c) for f, c in CASES if f in ("status.json", "metrics.jsonl")] + [
     (f, c)
     for f, c in CASES
@@ -290,6 +280,7 @@ PILOT_CASES = [(f, c) for f, c in CASES if f in ("status.json", "metrics.jsonl")
 )
 async def test_wizard_start_and_live_panel_survive(hostile, tmp_path):
     from tui.app import make_app
+    from tui.screens.start import StartScreen
 
     runs_dir, bad, good = hostile
     app = make_app(tmp_path / "state", runs_dir, resume=False, detect_gpus=False)
@@ -301,12 +292,19 @@ async def test_wizard_start_and_live_panel_survive(hostile, tmp_path):
         if info.damaged:
             assert "damaged" in shown
         no_controls(shown)
-    live = LiveApp(bad)
-    async with live.run_test(size=(120, 40)) as pilot:
+        start = app.screen
+        assert isinstance(start, StartScreen)
+        start.query_one("#runs").move_cursor(row=[r.name for r in start.runs].index("bad"))
+        await pilot.press("o")  # open the damaged run, as a user would
         await pilot.pause()
-        live.screen.poll()
+        live = app.screen
+        assert isinstance(live, TrainLiveScreen) and live.run_dir == bad
+        live.poll()
         await pilot.pause()
-        no_controls(screen_text(live))
+        shown = screen_text(app)
+        if info.damaged:
+            assert "damaged" in shown
+        no_controls(shown)
 
 
 @pytest.mark.parametrize("corruption", ["binary", "not_utf8", "nul_bytes", "deep_nesting", "list"])

@@ -282,7 +282,8 @@ class TrainLiveScreen(Screen):
         details = [d for d in (info.method, info.model and Path(info.model).name) if d]
         if details:
             title.append(visible("  · " + " · ".join(details), newlines=False), style="dim")
-        for problem in (info.error, info.damaged and f"damaged: {info.damaged}"):
+        # the title has room for one more line: what is wrong with the folder comes first
+        for problem in (info.damaged and f"damaged: {info.damaged}", info.error):
             if problem:
                 title.append("\n")
                 title.append(visible(problem), style="red")
