@@ -68,9 +68,11 @@ def print_user_error(exc: UserError) -> None:
     from rich.console import Console
     from rich.text import Text
 
+    from core.text import visible
+
     console = Console(stderr=True)
     text = Text("error: ", style="bold red")
-    text.append(str(exc))  # appended as plain text: never parsed as markup
+    text.append(visible(str(exc)))  # plain text, never markup; controls shown escaped
     console.print(text)
 
 

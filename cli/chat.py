@@ -7,22 +7,24 @@ contains `[bold red]` prints those characters, it does not turn red.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import warnings
 
+from core.config import finite_float
+from core.text import dumps_json, visible
+
 SETTING_FLAGS = (
-    ("--temperature", float, "Sampling temperature; 0 means greedy."),
+    ("--temperature", finite_float, "Sampling temperature; 0 means greedy."),
     (
         "--top-p",
-        float,
+        finite_float,
         "Nucleus sampling: keep the smallest set of tokens with this total probability.",
     ),
     ("--top-k", int, "Sample only among the k most likely tokens (0: no limit)."),
     ("--max-new-tokens", int, "Longest reply, in tokens."),
-    ("--repetition-penalty", float, "Above 1.0 discourages repeating tokens."),
+    ("--repetition-penalty", finite_float, "Above 1.0 discourages repeating tokens."),
     ("--seed", int, "Random seed, so a sampled reply can be reproduced."),
 )
 
@@ -91,6 +93,9 @@ def register(subparsers) -> None:
     )
     export.add_argument(
         "--runs-dir", default=None, help="Folder that holds the runs (default: runs)."
+    )
+    export.add_argument(
+        "--trust-remote-code", action="store_true", help="Allow Python code shipped with the model."
     )
     export.set_defaults(func=cmd_export)
 
@@ -213,15 +218,15 @@ def answer_once(args, sessions) -> int:
             out["compare"] = sessions[1].loaded.label
             out["compare_reply"] = replies[1].text
             out["compare_tokens"] = replies[1].tokens
-        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        sys.stdout.write(dumps_json(out) + "\n")
         return 0
     console = Console(highlight=False)
     if len(sessions) == 1:
-        console.print(Text(replies[0].text))
+        console.print(Text(visible(replies[0].text)))
         return 0
     for session, reply in zip(sessions, replies, strict=True):
-        console.print(Text(f"── {session.loaded.label}", style="bold cyan"))
-        console.print(Text(reply.text))
+        console.print(Text(f"── {visible(session.loaded.label)}", style="bold cyan"))
+        console.print(Text(visible(reply.text)))
     return 0
 
 
@@ -230,7 +235,7 @@ def repl(sessions, console, err) -> int:
 
     from core.errors import UserError
 
-    names = " vs ".join(s.loaded.label for s in sessions)
+    names = visible(" vs ".join(s.loaded.label for s in sessions))
     console.print(Text(f"chatting with {names}. /help for commands, /quit to leave.", style="dim"))
     while True:
         try:
@@ -249,7 +254,7 @@ def repl(sessions, console, err) -> int:
                 if handle_command(text, sessions, console) == "quit":
                     return 0
             except UserError as exc:
-                err.print(Text(f"error: {exc}", style="red"))
+                err.print(Text(f"error: {visible(exc)}", style="red"))
             continue
         for session in sessions:
             stream_reply(session, text, console, labelled=len(sessions) > 1)
@@ -258,17 +263,17 @@ def repl(sessions, console, err) -> int:
 def stream_reply(session, text: str, console, *, labelled: bool) -> None:
     from rich.text import Text
 
-    label = session.loaded.label if labelled else "assistant"
+    label = visible(session.loaded.label) if labelled else "assistant"
     console.print(Text(f"{label}> ", style="bold cyan"), end="")
     before = len(session.notices)
     try:
         for piece in session.stream(text):
-            console.print(Text(piece), end="", soft_wrap=True)
+            console.print(Text(visible(piece)), end="", soft_wrap=True)
     except KeyboardInterrupt:
         console.print(Text(" [stopped]", style="dim"), end="")
     console.print()
     for note in session.notices[before:]:
-        console.print(Text(f"({note})", style="yellow"))
+        console.print(Text(f"({visible(note)})", style="yellow"))
     reply = session.last_reply
     if reply and reply.seconds > 0:
         console.print(
@@ -340,6 +345,7 @@ def cmd_compare(args) -> int:
         runs_dir=_runs_dir(args),
         device=args.device,
         progress=progress,
+        trust_remote_code=args.trust_remote_code,
     )
     console = Console(highlight=False)
     console.print(
@@ -365,6 +371,7 @@ def cmd_export(args) -> int:
         dtype=args.dtype,
         overwrite=args.overwrite,
         push_to_hub=args.push_to_hub,
+        trust_remote_code=args.trust_remote_code,
     )
     Console(highlight=False).print(
         Text(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from core.errors import UserError
+from core.text import dumps_json, visible
 
 BAR = "█"
 
@@ -74,11 +74,27 @@ def build_config(args: argparse.Namespace):
     else:
         from core.data import detect
 
-        cfg.task = detect(cfg)[1]
+        try:
+            cfg.task = detect(cfg)[1]
+        except UserError:
+            pass  # no row readable to guess from: the report lists why (exit code 1)
     return cfg
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    """Exit code 0 when rows are usable, 1 when none is, 2 when the data cannot be read at
+    all or an option is wrong; with --json that error is a JSON object too."""
+    try:
+        return _inspect(args)
+    except UserError as exc:
+        if not args.json:
+            raise
+        error = {"message": exc.message, "where": exc.where, "hint": exc.hint}
+        sys.stdout.write(dumps_json({"error": error}, indent=2) + "\n")
+        return 2
+
+
+def _inspect(args: argparse.Namespace) -> int:
     from core.data import inspect_data
 
     cfg = build_config(args)
@@ -92,7 +108,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.model)
     if args.json:
         report = inspect_data(cfg, tokenizer, batch_size=args.batch_size)
-        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(dumps_json(report.to_dict(), indent=2) + "\n")
         return 0 if report.rows_ok else 1
     from rich.console import Console
 
@@ -116,11 +132,11 @@ def print_report(console, report, tokenizer=None) -> None:
 
     head = Text()
     head.append("Data  ", style="bold")
-    head.append(report.source + "\n")
+    head.append(visible(report.source) + "\n")
     head.append("Format  ", style="bold")
     head.append(f"{FORMAT_NAMES.get(report.format, report.format)}\n")
     for line in report.evidence:
-        head.append(f"        {line}\n", style="dim")
+        head.append(f"        {visible(line)}\n", style="dim")
     head.append("Task  ", style="bold")
     head.append(f"{report.task}: {TASK_HELP.get(report.task, '')}\n")
     head.append("Rows  ", style="bold")
@@ -130,12 +146,12 @@ def print_report(console, report, tokenizer=None) -> None:
         head.append(f", {report.rows_bad:,} skipped", style="yellow")
     console.print(head)
     if report.skipped_parts:
-        parts = ", ".join(f"{n:,} {k}" for k, n in report.skipped_parts.items())
+        parts = visible(", ".join(f"{n:,} {k}" for k, n in report.skipped_parts.items()))
         console.print(Text(f"Not trained on: {parts}", style="yellow"))
     for note in report.notes:
-        console.print(Text(f"Note: {note}", style="cyan"))
+        console.print(Text(f"Note: {visible(note)}", style="cyan"))
     if not report.rows_ok:
-        console.print(Text(no_usable_reason(report), style="bold red"))
+        console.print(Text(visible(no_usable_reason(report)), style="bold red"))
 
     if report.problems:
         counts = ", ".join(
@@ -150,7 +166,7 @@ def print_report(console, report, tokenizer=None) -> None:
         # rows that were skipped first; truncation warnings (rows kept) after them
         shown = sorted(report.problems, key=lambda p: p.kind in WARNING_KINDS)[:20]
         for p in shown:
-            table.add_row(Text(p.where), Text(p.kind), Text(p.message))
+            table.add_row(Text(visible(p.where)), Text(p.kind), Text(visible(p.message)))
         console.print(table)
         total = sum(report.problem_counts.values())
         if total > len(shown):
@@ -171,7 +187,12 @@ def print_report(console, report, tokenizer=None) -> None:
             ("max_seq_len", ts.max_seq_len),
             ("rows truncated", ts.rows_truncated),
             ("tokens lost to truncation", ts.tokens_lost),
-            ("suggested max_seq_len", ts.suggested_max_len),
+            (
+                "suggested max_seq_len",
+                f"{ts.suggested_max_len:,} (all rows but {ts.rows_over_suggested:,} whole)"
+                if ts.rows_over_suggested
+                else f"{ts.suggested_max_len:,} (every row whole)",
+            ),
             (f"steps per epoch (batch {ts.batch_size})", ts.steps_per_epoch()),
         ):
             table.add_row(label, f"{value:,}" if isinstance(value, int) else value)
@@ -187,7 +208,7 @@ def print_report(console, report, tokenizer=None) -> None:
     if report.examples and tokenizer is not None:
         text = Text()
         for piece, trained in masking_preview(report.examples[0], tokenizer):
-            text.append(piece, style="bold green" if trained else "dim")
+            text.append(visible(piece), style="bold green" if trained else "dim")
         console.print(
             Text("Example as trained (", style="bold")
             + Text("green", style="bold green")
@@ -200,9 +221,9 @@ def print_report(console, report, tokenizer=None) -> None:
         console.print(Text("First usable row:", style="bold"))
         row = report.preview[0]
         if "text" in row:
-            console.print(Text(row["text"][:2000]))
+            console.print(Text(visible(row["text"][:2000])))
         else:
             for m in row["messages"]:
-                line = Text(f"{m['role']}: ", style="bold")
-                line.append(m["content"][:2000])
+                line = Text(f"{visible(m['role'])}: ", style="bold")
+                line.append(visible(m["content"][:2000]))
                 console.print(line)

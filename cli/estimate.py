@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from core.config import finite_float
+
 DEFAULT_TOKENS = 10_000_000
 
 
@@ -78,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gpu.add_argument(
         "--gpu", metavar="NAME", help="A catalog GPU, e.g. 'RTX 4090', A100-80GB, H100."
     )
-    gpu.add_argument("--gpu-mem", metavar="GB", type=float, help="Memory of your GPU in GiB.")
+    gpu.add_argument(
+        "--gpu-mem", metavar="GB", type=finite_float, help="Memory of your GPU in GiB."
+    )
     p.add_argument(
         "--device",
         choices=DEVICES,
@@ -88,7 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, help="Training tokens in total (rows x tokens x epochs).")
     p.add_argument("--dataset-tokens", type=int, help="Tokens in the dataset (one epoch).")
     p.add_argument(
-        "--epochs", type=float, default=1.0, help="Epochs, with --dataset-tokens (default 1)."
+        "--epochs",
+        type=finite_float,
+        default=1.0,
+        help="Epochs, with --dataset-tokens (default 1).",
     )
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
     p.set_defaults(func=run)
@@ -235,7 +242,7 @@ def build_report(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     report = build_report(args)
     if args.json:
-        json.dump(report, sys.stdout, indent=2)
+        json.dump(report, sys.stdout, indent=2, allow_nan=False)  # inputs are finite
         sys.stdout.write("\n")
         return 0
     print_report(report)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 
 from core.config import RunConfig, section_fields
 from core.errors import UserError
+from core.text import dumps_json, visible
 
 
 def register(subparsers) -> None:
@@ -247,7 +247,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     infos = runs.list_runs(args.runs_dir)
     if args.json:
-        print(json.dumps([i.to_json() for i in infos], indent=2, default=str))
+        print(dumps_json([i.to_json() for i in infos], indent=2, default=str))
         return 0
     if not infos:
         _console().print(f"no runs in {args.runs_dir}/ yet: start one with `tunewiz train`")
@@ -266,22 +266,25 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for i in infos:
         progress = i.progress_text()
         table.add_row(
-            Text(i.name),
+            Text(visible(i.name, newlines=False)),
             Text(i.state, style=colours.get(i.state, "")),
             progress,
             _num(i.last_loss),
             _num(i.best_eval_loss),
             runs.format_duration(i.elapsed_s),
             runs.format_duration(i.eta_s),
-            i.method,
+            Text(visible(i.method, newlines=False)),
         )
     console = _console()
     console.print(table)
     for i in infos:
+        name = visible(i.name, newlines=False)
         if i.state in ("failed", "died") and i.error:
-            console.print(Text(f"{i.name}: {i.error}", style="red"))
+            console.print(Text(f"{name}: {visible(i.error)}", style="red"))
         elif i.note:
-            console.print(Text(f"{i.name}: {i.note}", style="yellow"))
+            console.print(Text(f"{name}: {visible(i.note)}", style="yellow"))
+        if i.damaged:
+            console.print(Text(f"{name}: damaged: {visible(i.damaged)}", style="red"))
     return 0
 
 
@@ -300,12 +303,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     run_dir = runs.resolve_run(args.run, args.runs_dir)
     if not args.follow:
         for line in runs.tail_log(run_dir, args.lines):
-            sys.stdout.write(line + "\n")
+            sys.stdout.write(visible(line) + "\n")
         return 0
     # Follow from the last lines on; Ctrl-C only stops following (the run goes on).
     path = run_dir / runs.LOG_FILE
     for line in runs.tail_log(run_dir, args.lines):
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(visible(line) + "\n")
     sys.stdout.flush()
     offset = path.stat().st_size if path.exists() else 0
     try:
@@ -316,7 +319,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     chunk = fh.read()
                 offset += len(chunk)
                 if chunk:
-                    sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                    text = chunk.decode("utf-8", errors="replace").replace("\r\n", "\n")
+                    sys.stdout.write(visible(text.replace("\r", "\n")))  # as tail_log splits
                     sys.stdout.flush()
             if not chunk_pending(run_dir, path, offset):
                 return 0

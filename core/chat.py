@@ -9,6 +9,7 @@ and they must show it literally (model output is never markup).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ class GenerationSettings:
         return out
 
     def check(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            if not math.isfinite(getattr(self, name)):  # NaN passes every comparison below
+                raise UserError(f"{name} must be a finite number", where=name)
         if self.temperature < 0:
             raise UserError("temperature must be 0 or more", where="temperature")
         if not 0 < self.top_p <= 1:

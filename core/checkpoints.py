@@ -8,13 +8,13 @@ trainer state of its own. No torch here: the wizard lists checkpoints instantly.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
+from core.runs import clean_metrics_row, count, finite, read_json_object, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +54,39 @@ class Checkpoint:
         return "  ".join(parts)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _read_metrics(run_dir: Path) -> list[dict]:
-    """Rows of metrics.jsonl; a half-written last line (training still running) is skipped."""
-    rows: list[dict] = []
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+def _trainer_state(path: Path) -> tuple[dict, list[dict]]:
+    """A checkpoint's trainer_state.json and its log history with only finite numbers;
+    a damaged file reads as empty (the checkpoint is still listed, without losses)."""
+    state, problem = read_json_object(path / "trainer_state.json")
+    if problem and problem != "missing":
+        log.warning("%s/trainer_state.json is %s", path, problem)
+    history = state.get("log_history")
+    rows = [clean_metrics_row(r) for r in history] if isinstance(history, list) else []
+    return state, [r for r in rows if r is not None]
 
 
 def _losses_at(
     history: list[dict], step: int | None
 ) -> tuple[float | None, float | None, float | None]:
-    """(epoch, train loss, eval loss) as last logged at or before `step` (None = the end)."""
+    """(epoch, train loss, eval loss) as last logged at or before `step` (None = the end).
+    `history` rows come through `clean_metrics_row`: every number in them is finite."""
     epoch = train = evaluation = None
     for row in history:
-        row_step = row.get("step")
-        if step is not None and isinstance(row_step, (int, float)) and row_step > step:
+        row_step = finite(row.get("step"))
+        if step is not None and row_step is not None and row_step > step:
             continue
-        if isinstance(row.get("epoch"), (int, float)):
-            epoch = float(row["epoch"])
-        if isinstance(row.get("loss"), (int, float)):
-            train = float(row["loss"])
-        elif isinstance(row.get("train_loss"), (int, float)) and train is None:
-            train = float(row["train_loss"])  # the Trainer's end-of-run average
-        if isinstance(row.get("eval_loss"), (int, float)):
-            evaluation = float(row["eval_loss"])
+        epoch = _first_number(row.get("epoch"), epoch)
+        if finite(row.get("loss")) is not None:
+            train = finite(row["loss"])
+        elif train is None:
+            train = finite(row.get("train_loss"))  # the Trainer's end-of-run average
+        evaluation = _first_number(row.get("eval_loss"), evaluation)
     return epoch, train, evaluation
+
+
+def _first_number(value: object, default: float | None) -> float | None:
+    number = finite(value)
+    return default if number is None else number
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -113,27 +104,26 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
         if not match or not path.is_dir() or not _is_model_dir(path):
             continue  # a checkpoint still being written has no config yet
         step = int(match.group(1))
-        state = _read_json(path / "trainer_state.json") or {}
-        history = state.get("log_history") or []
+        state, history = _trainer_state(path)
         epoch, train, evaluation = _losses_at(history, step)
-        if isinstance(state.get("epoch"), (int, float)):
-            epoch = float(state["epoch"])
+        epoch = _first_number(state.get("epoch"), epoch)
         found.append(Checkpoint(path.name, path, step, epoch, train, evaluation))
         # The newest trainer state knows the best checkpoint over the whole run.
-        if state.get("best_model_checkpoint") and step > latest_state_step:
+        best = state.get("best_model_checkpoint")
+        if isinstance(best, str) and best and step > latest_state_step:
             latest_state_step = step
-            best_name = Path(str(state["best_model_checkpoint"])).name
+            best_name = Path(best).name
     found.sort(key=lambda c: c.step or 0)
 
     final = run_dir / "final"
     if final.is_dir() and _is_model_dir(final):
-        metrics = _read_metrics(run_dir)
-        steps = [r["step"] for r in metrics if isinstance(r.get("step"), (int, float))]
+        metrics = read_metrics(run_dir)
+        steps = [r["step"] for r in metrics if "step" in r]  # clean rows: a whole number
         epoch, train, evaluation = _losses_at(metrics, None)
-        state = _read_json(final / "trainer_state.json") or {}
-        if state.get("log_history"):
-            epoch, train, evaluation = _losses_at(state["log_history"], None)
-        final_step = int(max(steps)) if steps else state.get("global_step")
+        state, history = _trainer_state(final)
+        if history:
+            epoch, train, evaluation = _losses_at(history, None)
+        final_step = int(max(steps)) if steps else count(state.get("global_step"))
         if final_step is None and found:
             final_step = found[-1].step
         found.append(Checkpoint("final", final, final_step, epoch, train, evaluation, {"final"}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,16 +48,22 @@ def load_prompt_file(path: str | Path) -> list[Item]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except OSError as exc:
         raise UserError(f"cannot read the prompt file: {exc.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as exc:
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            "not a text file: bytes that are not UTF-8", where=f"{path}:{bad_line}"
+        ) from None
     if path.suffix == ".txt":
         return [Item(line.strip()) for line in text.splitlines() if line.strip()]
     if path.suffix == ".json":
         try:
             rows = json.loads(text)
-        except ValueError as exc:
-            raise UserError(f"not valid JSON: {exc}", where=str(path)) from None
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"not valid JSON: {str(exc)[:200]}", where=str(path)) from None
         if not isinstance(rows, list):
             raise UserError("expected a JSON array of rows", where=str(path))
         numbered = list(enumerate(rows, 1))
@@ -68,7 +74,7 @@ def load_prompt_file(path: str | Path) -> list[Item]:
                 continue
             try:
                 numbered.append((n, json.loads(line)))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise UserError(f"not valid JSON: {exc}", where=f"{path}:{n}") from None
     else:
         raise UserError(
@@ -123,27 +129,44 @@ def validation_items(run_dir: Path, tokenizer) -> list[Item]:
             hint="pass --prompts FILE (.txt, one prompt per line, or .jsonl with prompt/reference)",
         )
     items = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            ids, labels = row["input_ids"], row["labels"]
-            first = next((i for i, lab in enumerate(labels) if lab != -100), None)
-            if first is None:
-                continue  # nothing trained in this row (text task rows have no prompt)
-            end = next((i for i in range(first, len(labels)) if labels[i] == -100), len(labels))
-            prompt_ids = ids[:first]
-            items.append(
-                Item(
-                    prompt=_last_user_turn(
-                        tokenizer.decode(prompt_ids, skip_special_tokens=False), tokenizer
-                    ),
-                    reference=tokenizer.decode(ids[first:end], skip_special_tokens=True).strip(),
-                    input_ids=prompt_ids,
-                )
+    for ids, labels in _eval_rows(path):
+        first = next((i for i, lab in enumerate(labels) if lab != -100), None)
+        if first is None:
+            continue  # nothing trained in this row (text task rows have no prompt)
+        end = next((i for i in range(first, len(labels)) if labels[i] == -100), len(labels))
+        prompt_ids = ids[:first]
+        items.append(
+            Item(
+                prompt=_last_user_turn(
+                    tokenizer.decode(prompt_ids, skip_special_tokens=False), tokenizer
+                ),
+                reference=tokenizer.decode(ids[first:end], skip_special_tokens=True).strip(),
+                input_ids=prompt_ids,
             )
+        )
     return items
+
+
+def _eval_rows(path: Path) -> Iterator[tuple[list[int], list[int]]]:
+    """(input_ids, labels) of each row of a run's data/eval.jsonl; a damaged line is a
+    UserError naming it (the folder is another process's output, maybe cut short)."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+                ids, labels = row["input_ids"], row["labels"]
+                ok = all(type(x) is int for x in [*ids, *labels]) and len(ids) == len(labels)
+            except (ValueError, RecursionError, TypeError, KeyError):
+                ok = False
+            if not ok:
+                raise UserError(
+                    "damaged validation row: not the input_ids/labels tunewiz wrote",
+                    where=f"{path}:{lineno}",
+                    hint="pass --prompts FILE to compare on your own prompts instead",
+                )
+            yield ids, labels
 
 
 def _last_user_turn(rendered: str, tokenizer) -> str:
@@ -205,6 +228,7 @@ def compare_batch(
     runs_dir: str | Path = "runs",
     device: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[Path, list[Row]]:
     """Run the validation rows (or a prompt file) through the run's checkpoint (A) and `against` (B).
 
@@ -219,7 +243,9 @@ def compare_batch(
             f"no run named {run!r}", where=str(runs_dir), hint="see `tunewiz runs` for the runs"
         )
     settings = settings or GenerationSettings(greedy=True)
-    loaded_a = load_for_chat(str(run_dir), checkpoint, device=device)
+    loaded_a = load_for_chat(
+        str(run_dir), checkpoint, device=device, trust_remote_code=trust_remote_code
+    )
     label_a = loaded_a.label
     if prompts_file:
         items = load_prompt_file(prompts_file)
@@ -235,7 +261,9 @@ def compare_batch(
 
     outputs_a = generate_all(ChatSession(loaded_a, settings=settings), items, step(label_a))
     _free(loaded_a)
-    loaded_b = load_for_chat(str(run_dir), against, device=device)
+    loaded_b = load_for_chat(
+        str(run_dir), against, device=device, trust_remote_code=trust_remote_code
+    )
     label_b = loaded_b.label
     outputs_b = generate_all(ChatSession(loaded_b, settings=settings), items, step(label_b))
     _free(loaded_b)

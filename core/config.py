@@ -26,12 +26,14 @@ A `config.toml` looks like:
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from core.errors import UserError
+from core.text import visible
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -288,8 +290,14 @@ class RunConfig:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError("config file not found", where=str(path)) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"not valid TOML: {exc}", where=str(path)) from None
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"not a text file (byte {exc.start} is not UTF-8)", where=str(path)
+            ) from None
+        except OSError as exc:  # a folder, no permission
+            raise UserError(f"cannot read it: {exc.strerror or exc}", where=str(path)) from None
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            raise UserError(f"not valid TOML: {visible(str(exc))}", where=str(path)) from None
         return cls.from_dict(raw, where=str(path))
 
     def to_toml(self) -> str:
@@ -401,9 +409,12 @@ def coerce(value: Any, expected: Any, *, where: str) -> Any:
         if isinstance(value, bool):
             raise UserError(f"expected a number, got {value!r}", where=where)
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"expected a number, got {value!r}", where=where) from None
+        if not math.isfinite(number):  # NaN slips through every later `<= 0` check
+            raise UserError(f"expected a finite number, got {value!r}", where=where)
+        return number
     if expected is dict:
         if isinstance(value, dict):
             return {str(k): str(v) for k, v in value.items()}
@@ -417,6 +428,19 @@ def coerce(value: Any, expected: Any, *, where: str) -> Any:
             raise UserError(f"expected text, got {value!r}", where=where)
         return str(value)
     return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse `type` for numbers: like float(), but NaN and inf are refused."""
+    import argparse
+
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return number
 
 
 def parse_mapping(text: str, *, where: str) -> dict[str, str]:
@@ -450,6 +474,11 @@ def validate(cfg: RunConfig) -> None:
     for where, value in positive:
         if value <= 0:
             raise UserError(f"must be at least 1, got {value}", where=where)
+    if not cfg.name.isprintable():  # it is shown in terminals: no ESC, BEL, newline
+        raise UserError(
+            f"a run name must be printable characters, got '{visible(cfg.name, newlines=False)}'",
+            where="name",
+        )
     if t.learning_rate <= 0:
         raise UserError(f"must be positive, got {t.learning_rate}", where="training.learning_rate")
     if not 0 <= t.warmup_ratio < 1:

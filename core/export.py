@@ -41,11 +41,12 @@ def merge_run(
     dtype: str = "auto",
     overwrite: bool = False,
     push_to_hub: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Path:
     """Merge the run's adapter (default: final, else last) into its base; save to `out_dir`."""
     from core.checkpoints import list_checkpoints, resolve_checkpoint
     from core.config import RunConfig
-    from core.models import _load_tokenizer_from, find_run, load_causal_lm
+    from core.models import _load_tokenizer_from, find_run, load_causal_lm, trust_for_run
 
     run_dir = find_run(run, runs_dir)
     if run_dir is None:
@@ -58,12 +59,13 @@ def merge_run(
             hint="pick a new folder or pass --overwrite",
         )
     cfg = RunConfig.load(run_dir / "config.toml")
+    trust = trust_for_run(run_dir, cfg, trust_remote_code)
     if checkpoint:
         ckpt = resolve_checkpoint(run_dir, checkpoint)
     else:
         has_final = any("final" in c.tags for c in list_checkpoints(run_dir))
         ckpt = resolve_checkpoint(run_dir, "final" if has_final else "last")
-    tokenizer = _load_tokenizer_from(str(ckpt.path), cfg.model.model, cfg.model.trust_remote_code)
+    tokenizer = _load_tokenizer_from(str(ckpt.path), cfg.model.model, trust)
 
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -74,7 +76,7 @@ def merge_run(
             cfg.model.model,
             device="cpu",
             dtype=_merge_dtype(cfg.model.method, "cpu", dtype) or "auto",
-            trust_remote_code=cfg.model.trust_remote_code,
+            trust_remote_code=trust,
         )
         if base.get_input_embeddings().weight.shape[0] < len(tokenizer):
             base.resize_token_embeddings(len(tokenizer))
@@ -82,7 +84,10 @@ def merge_run(
     else:
         log.info("%s is a full checkpoint: copying it as a standalone model", ckpt.name)
         model = load_causal_lm(
-            str(ckpt.path), device="cpu", dtype=_merge_dtype("full", "cpu", dtype) or "auto"
+            str(ckpt.path),
+            device="cpu",
+            dtype=_merge_dtype("full", "cpu", dtype) or "auto",
+            trust_remote_code=trust,
         )
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)

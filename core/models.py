@@ -234,6 +234,33 @@ def load_for_chat(
     return _load_run(run_dir, checkpoint, target, device, trust_remote_code)
 
 
+def trust_for_run(run_dir: Path, cfg, trust_remote_code: bool) -> bool:
+    """Whether loading a run's model may execute the Python code it ships: only when the user
+    says so now (--trust-remote-code). A run folder can come from anyone (a shared tarball, a
+    download); its config.toml saying `trust_remote_code = true` is not consent on this machine.
+    Used by chat, compare and export (and eval), so the rule is the same everywhere."""
+    if cfg.model.trust_remote_code and not trust_remote_code:
+        log.warning(
+            "%s/config.toml sets trust_remote_code = true; not honoured without "
+            "--trust-remote-code",
+            run_dir,
+        )
+    return bool(trust_remote_code)
+
+
+def _recorded_template(run_dir: Path) -> str:
+    """The chat template the launcher saved before training ("" when missing or damaged:
+    the checkpoint's tokenizer carries it too)."""
+    path = run_dir / "chat_template.jinja"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        if path.exists():
+            log.warning("ignoring %s: %s", path, exc)
+        return ""
+    return text if text.strip() else ""
+
+
 def _load_run(
     run_dir: Path, which: str | None, target: str, device: str, trust: bool
 ) -> LoadedModel:
@@ -241,7 +268,7 @@ def _load_run(
     from core.config import RunConfig
 
     cfg = RunConfig.load(run_dir / "config.toml")
-    trust = trust or cfg.model.trust_remote_code
+    trust = trust_for_run(run_dir, cfg, trust)
     base_name = cfg.model.model
     method = cfg.model.method
     dtype = _dtype_for(device)
@@ -255,9 +282,9 @@ def _load_run(
             if newest
             else load_tokenizer(base_name, trust_remote_code=trust)
         )
-        recorded = run_dir / "chat_template.jinja"  # written by the launcher before training
-        if recorded.is_file() and recorded.read_text(encoding="utf-8").strip():
-            tokenizer.chat_template = recorded.read_text(encoding="utf-8")
+        recorded = _recorded_template(run_dir)
+        if recorded:
+            tokenizer.chat_template = recorded
         model = load_causal_lm(base_name, device=device, trust_remote_code=trust)
         return LoadedModel(
             model,

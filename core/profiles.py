@@ -16,6 +16,7 @@ import difflib
 import functools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -94,6 +95,8 @@ def _check_gpu_entry(raw: Any, where: str, *, partial: bool) -> dict[str, Any]:
             ok = isinstance(value, typ)
         if not ok:
             raise UserError(f"has the wrong type ({type(value).__name__})", where=f"{where}.{key}")
+        if isinstance(value, float) and not math.isfinite(value):  # TOML allows nan and inf
+            raise UserError(f"must be a finite number, got {value}", where=f"{where}.{key}")
         if key in ("memory_gib", "bf16_tflops") and value <= 0:
             raise UserError(f"must be positive, got {value}", where=f"{where}.{key}")
         if key == "price_per_hour_usd" and value < 0:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -33,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.text import visible
 
 log = logging.getLogger(__name__)
 
 STATES = ("starting", "preparing", "running", "finished", "failed", "stopped", "died")
 LIVE_STATES = ("starting", "preparing", "running")
 FINAL_STATES = ("finished", "failed", "stopped")
+DAMAGED = "damaged"  # shown instead of a state when status.json cannot be read
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
@@ -68,6 +71,7 @@ class RunInfo:
     rows_done: int = 0  # data rows prepared so far (state `preparing`)
     rows_total: int | None = None  # None when the data's size is not known before reading it
     note: str = ""  # what a user should know about a run that ended without an error
+    damaged: str = ""  # what is wrong with the run folder's files, "" when nothing
 
     @property
     def progress(self) -> float:
@@ -91,16 +95,77 @@ class RunInfo:
         return out
 
 
+# -- reading files another process wrote ----------------------------------------
+# A run folder may be half-written, from another version, or damaged by hand: every
+# value read here is checked, and a bad one becomes "damaged: <why>", never an exception.
+
+MAX_JSON_BYTES = 64 * 1024 * 1024  # status / trainer_state files are a few KB
+
+
+def read_json_object(path: str | Path) -> tuple[dict, str]:
+    """(the JSON object in `path`, "") or ({}, what is wrong); a missing file is ({}, "missing")."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        return {}, "missing"
+    except OSError as exc:
+        return {}, f"unreadable ({exc.strerror or exc})"
+    if len(raw) > MAX_JSON_BYTES:
+        return {}, "too large to be a tunewiz file"
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return {}, "not text (binary content)"
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        return {}, f"not valid JSON ({str(exc)[:80] or type(exc).__name__})"
+    if not isinstance(value, dict):
+        return {}, f"holds a JSON {type(value).__name__}, not an object"
+    return value, ""
+
+
+def finite(value: Any) -> float | None:
+    """`value` as a finite float, or None for anything else (bools, NaN, inf, text, lists)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int with hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
+
+
+def count(value: Any, limit: int = 10**15) -> int | None:
+    """`value` as a whole number in 0..limit (steps, pids, row counts), or None."""
+    number = finite(value)
+    if number is None or not number.is_integer() or not 0 <= number <= limit:
+        return None
+    return int(number)
+
+
+def clean_metrics_row(row: Any) -> dict | None:
+    """A metrics row keeping only its finite numbers (metrics are all numbers: text, lists,
+    NaN and inf are dropped, so plots and summaries never meet them); None for a row that
+    is not an object. `step`, when kept, is a whole number."""
+    if not isinstance(row, dict):
+        return None
+    out: dict = {}
+    for key, value in row.items():
+        number = finite(value)
+        if number is not None:
+            out[str(key)] = value if isinstance(value, int) else number
+    if "step" in out and count(out["step"]) is None:
+        del out["step"]
+    return out
+
+
 # -- status.json --------------------------------------------------------------
 
 
 def read_status(run_dir: str | Path) -> dict:
-    """The run's status.json as a dict ({} when missing or mid-replace)."""
-    path = Path(run_dir) / STATUS_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
+    """The run's status.json as a dict ({} when missing, mid-replace or damaged)."""
+    return read_json_object(Path(run_dir) / STATUS_FILE)[0]
 
 
 def write_status(run_dir: str | Path, **fields: Any) -> dict:
@@ -153,24 +218,72 @@ def pid_alive(pid: int | None) -> bool:
 # -- RunInfo ------------------------------------------------------------------
 
 
+class _Fields:
+    """Typed access to status.json that notes each value of the wrong type or out of range."""
+
+    def __init__(self, status: dict):
+        self.status = status
+        self.problems: list[str] = []
+
+    def _bad(self, key: str, want: str) -> None:
+        shown = visible(repr(self.status[key]), newlines=False)[:40]
+        self.problems.append(f"{key} is {shown}, not {want}")
+
+    def text(self, key: str) -> str:
+        value = self.status.get(key)
+        if value is None or isinstance(value, str):
+            return value or ""
+        self._bad(key, "text")
+        return ""
+
+    def number(self, key: str) -> float | None:
+        value = self.status.get(key)
+        number = finite(value)
+        # tunewiz itself writes a loss that went NaN/inf as the string "nan"/"inf"
+        if number is None and value is not None and str(value).lower() not in _NON_FINITE:
+            self._bad(key, "a finite number")
+        return number
+
+    def whole(self, key: str, limit: int = 10**15) -> int | None:
+        value = self.status.get(key)
+        number = count(value, limit)
+        if number is None and value is not None:
+            self._bad(key, f"a whole number up to {limit:g}")
+        return number
+
+
+_NON_FINITE = ("nan", "inf", "-inf", "infinity", "-infinity")
+PID_MAX = 2**22  # Linux's highest pid_max; anything above is not a process id
+
+
 def read_run(run_dir: str | Path) -> RunInfo:
+    """What a run folder says about the run; a damaged status.json gives a RunInfo whose
+    `damaged` says what is wrong, never an exception."""
     run_dir = Path(run_dir)
-    st = read_status(run_dir) or status_from_folder(run_dir)
+    st, problem = read_json_object(run_dir / STATUS_FILE)
     info = RunInfo(name=run_dir.name, path=run_dir)
-    info.state = st.get("state", "starting")
-    info.step = int(st.get("step") or 0)
-    info.total_steps = int(st.get("total_steps") or 0)
-    info.epoch = float(st.get("epoch") or 0.0)
-    info.last_loss = st.get("last_loss")
-    info.best_eval_loss = st.get("best_eval_loss")
-    info.pid = st.get("pid")
-    info.host = st.get("host", "")
-    info.error = st.get("error") or ""
-    info.method = st.get("method", "")
-    info.model = st.get("model", "")
-    info.rows_done = int(st.get("rows_done") or 0)
-    info.rows_total = st.get("rows_total")
-    info.note = st.get("note") or ""
+    if problem == "missing":
+        st = status_from_folder(run_dir)
+    elif problem:
+        info.state, info.damaged = DAMAGED, f"status.json is {problem}"
+        return info
+    f = _Fields(st)
+    state = f.text("state") or "starting"
+    if state not in STATES:
+        f.problems.append(f"state {visible(state, newlines=False)[:40]!r} is unknown")
+        state = DAMAGED
+    info.state = state
+    info.step = f.whole("step") or 0
+    info.total_steps = f.whole("total_steps") or 0
+    info.epoch = f.number("epoch") or 0.0
+    info.last_loss = f.number("last_loss")
+    info.best_eval_loss = f.number("best_eval_loss")
+    info.pid = f.whole("pid", PID_MAX)
+    info.host, info.error = f.text("host"), f.text("error")
+    info.method, info.model = f.text("method"), f.text("model")
+    info.rows_done = f.whole("rows_done") or 0
+    info.rows_total = f.whole("rows_total")
+    info.note = f.text("note")
 
     # A process that vanished without writing a final state (kill -9, reboot,
     # machine lost) would otherwise look "running" forever.
@@ -178,19 +291,24 @@ def read_run(run_dir: str | Path) -> RunInfo:
         if not worker_alive(run_dir, st):
             info.state = "died"
             info.error = info.error or "the training process ended without writing a final status"
-
-    started = st.get("started_at")
-    before = float(st.get("elapsed_before_s") or 0.0)
-    if started:
-        end = st.get("ended_at") if info.state not in LIVE_STATES else None
-        if end is None and info.state == "died":
-            end = st.get("updated_at") or started
-        info.elapsed_s = before + max(0.0, float(end or time.time()) - float(started))
+    info.elapsed_s = _elapsed(f, info)
     if info.state == "preparing":
-        info.eta_s = _prepare_eta(st, info)
+        info.eta_s = _prepare_eta(f, info)
     else:
-        info.eta_s = _eta(st, info) if info.state in LIVE_STATES else None
+        info.eta_s = _eta(f, info) if info.state in LIVE_STATES else None
+    info.damaged = "; ".join(f.problems)
     return info
+
+
+def _elapsed(f: _Fields, info: RunInfo) -> float:
+    started = f.number("started_at")
+    before = f.number("elapsed_before_s") or 0.0
+    if not started:
+        return before
+    end = f.number("ended_at") if info.state not in LIVE_STATES else None
+    if end is None and info.state == "died":
+        end = f.number("updated_at") or started
+    return before + max(0.0, (end or time.time()) - started)
 
 
 def worker_alive(run_dir: Path, st: dict) -> bool:
@@ -203,9 +321,10 @@ def worker_alive(run_dir: Path, st: dict) -> bool:
     held = runlock.is_held(run_dir)
     if held is not None:
         return held
-    if st.get("pid_started_at") is not None:
-        return runlock.same_process(st.get("pid"), st.get("pid_started_at"))
-    return pid_alive(st.get("pid"))
+    pid, started = count(st.get("pid"), PID_MAX), finite(st.get("pid_started_at"))
+    if started is not None:
+        return runlock.same_process(pid, started)
+    return pid_alive(pid)
 
 
 def status_from_folder(run_dir: Path) -> dict:
@@ -229,24 +348,24 @@ def status_from_folder(run_dir: Path) -> dict:
     }
 
 
-def _eta(st: dict, info: RunInfo) -> float | None:
+def _eta(f: _Fields, info: RunInfo) -> float | None:
     # Rate over this session only: a resumed run's first steps include loading.
     # first_step_at marks the end of this session's first step: time the steps after it.
-    start_step = int(st.get("start_step") or 0)
-    t0 = st.get("first_step_at")
+    start_step = f.whole("start_step") or 0
+    t0 = f.number("first_step_at")
     done = info.step - start_step - 1
     if not t0 or done <= 0 or not info.total_steps:
         return None
-    rate = (time.time() - float(t0)) / done
+    rate = (time.time() - t0) / done
     return max(0.0, (info.total_steps - info.step) * rate)
 
 
-def _prepare_eta(st: dict, info: RunInfo) -> float | None:
-    t0 = st.get("prepare_started_at")
+def _prepare_eta(f: _Fields, info: RunInfo) -> float | None:
+    t0 = f.number("prepare_started_at")
     if not t0 or not info.rows_total or info.rows_done <= 0:
         return None
-    rate = (time.time() - float(t0)) / info.rows_done
-    return max(0.0, (int(info.rows_total) - info.rows_done) * rate)
+    rate = (time.time() - t0) / info.rows_done
+    return max(0.0, (info.rows_total - info.rows_done) * rate)
 
 
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:
@@ -262,9 +381,16 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
 
     def started(d: Path) -> float:
         st = read_status(d)
-        return float(st.get("created_at") or st.get("started_at") or d.stat().st_mtime)
+        return finite(st.get("created_at")) or finite(st.get("started_at")) or _mtime(d)
 
     return [read_run(d) for d in sorted(dirs, key=started, reverse=True)]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed while listing
+        return 0.0
 
 
 def resolve_run(name_or_path: str | Path, runs_dir: str | Path) -> Path:
@@ -294,8 +420,10 @@ class MetricsTail:
         self.path = path / METRICS_FILE if path.is_dir() else path
         self.offset = 0
         self._partial = b""
+        self.bad_lines = 0  # lines that were not a JSON object, skipped
 
     def read_new(self) -> list[dict]:
+        """New complete rows, each cleaned by `clean_metrics_row`; bad lines are skipped."""
         try:
             with open(self.path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
@@ -303,7 +431,7 @@ class MetricsTail:
                     self.offset, self._partial = 0, b""
                 fh.seek(self.offset)
                 chunk = fh.read()
-        except FileNotFoundError:
+        except OSError:  # missing, or not a file at all
             return []
         self.offset += len(chunk)
         data = self._partial + chunk
@@ -314,9 +442,14 @@ class MetricsTail:
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+                row = clean_metrics_row(json.loads(line))
+            except (ValueError, RecursionError):  # garbage, binary, absurd nesting
+                row = None
+            if row is None:
+                self.bad_lines += 1
                 log.warning("skipping a malformed line in %s", self.path)
+            else:
+                out.append(row)
         return out
 
 
@@ -330,7 +463,7 @@ def tail_log(run_dir: str | Path, n: int = 50) -> list[str]:
     path = Path(run_dir) / LOG_FILE
     try:
         fh = open(path, "rb")
-    except FileNotFoundError:
+    except OSError:
         return []
     with fh:
         end = fh.seek(0, os.SEEK_END)

@@ -21,8 +21,8 @@ import pytest
 from textual.app import App
 from textual.widgets import Log, ProgressBar, Static
 
-from core.runs import write_status
 from core.runlock import process_start_time
+from core.runs import write_status
 from tui.screens.train_live import ConfirmStop, TrainLiveScreen
 from tui.widgets.loss_chart import LossChart, decimate
 from tui.widgets.resource_meter import ResourceMeter, ResourceSample

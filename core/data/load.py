@@ -150,11 +150,78 @@ def open_binary(src: Source) -> io.BufferedIOBase:
                 where=str(src.path),
                 hint="pip install zstandard, or decompress the file first (zstd -d)",
             ) from None
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(src.path, "rb")))
+        return io.BufferedReader(_ZstdReader(open(src.path, "rb"), zstandard))
     return open(src.path, "rb")
 
 
+class _ZstdReader(io.RawIOBase):
+    """Decompresses every frame of a .zst file. zstandard's own stream_reader ends silently
+    on a truncated file; this raises EOFError then, as gzip, bz2 and lzma do."""
+
+    def __init__(self, fh, zstandard):
+        self._fh, self._new = fh, zstandard.ZstdDecompressor().decompressobj
+        self._d, self._buf, self._started = self._new(), b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buf:
+            chunk = self._fh.read(CHUNK)
+            if not chunk:
+                if self._started and not self._d.eof:
+                    raise EOFError("the file ends in the middle of a zstd frame")
+                return 0
+            self._started = True
+            self._buf = self._frames(chunk)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def _frames(self, chunk: bytes) -> bytes:
+        if self._d.eof:  # the previous chunk ended exactly at the end of a frame
+            self._d = self._new()
+        out = self._d.decompress(chunk)
+        while self._d.eof and self._d.unused_data:  # the next frame starts in this chunk
+            rest, self._d = self._d.unused_data, self._new()
+            out += self._d.decompress(rest)
+        return out
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
 def read_source(src: Source, *, text_split: str = "paragraph") -> Iterator[Record]:
+    """The records of one source; a compressed file that is damaged, truncated or not
+    compressed at all stops with a UserError naming the file and the last line read."""
+    last = 0
+    try:
+        for record in _records(src, text_split):
+            last = record[0]
+            yield record
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise _damaged_file(src, last, exc) from None
+    except Exception as exc:  # zstandard's ZstdError derives from Exception only
+        if type(exc).__name__ != "ZstdError":
+            raise
+        raise _damaged_file(src, last, exc) from None
+
+
+def _damaged_file(src: Source, last: int, exc: BaseException) -> UserError:
+    kind = {"gzip": "gzip", "bz2": "bzip2", "xz": "xz", "zstd": "zstd"}.get(src.compression or "")
+    what = f"not a valid {kind} file, or truncated" if kind else "could not be read"
+    after = f" after line {last}" if last and not src.indexed else ""
+    detail = str(exc).strip() or type(exc).__name__
+    return UserError(
+        f"{what}{after} ({detail})",
+        where=str(src.path or src.name),
+        hint="download or compress the file again" if kind else None,
+    )
+
+
+def _records(src: Source, text_split: str) -> Iterator[Record]:
     if src.kind == "hub":
         yield from _read_hub(src)
         return
@@ -181,6 +248,10 @@ def _read_jsonl(src: Source, f, first_line: int = 1) -> Iterator[Record]:
         except UnicodeDecodeError as exc:
             detail = f"bytes that are not UTF-8 at column {exc.start + 1}"
             yield lineno, None, Problem(src.where(lineno), "non_utf8", detail)
+            continue
+        except RecursionError:
+            detail = "invalid JSON: nested too deeply to read"
+            yield lineno, None, Problem(src.where(lineno), "invalid_json", detail)
             continue
         except ValueError as exc:
             if not raw.strip():
@@ -209,6 +280,10 @@ def _read_json(src: Source, f) -> Iterator[Record]:
     text = head + reader.read()
     try:
         doc = json.loads(text.lstrip("\ufeff"))
+    except RecursionError:
+        problem = Problem(src.name, "invalid_json", "invalid JSON: nested too deeply to read")
+        yield 0, None, problem
+        return
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # several values one after the other: it is JSON Lines
             yield from _read_jsonl(src, io.BytesIO(text.encode("utf-8", "surrogateescape")))
@@ -315,6 +390,13 @@ def _stream_array(src: Source, reader, buf: str) -> Iterator[Record]:
             obj, end = decode(buf, pos)
             if end >= len(buf) and not eof:
                 raise json.JSONDecodeError("need more", buf, end)
+        except RecursionError:
+            line = lines_before + buf.count("\n", 0, pos) + 1
+            detail = (
+                f"invalid JSON: element [{index}] is nested too deeply to read; nor what follows"
+            )
+            yield index, None, Problem(f"{src.name}:{line}", "invalid_json", detail)
+            return
         except json.JSONDecodeError as exc:
             if not eof:
                 more = reader.read(CHUNK)
@@ -362,17 +444,26 @@ def _stream_array(src: Source, reader, buf: str) -> Iterator[Record]:
 def _read_csv(src: Source, f, delimiter: str) -> Iterator[Record]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text, delimiter=delimiter)
+    # strict: a quote that is not closed where a field ends is an error we can place,
+    # instead of a field that silently swallows the lines after it
+    reader = csv.reader(text, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
-    except StopIteration:
+    except (StopIteration, csv.Error):
         return
     header = [h.strip() for h in header]
     width = len(header)
-    start = reader.line_num + 1
-    for values in reader:
-        line = start
-        start = reader.line_num + 1
+    while True:
+        line = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield line, None, _unclosed_quote(src, line, reader.line_num)
+            if reader.line_num < line:
+                return  # nothing consumed: stop rather than loop
+            continue
         if not values or (len(values) == 1 and not values[0].strip()):
             continue
         if any(_SURROGATE.search(v) for v in values):
@@ -391,6 +482,17 @@ def _read_csv(src: Source, f, delimiter: str) -> Iterator[Record]:
             continue
         # A short row leaves its last columns out: reported as missing fields by the format.
         yield line, dict(zip(header, values, strict=False)), None
+
+
+def _unclosed_quote(src: Source, start: int, end: int) -> Problem:
+    swallowed = end - start
+    more = f"; it swallowed the next {swallowed} lines (to line {end})" if swallowed > 0 else ""
+    return Problem(
+        src.where(start),
+        "unclosed_quote",
+        f'a quoted field that starts on line {start} is not closed by a " before its comma or '
+        f"line end{more}: check the quotes on line {start}",
+    )
 
 
 def _read_txt(src: Source, f, text_split: str) -> Iterator[Record]:

@@ -186,6 +186,7 @@ def prepare(
     else:
         # split rows, not examples: the chunks of one long document stay on one side
         train_groups, eval_groups = split(groups, cfg.validation_split, cfg.split_seed)
+        _check_split(cfg, len(train_groups), len(eval_groups))
     train = [ex for g in train_groups for ex in g]
     evals = [ex for g in eval_groups for ex in g]
     packed = packing_enabled(cfg)
@@ -205,6 +206,18 @@ def prepare(
     )
 
 
+def _check_split(cfg: DataConfig, n_train: int, n_eval: int) -> None:
+    """More rows held out than trained on is a typo (0.9 for 0.1, 500 for 50), not a plan."""
+    if n_eval <= n_train:
+        return
+    raise UserError(
+        f"validation_split = {cfg.validation_split:g} holds out {n_eval} of "
+        f"{n_train + n_eval} rows, leaving only {n_train} to train on",
+        where="data.validation_split",
+        hint=f"use a small fraction such as 0.1, or a count of at most {(n_train + n_eval) // 2}",
+    )
+
+
 # -- reading -------------------------------------------------------------------
 
 
@@ -214,6 +227,48 @@ def _records(
     for si, src in enumerate(sources):
         for loc, row, problem in read_source(src, text_split=text_split):
             yield si, loc, row, problem
+
+
+def _row_format(row: dict, cfg: DataConfig) -> tuple[str | None, dict]:
+    """The format of one row on its own (and its column mapping); None when it has none."""
+    try:
+        fmt, mapping, _ = detect_format([row], cfg.columns)
+    except UserError:
+        return None, {}
+    return fmt, mapping
+
+
+def _detect_for_task(sample: list[dict], cfg: DataConfig) -> tuple[str, dict, list[str]]:
+    """detect_format, except that a file mixing formats is read in the one the task takes:
+    when the format detected first is not one the task reads, the rows that are decide."""
+    fmt, mapping, evidence = detect_format(sample, cfg.columns, cfg.format)
+    accepted = TASK_FORMATS.get(cfg.task, ())
+    if cfg.format not in ("", "auto") or fmt in accepted:
+        return fmt, mapping, evidence
+    fitting = [row for row in sample if _row_format(row, cfg)[0] in accepted]
+    if not fitting:
+        return fmt, mapping, evidence  # refused by the caller, with the task that fits
+    fmt2, mapping2, evidence2 = detect_format(fitting, cfg.columns)
+    note = (
+        f"{len(sample) - len(fitting)} of the first {len(sample)} rows are "
+        f"{FORMAT_NAMES.get(fmt, fmt)}, which the {cfg.task} task does not read: they are "
+        "reported as problems"
+    )
+    return fmt2, mapping2, [*evidence2, note]
+
+
+def _normalize_mixed(row: dict, fmt: str, mapping: dict, cfg: DataConfig):
+    """normalize() in the detected format; with the format detected (not set), a row that
+    does not fit it but is itself of a format the task reads (a file mixing Alpaca and
+    `messages` rows) is read in its own format instead of dropped."""
+    out = normalize(row, fmt, mapping)
+    if out[0] is not None or cfg.format not in ("", "auto"):
+        return out
+    own, own_mapping = _row_format(row, cfg)
+    if own is None or own == fmt or own not in TASK_FORMATS.get(cfg.task, ()):
+        return out
+    again = normalize(row, own, own_mapping)
+    return again if again[0] is not None else out
 
 
 def _read_ahead(records: Iterator) -> tuple[list, Iterator]:
@@ -251,7 +306,7 @@ def _scan(
     if not head:
         raise UserError(_empty_message(head, sources), where=cfg.data)
     if sample:
-        fmt, mapping, evidence = detect_format(sample, cfg.columns, cfg.format)
+        fmt, mapping, evidence = _detect_for_task(sample, cfg)
     else:  # nothing readable: every row is reported below, the format stays unknown
         fmt, mapping, evidence = "unknown", {}, ["no readable row to tell the format from"]
     report.format, report.evidence = fmt, evidence
@@ -287,6 +342,7 @@ def _scan(
         for part, n in done.skipped.items():
             report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
         report.boundary_merges += done.boundary_merges
+        report.cut_lengths.extend(done.cut_lengths)
         for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
             hashes.append(key)
             srcs.append(si)
@@ -318,6 +374,7 @@ def _scan(
             trained_tokens=sum(t for t, k in zip(trained, keep_mask, strict=False) if k),
             batch_size=batch_size,
             truncates=not text_task,
+            cut=report.cut_lengths,
         )
         if report.token_stats is not None:
             if text_task:  # long documents become several chunks
@@ -367,6 +424,7 @@ class _Done:
     problems: list[Problem]
     skipped: dict
     boundary_merges: int = 0
+    cut_lengths: list[int] = dataclasses.field(default_factory=list)  # rows cut to nothing
     # per usable row: (source, loc, content hash, examples or None, length, trained tokens)
     kept: list[tuple] = dataclasses.field(default_factory=list)
     previews: dict[int, dict] = dataclasses.field(default_factory=dict)  # kept index -> row
@@ -426,7 +484,7 @@ def _process(job: _Job, batch: list) -> _Done:
         if problem is not None:
             done.problems.append(problem)
             continue
-        norm, issues, skipped = normalize(row, job.fmt, job.mapping)
+        norm, issues, skipped = _normalize_mixed(row, job.fmt, job.mapping, job.cfg)
         for part, n in (skipped or {}).items():
             done.skipped[part] = done.skipped.get(part, 0) + n
         if issues or norm is None:
@@ -510,6 +568,8 @@ def _tokenize(good, job: _Job, done: _Done):
             done.boundary_merges += 1
         if t.trained == 0:
             why = " (the answer lies past max_seq_len)" if t.length > max_len else ""
+            if t.length > max_len:
+                done.cut_lengths.append(t.length)
             done.problems.append(
                 Problem(where, "no_trainable", "no token left to train on after masking" + why)
             )

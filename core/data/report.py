@@ -40,13 +40,16 @@ class TokenStats:
     p95: int
     max: int
     max_seq_len: int
-    histogram: list[tuple[int, int, int]]  # (from, to, rows) with from <= length < to
+    # (from, to, rows) with from <= length < to, over every tokenized row: the usable ones and
+    # those whose answer max_seq_len cuts off entirely
+    histogram: list[tuple[int, int, int]]
     rows_truncated: int
     tokens_lost: int
-    suggested_max_len: int
+    suggested_max_len: int  # holds 99% of the rows whole
     trained_tokens: int
     batch_size: int = 4
     sequences: int | None = None  # training sequences when packed (or text split in chunks)
+    rows_over_suggested: int = 0  # rows longer than suggested_max_len (the longest 1% at most)
 
     def steps_per_epoch(self, batch_size: int | None = None, accumulation: int = 1) -> int:
         """Optimizer steps for one pass over the data (packed sequences when packing)."""
@@ -79,6 +82,9 @@ class DataReport:
     examples: list[dict] = field(default_factory=list)  # the same rows tokenized (with a tokenizer)
     notes: list[str] = field(default_factory=list)
     boundary_merges: int = 0  # rows where a token crosses a prompt/answer boundary
+    # token lengths of rows dropped because max_seq_len cut off their whole answer: not
+    # usable, but counted in the length histogram and the suggested max_seq_len
+    cut_lengths: list[int] = field(default_factory=list, repr=False)
 
     def add_problem(self, problem: Problem) -> None:
         self.problem_counts[problem.kind] = self.problem_counts.get(problem.kind, 0) + 1

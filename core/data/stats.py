@@ -17,42 +17,62 @@ def token_stats(
     batch_size: int = 4,
     bins: int = 10,
     truncates: bool = True,
+    cut: Sequence[int] = (),
 ) -> TokenStats | None:
-    """Statistics of row lengths in tokens (before truncation). None for no rows."""
+    """Statistics of the usable rows' lengths in tokens (before truncation). None for no rows.
+
+    `cut`: lengths of rows dropped because truncation left nothing to train on; the
+    histogram and the suggested max_seq_len count them too, since they are what a longer
+    max_seq_len would save."""
     if not lengths:
         return None
     import numpy as np
 
     arr = np.asarray(lengths, dtype=np.int64)
+    every = np.concatenate([arr, np.asarray(cut, dtype=np.int64)])
     over = arr[arr > max_seq_len]
-    top, low = int(arr.max()), int(arr.min())
-    step = max(1, -(-(top + 1 - low) // bins))
-    start = low - low % step  # round edges so they read well
-    if start + step * bins <= top:
-        step += 1
-    edges = [start + step * i for i in range(bins + 1)]
-    counts, _ = np.histogram(arr, bins=edges)
-    p99 = float(np.percentile(arr, 99))
+    edges = histogram_edges(int(every.min()), int(every.max()), bins)
+    counts, _ = np.histogram(every, bins=edges)
+    suggested = suggest_max_len(every)
     return TokenStats(
         count=int(arr.size),
         total=int(arr.sum()),
         min=int(arr.min()),
         median=int(np.median(arr)),
         p95=int(np.percentile(arr, 95)),
-        max=top,
+        max=int(arr.max()),
         max_seq_len=max_seq_len,
         histogram=[(edges[i], edges[i + 1], int(c)) for i, c in enumerate(counts)],
         rows_truncated=int(over.size) if truncates else 0,
         tokens_lost=int((over - max_seq_len).sum()) if truncates else 0,
-        suggested_max_len=suggest_max_len(p99),
+        suggested_max_len=suggested,
+        rows_over_suggested=int((every > suggested).sum()),
         trained_tokens=trained_tokens,
         batch_size=batch_size,
     )
 
 
-def suggest_max_len(p99: float) -> int:
-    """The smallest multiple of 64 that holds 99% of the rows whole."""
-    return max(64, int(-(-p99 // 64) * 64))
+def histogram_edges(low: int, top: int, bins: int) -> list[int]:
+    """`bins + 1` evenly spaced edges, multiples of the step (they read well), with
+    low >= edges[0] and top < edges[-1]: every row falls in a bin `from <= length < to`."""
+    bins = max(2, bins)
+    step = max(1, -(-(top + 1 - low) // bins))
+    if low - low % step + step * bins <= top:
+        # rounding the start down cost more than a step's slack: a step this wide
+        # covers low..top from any start within one step below low
+        step = -(-(top + 1 - low) // (bins - 1))
+    start = low - low % step
+    return [start + step * i for i in range(bins + 1)]
+
+
+def suggest_max_len(lengths, share: float = 0.99) -> int:
+    """The smallest multiple of 64 that holds `share` of the rows whole: the length of the
+    ceil(share * n)-th shortest row, rounded up (a percentile would interpolate below it)."""
+    import numpy as np
+
+    ordered = np.sort(np.asarray(lengths, dtype=np.int64))
+    keep = max(1, -(-int(share * 1000) * ordered.size // 1000))  # ceil without float error
+    return max(64, int(-(-int(ordered[keep - 1]) // 64) * 64))
 
 
 def split(items: list, validation: float, seed: int) -> tuple[list, list]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from core import runlock, runs
 from core.config import RunConfig, validate
 from core.errors import UserError
+from core.train.limits import check_limits
 from core.train.stopflag import EARLY_SIGNALS
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
 
     model_path = resolve_model(cfg.model.model)
     arch = model_arch(cfg, model_path)
+    check_limits(cfg, arch)
     check_data(cfg)
     absolutize_paths(cfg)
     runs_dir = Path(cfg.runs_dir)

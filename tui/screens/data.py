@@ -30,6 +30,7 @@ from textual.worker import get_current_worker
 
 from core.config import parse_mapping, section_fields
 from core.errors import UserError
+from core.text import visible
 from tui import backend
 from tui.screens.base import WizardScreen
 from tui.widgets.histogram import Histogram
@@ -235,9 +236,9 @@ class DataScreen(WizardScreen):
         evidence = Text("Detected: ", style="bold")
         evidence.append(report.format or "?")
         for line in report.evidence:
-            evidence.append("\n• " + line)
+            evidence.append("\n• " + visible(line))
         for note in report.notes:
-            evidence.append("\n• " + note, style="dim")
+            evidence.append("\n• " + visible(note), style="dim")
         self.query_one("#data-evidence", Static).update(evidence)
         self.show_problems()
         self.show_preview(report)
@@ -252,7 +253,7 @@ class DataScreen(WizardScreen):
         for p in self.report.problems:
             if needle and needle not in f"{p.where} {p.kind} {p.message}".lower():
                 continue
-            table.add_row(Text(p.where), Text(p.kind), Text(p.message))
+            table.add_row(Text(visible(p.where)), Text(p.kind), Text(visible(p.message)))
         listed = len(self.report.problems)
         total = sum(self.report.problem_counts.values())
         tab = self.query_one(TabbedContent).get_tab("tab-problems")
@@ -273,7 +274,7 @@ class DataScreen(WizardScreen):
         if not rows:
             return
         columns = list(dict.fromkeys(k for row in rows for k in row))
-        table.add_columns(*columns)
+        table.add_columns(*(visible(c, newlines=False) for c in columns))
         for row in rows:
             table.add_row(*(Text(_cell(row.get(c))) for c in columns))
         self.show_masking(0)
@@ -293,7 +294,7 @@ class DataScreen(WizardScreen):
         pieces = backend.masking_preview(example, tokenizer, cfg)
         text = Text()
         for token, trained in pieces:
-            text.append(token, style="black on green" if trained else "dim")
+            text.append(visible(token), style="black on green" if trained else "dim")
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self.query_one("#masking", Static).update, text)
 
@@ -313,8 +314,7 @@ class DataScreen(WizardScreen):
         if stats.rows_truncated:
             text.append(
                 f"\n{stats.rows_truncated} rows longer than {stats.max_seq_len} tokens are "
-                f"truncated ({stats.tokens_lost:,} tokens lost); "
-                f"max_seq_len {stats.suggested_max_len} would keep them.",
+                f"truncated ({stats.tokens_lost:,} tokens lost); {_suggestion(stats)}",
                 style="yellow",
             )
         text.append("\nRows by length in tokens (red: past max_seq_len):", style="dim")
@@ -354,9 +354,18 @@ class DataScreen(WizardScreen):
         return True
 
 
+def _suggestion(stats) -> str:
+    """What the suggested max_seq_len keeps, exactly (it holds 99% of the rows, not always all)."""
+    if stats.suggested_max_len <= stats.max_seq_len:
+        return "they are the longest 1% of the rows."
+    over = stats.rows_over_suggested
+    kept = "them" if not over else f"{stats.rows_truncated - over} of them"
+    return f"max_seq_len {stats.suggested_max_len} would keep {kept} whole."
+
+
 def _cell(value) -> str:
     text = value if isinstance(value, str) else repr(value)
-    text = text.replace("\n", "⏎ ")
+    text = visible(text.replace("\n", "⏎ "))
     return text if len(text) <= PREVIEW_CELL else text[: PREVIEW_CELL - 1] + "…"
 
 

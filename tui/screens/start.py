@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Static
 
 from core.runs import LIVE_STATES, format_duration
+from core.text import visible
 from tui import backend
 from tui.screens.base import WizardScreen
 
@@ -61,7 +62,7 @@ class StartScreen(WizardScreen):
         for run in runs:
             steps = run.progress_text()
             table.add_row(
-                Text(run.name),
+                Text(visible(run.name, newlines=False)),
                 Text(run.state, style="bold" if run.state in LIVE_STATES else ""),
                 steps,
                 _num(run.last_loss),
@@ -72,8 +73,15 @@ class StartScreen(WizardScreen):
         self.runs = runs
         if runs:
             table.move_cursor(row=min(keep, len(runs) - 1))
+        damaged = [
+            f"{visible(r.name, newlines=False)}: damaged: {r.damaged}" for r in runs if r.damaged
+        ]
         self.query_one("#no-runs", Static).update(
-            "" if runs else "No runs yet. Press n (or click New run) to set one up."
+            Text(visible("\n".join(damaged)), style="red")
+            if damaged
+            else ""
+            if runs
+            else "No runs yet. Press n (or click New run) to set one up."
         )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -23,6 +23,7 @@ from textual.widgets import Button, Footer, Log, ProgressBar, Static
 
 from core import runs
 from core.errors import UserError
+from core.text import visible
 from tui.widgets.loss_chart import LossChart, series
 from tui.widgets.resource_meter import ResourceMeter, Sampler, bar
 from tui.widgets.run_feed import (
@@ -107,7 +108,7 @@ class ConfirmStop(ModalScreen[bool]):
             yield Static(
                 Text.assemble(
                     "Stop run ",
-                    (self.run_name, "bold"),
+                    (visible(self.run_name, newlines=False), "bold"),
                     "?\nIt saves a checkpoint and ends; you can chat with it afterwards.",
                 )
             )
@@ -255,7 +256,7 @@ class TrainLiveScreen(Screen):
 
     @property
     def total_steps(self) -> int:
-        return int(self.info.total_steps or self._status.status.get("total_steps") or 0)
+        return self.info.total_steps  # checked by core.runs.read_run, unlike the raw status
 
     def eta_s(self) -> float | None:
         """From logged elapsed times (rate over the logged steps), else core's estimate."""
@@ -278,13 +279,15 @@ class TrainLiveScreen(Screen):
         title = Text()
         title.append(f"● {info.state}", style=STATE_STYLE.get(info.state, ""))
         title.append("  ")
-        title.append(info.name, style="bold")
+        title.append(visible(info.name, newlines=False), style="bold")
         details = [d for d in (info.method, info.model and Path(info.model).name) if d]
         if details:
-            title.append("  · " + " · ".join(details), style="dim")
-        if info.error:
-            title.append("\n")
-            title.append(info.error, style="red")
+            title.append(visible("  · " + " · ".join(details), newlines=False), style="dim")
+        # the title has room for one more line: what is wrong with the folder comes first
+        for problem in (info.damaged and f"damaged: {info.damaged}", info.error):
+            if problem:
+                title.append("\n")
+                title.append(visible(problem), style="red")
         self.query_one("#live-title", Static).update(title)
         self.show_progress()
 

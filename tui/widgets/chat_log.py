@@ -1,7 +1,8 @@
 """A scrolling conversation pane whose text is always literal.
 
 Model output is appended to a `rich.text.Text` (never parsed as markup), so a
-reply containing `[bold red]x[/]` shows exactly those characters.
+reply containing `[bold red]x[/]` shows exactly those characters, and control
+characters (ESC sequences, BEL) are shown escaped by `core.text.visible`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
+
+from core.text import visible
 
 ROLE_STYLE = {"user": "bold cyan", "assistant": "bold green", "notice": "dim italic"}
 
@@ -35,14 +38,14 @@ class ChatMessage(Static):
     def _redraw(self) -> None:
         text = Text()
         if self.role == "notice":
-            text.append(self.body, style=ROLE_STYLE["notice"])
+            text.append(visible(self.body), style=ROLE_STYLE["notice"])
         else:
-            text.append(f"{self.who}: ", style=ROLE_STYLE.get(self.role, "bold"))
-            text.append(self.body)  # literal: Text.append never parses markup
+            text.append(f"{visible(self.who)}: ", style=ROLE_STYLE.get(self.role, "bold"))
+            text.append(visible(self.body))  # literal: Text.append never parses markup
             if self.role == "assistant" and not self.body and not self.footer:
                 text.append("…", style="dim")
         if self.footer:
-            text.append("\n" + self.footer, style="dim")
+            text.append("\n" + visible(self.footer), style="dim")
         self.update(text)
 
     def append(self, chunk: str) -> None:

@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from core.text import visible
+
 
 class ErrorDialog(ModalScreen[None]):
     DEFAULT_CSS = """
@@ -24,7 +26,8 @@ class ErrorDialog(ModalScreen[None]):
 
     def __init__(self, title: str, message: str, hint: str = "") -> None:
         super().__init__()
-        self.title_text, self.message, self.hint = title, message, hint
+        # messages quote file names and data: control characters are shown, not obeyed
+        self.title_text, self.message, self.hint = visible(title), visible(message), visible(hint)
 
     def compose(self) -> ComposeResult:
         with Vertical():

@@ -6,60 +6,24 @@ log are followed from a byte offset (never re-read whole), status.json is
 re-parsed only when its mtime changes, and checkpoints are re-listed only
 when the set of `checkpoint-*`/`final` folders changes.
 
-core.runs / core.checkpoints are used when present; the small fallbacks keep
-the panel working against a plain run directory while those land.
+Every value goes through core.runs' checked readers: a damaged file shows as
+missing data, never as an exception in the panel.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.runs import MetricsTail, finite, read_json_object
+from core.text import visible
+
 LOG_TAIL_BYTES = 64 * 1024  # first open shows the end of a long log, not all of it
 
 
-class _OffsetTail:
-    """Follows a JSON-lines file from a byte offset; keeps a partial last line for later."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.offset = 0
-        self._partial = b""
-
-    def read_new(self) -> list[dict]:
-        try:
-            size = os.stat(self.path).st_size
-        except FileNotFoundError:
-            return []
-        if size < self.offset:  # truncated or replaced: start again
-            self.offset, self._partial = 0, b""
-        if size == self.offset:
-            return []
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(size - self.offset)
-        self.offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # b"" when the chunk ended with a newline
-        rows = []
-        for line in lines:
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue  # a damaged line must not stop the panel
-        return rows
-
-
-def metrics_tail(path: Path):
-    """core.runs.MetricsTail when it exists, else the local offset reader."""
-    try:
-        from core.runs import MetricsTail
-    except ImportError:
-        return _OffsetTail(path)
+def metrics_tail(path: Path) -> MetricsTail:
+    """The offset reader of metrics.jsonl (rows cleaned of NaN/inf and garbage by core)."""
     return MetricsTail(path)
 
 
@@ -75,7 +39,7 @@ class LogFollower:
     def read_new(self) -> list[str]:
         try:
             size = os.stat(self.path).st_size
-        except FileNotFoundError:
+        except OSError:
             return []
         skip_first = False
         if self.offset is None or size < self.offset:
@@ -84,9 +48,12 @@ class LogFollower:
             self._partial = ""
         if size == self.offset:
             return []
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(size - self.offset)
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(size - self.offset)
+        except OSError:  # not a regular file (a folder, a fifo): nothing to show
+            return []
         self.offset += len(data)
         # \r: progress bars rewrite one line; keep what the last rewrite said
         text = self._partial + data.decode("utf-8", errors="replace")
@@ -94,7 +61,7 @@ class LogFollower:
         self._partial = lines.pop()
         if skip_first and lines:
             lines = lines[1:]
-        return [line.rsplit("\r", 1)[-1] for line in lines]
+        return [visible(line.rsplit("\r", 1)[-1]) for line in lines]
 
 
 class StatusWatcher:
@@ -109,18 +76,16 @@ class StatusWatcher:
         """True when the status changed since the last poll."""
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError:
             return False
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
             return False
-        try:
-            status = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return False  # caught mid-write; the next tick reads it
+        status, problem = read_json_object(self.path)
         self._stamp = stamp
-        if not isinstance(status, dict) or status == self.status:
-            return False
+        if problem or status == self.status:
+            return bool(problem)  # damaged: read_run says how, once per change
+
         self.status = status
         return True
 
@@ -137,7 +102,7 @@ class CheckpointRow:
 def _checkpoint_names(run_dir: Path) -> tuple[str, ...]:
     try:
         entries = os.scandir(run_dir)
-    except FileNotFoundError:
+    except OSError:
         return ()
     with entries:
         return tuple(
@@ -147,26 +112,6 @@ def _checkpoint_names(run_dir: Path) -> tuple[str, ...]:
                 if e.is_dir() and (e.name.startswith("checkpoint-") or e.name == "final")
             )
         )
-
-
-def _fallback_checkpoints(run_dir: Path, names: tuple[str, ...]) -> list[CheckpointRow]:
-    rows = []
-    for name in names:
-        step = None
-        if name.startswith("checkpoint-"):
-            try:
-                step = int(name.split("-", 1)[1])
-            except ValueError:
-                continue
-        rows.append(CheckpointRow(name=name, step=step))
-    steps = [r for r in rows if r.step is not None]
-    steps.sort(key=lambda r: r.step or 0)
-    if steps:
-        steps[-1].tags.add("last")
-    for r in rows:
-        if r.name == "final":
-            r.tags.add("final")
-    return sorted(rows, key=lambda r: (r.step is None, r.step or 0))
 
 
 class CheckpointWatcher:
@@ -184,7 +129,7 @@ class CheckpointWatcher:
             return False
         first = self._names is None
         self._names = names
-        rows = list_checkpoint_rows(self.run_dir, names)
+        rows = list_checkpoint_rows(self.run_dir)
         self.incomplete = len(rows) < len(names)
         changed = [(r.name, r.eval_loss, sorted(r.tags)) for r in rows] != [
             (r.name, r.eval_loss, sorted(r.tags)) for r in self.rows
@@ -193,38 +138,19 @@ class CheckpointWatcher:
         return changed or first
 
 
-def list_checkpoint_rows(
-    run_dir: Path, names: tuple[str, ...] | None = None
-) -> list[CheckpointRow]:
-    if names is None:
-        names = _checkpoint_names(run_dir)
-    try:
-        from core.checkpoints import list_checkpoints
-    except ImportError:
-        return _fallback_checkpoints(run_dir, names)
-    try:
-        found = list_checkpoints(run_dir)
-    except Exception:  # a checkpoint being written right now; show what we can
-        return _fallback_checkpoints(run_dir, names)
+def list_checkpoint_rows(run_dir: Path) -> list[CheckpointRow]:
+    # core's listing reads damaged trainer states as empty, so it does not raise
+    from core.checkpoints import list_checkpoints
+
     return [
-        CheckpointRow(
-            name=c.name,
-            step=getattr(c, "step", None),
-            eval_loss=getattr(c, "eval_loss", None),
-            train_loss=getattr(c, "train_loss", None),
-            tags=set(getattr(c, "tags", ()) or ()),
-        )
-        for c in found
+        CheckpointRow(c.name, c.step, c.eval_loss, c.train_loss, set(c.tags))
+        for c in list_checkpoints(run_dir)
     ]
 
 
 def read_estimate_bytes(run_dir: Path) -> int | None:
     """The estimated peak memory per GPU from estimate.json, whatever its exact layout."""
-    path = Path(run_dir) / "estimate.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    data, _problem = read_json_object(Path(run_dir) / "estimate.json")
     return _find_total_bytes(data)
 
 
@@ -232,19 +158,19 @@ _TOTAL_KEYS = ("total_bytes", "peak_bytes", "total", "per_gpu_bytes", "total_per
 _GB_KEYS = ("total_gb", "peak_gb", "total_gib", "per_gpu_gb")
 
 
-def _find_total_bytes(data) -> int | None:
-    if not isinstance(data, dict):
+def _find_total_bytes(data, depth: int = 0) -> int | None:
+    if not isinstance(data, dict) or depth > 4:
         return None
     for key in _TOTAL_KEYS:
-        value = data.get(key)
-        if isinstance(value, (int, float)) and value > 0:
+        value = finite(data.get(key))
+        if value is not None and 0 < value < 1e18:
             return int(value)
     for key in _GB_KEYS:
-        value = data.get(key)
-        if isinstance(value, (int, float)) and value > 0:
+        value = finite(data.get(key))
+        if value is not None and 0 < value < 1e9:
             return int(value * (1024**3 if "gib" in key else 1e9))
     for key in ("memory", "estimate", "breakdown", "result"):
-        found = _find_total_bytes(data.get(key))
+        found = _find_total_bytes(data.get(key), depth + 1)
         if found:
             return found
     return None
