@@ -8,6 +8,7 @@ literally (Text objects, markup off).
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -39,6 +40,7 @@ from tui.widgets.path_input import PathSuggester
 FORMATS = next(f for f in section_fields("data") if f.name == "format").metadata["choices"]
 SPLIT_OPTIONS = ["validation_split", "max_seq_len", "split_seed", "packing", "validation_file"]
 PREVIEW_CELL = 60
+MASKING_HELP = "Masking preview: trained tokens are highlighted."
 
 
 class DataTree(DirectoryTree):
@@ -60,7 +62,10 @@ class DataScreen(WizardScreen):
         super().__init__()
         self.report = None
         self.tokenizer = None
+        self.count_note = ""  # why token counts are approximate ("" when exact)
         self.cancel = threading.Event()
+        # One scan at a time: a newer one waits for the older to notice its cancel event.
+        self.scan_lock = threading.Lock()
 
     def compose_body(self) -> ComposeResult:
         data = self.wizard.config["data"]
@@ -76,7 +81,7 @@ class DataScreen(WizardScreen):
         with TabbedContent(id="data-tabs"):
             with TabPane("Source", id="tab-source"):
                 with Horizontal():
-                    yield DataTree(".", id="data-tree")
+                    yield DataTree(tree_root(data["data"]), id="data-tree")
                     with VerticalScroll(id="data-detect"):
                         yield Static("Format", classes="label")
                         yield Select(
@@ -103,7 +108,7 @@ class DataScreen(WizardScreen):
                 yield DataTable(id="problems", cursor_type="row", zebra_stripes=True)
             with TabPane("Preview", id="tab-preview"):
                 yield DataTable(id="preview", cursor_type="row")
-                yield Static("Masking preview: trained tokens are highlighted.", classes="help")
+                yield Static(MASKING_HELP, classes="help", id="masking-help", markup=False)
                 with VerticalScroll(id="masking-box"):
                     yield Static("", id="masking", markup=False)
             with TabPane("Tokens & split", id="tab-tokens"):
@@ -184,50 +189,74 @@ class DataScreen(WizardScreen):
             return
         self.cancel.set()
         self.cancel = threading.Event()
-        self.report = None
+        self.show_failure(None)
         self.set_status("Scanning " + self.wizard.get("data.data") + " …")
         self.scan(self.wizard.run_config(), self.cancel)
 
     def set_status(self, text: str | Text) -> None:
         self.query_one("#data-status", Static).update(text)
 
-    @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
+    @work(thread=True, group="scan", exit_on_error=False)
     def scan(self, cfg, cancel: threading.Event) -> None:
-        worker = get_current_worker()
-        tokenizer = self.tokenizer
-        if tokenizer is None or getattr(self, "tokenizer_for", None) != cfg.model.model:
-            if backend.needs_bundled_conversion(cfg.model.model):
-                # First start only: without this the screen sits on "Scanning" for ~20 s.
-                self.app.call_from_thread(
-                    self.set_status,
-                    "Preparing the bundled model (a one-time conversion, about 20 s) …",
-                )
-            tokenizer = backend.load_tokenizer(cfg.model.model)
+        with self.scan_lock:
+            if not cancel.is_set():  # a newer scan was asked for while this one waited
+                self.scan_now(cfg, cancel)
 
-        def progress(*args, **kwargs) -> None:
-            if not cancel.is_set():
-                self.app.call_from_thread(self.set_status, "Scanning … " + _progress_text(args))
-
+    def scan_now(self, cfg, cancel: threading.Event) -> None:
+        tokenizer, note = self.tokenizer, self.count_note
         try:
+            if tokenizer is None or getattr(self, "tokenizer_for", None) != cfg.model.model:
+                if backend.needs_bundled_conversion(cfg.model.model):
+                    # First start only: without this the screen sits on "Scanning" for ~20 s.
+                    self.app.call_from_thread(
+                        self.set_status,
+                        "Preparing the bundled model (a one-time conversion, about 20 s) …",
+                    )
+                tokenizer, note = backend.counting_tokenizer(cfg.model.model)
+
+            def progress(*args, **kwargs) -> None:
+                if not cancel.is_set():
+                    self.app.call_from_thread(self.set_status, "Scanning … " + _progress_text(args))
+
             report = backend.inspect_data(cfg, tokenizer, cancel, progress=progress)
         except backend.Cancelled:
             return
-        except UserError:
-            self.app.call_from_thread(self.set_status, "The data could not be read.")
-            raise
-        if worker.is_cancelled or cancel.is_set():
+        except UserError as exc:
+            if not cancel.is_set():
+                self.app.call_from_thread(self.show_failure, exc)
             return
-        self.app.call_from_thread(self.show_report, report, tokenizer, cfg.model.model)
+        if not cancel.is_set():
+            self.app.call_from_thread(self.show_report, report, tokenizer, cfg.model.model, note)
 
-    def show_report(self, report, tokenizer, model: str) -> None:
+    def show_failure(self, exc: UserError | None) -> None:
+        """Clear what the last scan showed, so nothing stale is taken for this data; with an
+        error, say it in place (the fields above stay editable)."""
+        self.report = None
+        self.query_one("#data-evidence", Static).update("")
+        self.query_one("#problems", DataTable).clear()
+        self.query_one(TabbedContent).get_tab("tab-problems").label = "Problems"
+        self.query_one("#preview", DataTable).clear(columns=True)
+        self.query_one("#masking", Static).update("")
+        self.query_one("#token-stats", Static).update("")
+        self.query_one("#histogram", Histogram).set_bins([])
+        if exc is not None:
+            where = f"{exc.where}: " if exc.where else ""
+            text = Text("✗ " + where + exc.message, style="bold red")
+            if exc.hint:
+                text.append(f" ({exc.hint})", style="red")
+            self.set_status(text)
+
+    def show_report(self, report, tokenizer, model: str, note: str = "") -> None:
         self.report, self.tokenizer, self.tokenizer_for = report, tokenizer, model
+        self.count_note = note
         status = Text()
         status.append(f"{report.format or '?'}", style="bold")
         status.append(f" format · {report.rows_ok} of {report.rows_total} rows usable")
         if report.rows_bad:
             status.append(f" · {report.rows_bad} with problems", style="bold red")
         if report.token_stats:
-            status.append(f" · {report.token_stats.total:,} tokens")
+            approx = "≈" if note else ""
+            status.append(f" · {approx}{report.token_stats.total:,} tokens")
         self.set_status(status)
         if report.token_stats:
             self.wizard.data_tokens = int(report.token_stats.total)
@@ -236,9 +265,16 @@ class DataScreen(WizardScreen):
         evidence.append(report.format or "?")
         for line in report.evidence:
             evidence.append("\n• " + line)
-        for note in report.notes:
-            evidence.append("\n• " + note, style="dim")
+        if report.skipped_parts:
+            parts = ", ".join(f"{n:,} {k}" for k, n in report.skipped_parts.items())
+            evidence.append(f"\n• Not trained on: {parts} (left out of the text)", style="yellow")
+        for line in report.notes + ([note] if note else []):
+            evidence.append("\n• " + line, style="dim")
         self.query_one("#data-evidence", Static).update(evidence)
+        help_text = MASKING_HELP + (" (bundled tokenizer: approximate)" if note else "")
+        if report.skipped_parts:
+            help_text += " Tool calls and results are left out of the text."
+        self.query_one("#masking-help", Static).update(help_text)
         self.show_problems()
         self.show_preview(report)
         self.show_tokens(report)
@@ -306,6 +342,8 @@ class DataScreen(WizardScreen):
         max_len = int(self.wizard.get("data.max_seq_len"))
         text = Text()
         text.append(f"{stats.count} rows, {stats.total:,} tokens", style="bold")
+        if self.count_note:
+            text.append("\n" + self.count_note, style="yellow")
         text.append(
             f"\nlength min {stats.min} · median {stats.median} · p95 {stats.p95} · max {stats.max}"
         )
@@ -327,8 +365,13 @@ class DataScreen(WizardScreen):
         if not self.read_choices():
             return False
         if self.report is None:
-            self.notify("Wait for the scan to finish (or fix the data source).", severity="warning")
-            return False
+            # Never a dead end: the model and memory estimate needs no data.
+            self.notify(
+                "The data is not scanned (yet): the estimate uses the last token count, "
+                "and training checks the data again before it starts.",
+                severity="warning",
+            )
+            return True
         if self.report.rows_ok == 0:
             self.app.show_error(
                 UserError(
@@ -352,6 +395,13 @@ class DataScreen(WizardScreen):
             )
             return False
         return True
+
+
+def tree_root(data: str) -> str:
+    """The folder the file tree opens in: the current data path's, else the working folder."""
+    folder = Path(data).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    return str(folder) if str(folder) not in ("", ".") and folder.is_dir() else "."
 
 
 def _cell(value) -> str:
