@@ -18,11 +18,12 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from core.errors import UserError
-from tui.state import SCREENS, STATE_FILE, WizardState
+from tui.state import DEFAULT_PRESET, SCREENS, STATE_FILE, WizardState
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "tui.log"
+ESTIMATE_PRESET = "standard"  # what the estimate-only path prices unless the user chose one
 
 
 class TunewizApp(App):
@@ -109,6 +110,16 @@ class TunewizApp(App):
         from tui.screens import wizard_screen
 
         self.wizard.estimate_only = True
+        if self.wizard.preset == DEFAULT_PRESET:
+            # The default preset is a 30-step CPU demo: a rental priced on it means nothing.
+            from tui import backend
+
+            self.wizard.set_config(backend.apply_preset(self.wizard.run_config(), ESTIMATE_PRESET))
+            self.wizard.preset = ESTIMATE_PRESET
+            self.notify(
+                f"Estimating with the {ESTIMATE_PRESET} preset ({DEFAULT_PRESET} is a CPU demo); "
+                "batch and lengths are editable on the right."
+            )
         self.push_screen(wizard_screen("model"))
 
     def back_to_start(self) -> None:

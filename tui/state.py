@@ -52,6 +52,7 @@ class WizardState:
         self.preset = DEFAULT_PRESET
         self.catalog_filter = ""
         self.data_tokens = 0  # tokens in the scanned data, for the time and cost of renting
+        self.data_rows = 0  # usable rows in the scanned data (tokens per step under max_steps)
         self.data_tokens_note = ""  # why data_tokens is approximate ("" when counted exactly)
         self.estimate_only = False  # came from "Estimate a model before renting": no task/data
         self.selected_run = ""  # the run the start screen selects (the last one started)
@@ -88,6 +89,7 @@ class WizardState:
             "preset": self.preset,
             "catalog_filter": self.catalog_filter,
             "data_tokens": self.data_tokens,
+            "data_rows": self.data_rows,
             "data_tokens_note": self.data_tokens_note,
             "estimate_only": self.estimate_only,
             "selected_run": self.selected_run,
@@ -128,10 +130,8 @@ class WizardState:
         state.data_tokens_note = str(raw.get("data_tokens_note") or "")
         state.estimate_only = raw.get("estimate_only") is True
         state.selected_run = str(raw.get("selected_run") or "")
-        try:
-            state.data_tokens = max(0, int(raw.get("data_tokens") or 0))
-        except (TypeError, ValueError):
-            state.data_tokens = 0
+        state.data_tokens = _count(raw.get("data_tokens"))
+        state.data_rows = _count(raw.get("data_rows"))
         return state
 
 
@@ -145,3 +145,11 @@ def set_aside(path: Path, why: BaseException) -> str:
     except OSError:
         return f"The saved wizard state could not be read ({reason}); starting afresh."
     return f"The saved wizard state could not be read ({reason}); it was kept as {aside.name}."
+
+
+def _count(value: object) -> int:
+    """A saved count, 0 when missing or garbage."""
+    try:
+        return max(0, int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0

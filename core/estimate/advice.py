@@ -22,7 +22,12 @@ MFU = {"full": 0.40, "lora": 0.40, "qlora": 0.28}
 #: Data-parallel scaling per GPU beyond the first (all-reduce / all-gather traffic).
 MULTI_GPU_EFFICIENCY = 0.90
 MAX_BATCH = 256
+#: A recommendation leaves this share of the card free: the CUDA context, allocator
+#: fragmentation and other processes take memory that the estimate does not see.
+HEADROOM = 0.05
 METHOD_ORDER = ("full", "lora", "qlora")
+#: The methods as people write them (the lowercase names are config and CLI values).
+METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,15 @@ def _fits(arch: ModelArch, req: EstimateRequest, mem_bytes: float) -> bool:
     return estimate(arch, req).total <= mem_bytes
 
 
+def split_batch(batch: int, fits: int) -> tuple[int, int]:
+    """(per-device batch, accumulation factor) for an effective `batch` when at most `fits`
+    rows fit at once: the largest divisor of `batch` that fits, so batch x accumulation
+    stays exactly what was asked (8 with 6 fitting -> 4 x 2, not 6 x 2 = 12)."""
+    fits = max(1, min(fits, batch))
+    b = next(d for d in range(fits, 0, -1) if batch % d == 0)
+    return b, batch // b
+
+
 def max_batch(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> int:
     """Largest per-device batch (0 if none) that fits; memory is monotone in batch, so bisect."""
     mem = gpu_mem_gib * GIB
@@ -72,21 +86,28 @@ def recommend(
 ) -> Recommendation:
     """Prefer full, then LoRA, then QLoRA (or the forced method); the largest batch that fits."""
     methods = (force_method,) if force_method else METHOD_ORDER
+    usable = gpu_mem_gib * (1 - HEADROOM)
     for method in methods:
         r = with_(req, method=method)
-        b = max_batch(arch, r, gpu_mem_gib)
+        b = max_batch(arch, r, usable)
         if b:
             est = estimate(arch, with_(r, batch_size=b))
-            why = f"{method} fits in {gpu_mem_gib:g} GiB with up to {b} rows per step ({est.total / GIB:.1f} GiB at the peak)"
+            rows = f"{b} row{'s' if b != 1 else ''}"
+            why = (
+                f"{METHOD_LABELS[method]} fits in {gpu_mem_gib:g} GiB with up to {rows} per step "
+                f"({gib(est.total)} at the peak, keeping {HEADROOM:.0%} of the card free)"
+            )
             if method != methods[0]:
                 why += "; " + ", ".join(
-                    f"{m} does not fit even at batch 1" for m in methods[: methods.index(method)]
+                    f"{METHOD_LABELS[m]} does not fit even at batch 1"
+                    for m in methods[: methods.index(method)]
                 )
             if b < req.batch_size:
-                accum = -(-req.batch_size // b)
+                b, accum = split_batch(req.batch_size, b)
+                est = estimate(arch, with_(r, batch_size=b))
                 why += (
-                    f"; your batch of {req.batch_size} does not fit: use batch {b} with "
-                    f"gradient_accumulation_steps {accum} for the same effective batch"
+                    f"; your batch of {req.batch_size} does not fit: use batch {b} and multiply "
+                    f"gradient_accumulation_steps by {accum} for the same effective batch"
                 )
             return Recommendation(method, b, True, why, est)
     est = estimate(arch, with_(req, method=methods[-1], batch_size=1))
@@ -95,10 +116,15 @@ def recommend(
         None,
         False,
         f"{' / '.join(methods)} do{'es' if len(methods) == 1 else ''} not fit in {gpu_mem_gib:g} GiB "
-        f"even at batch 1 ({methods[-1]} needs {est.total / GIB:.1f} GiB)",
+        f"even at batch 1 ({methods[-1]} needs {gib(est.total)})",
         est,
         tuple(what_would_fit(arch, with_(req, method=methods[-1]), gpu_mem_gib)),
     )
+
+
+def gib(n_bytes: float) -> str:
+    """Memory for people: 23.5 GiB, 0.8 GiB."""
+    return f"{n_bytes / GIB:.1f} GiB"
 
 
 @dataclass(frozen=True)
@@ -234,7 +260,8 @@ class RentOption:
 def rent_table(
     arch: ModelArch, req: EstimateRequest, tokens: int, gpus: list[GpuProfile] | None = None
 ) -> list[RentOption]:
-    """Every catalog GPU, alone and in 2/4/8-GPU nodes, that fits `req.method`: cheapest first.
+    """Every catalog GPU, alone and in 2/4/8-GPU nodes, that fits `req.method` with HEADROOM
+    free: cheapest to the cent first, then fastest.
 
     Nodes use plain data parallelism when the model fits one GPU, else ZeRO-2, else ZeRO-3; where
     nothing fits, gradient checkpointing is turned on (and its recomputation priced in).
@@ -256,7 +283,7 @@ def rent_table(
             if n in done:
                 continue
             r = with_(base, gpus=n, zero=zero, grad_checkpointing=gc)
-            b = max_batch(arch, r, gpu.memory_gib)
+            b = max_batch(arch, r, gpu.memory_gib * (1 - HEADROOM))
             if b:
                 done.add(n)
                 hours = train_hours(arch, r, tokens, gpu, n)
@@ -276,5 +303,7 @@ def rent_table(
                         gpu.price_source,
                     )
                 )
-    rows.sort(key=lambda o: (o.cost_usd, o.hours))
+    # Cents first: below a cent every option costs the same to a user, and then the
+    # faster one is the better buy (exact fractions of a cent would order them at random).
+    rows.sort(key=lambda o: (round(o.cost_usd, 2), o.hours))
     return rows

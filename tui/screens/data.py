@@ -232,6 +232,9 @@ class DataScreen(WizardScreen):
         """Clear what the last scan showed, so nothing stale is taken for this data; with an
         error, say it in place (the fields above stay editable)."""
         self.report = None
+        if exc is not None:  # the estimate must not price the previous file's tokens
+            self.wizard.data_tokens, self.wizard.data_rows, self.wizard.data_tokens_note = 0, 0, ""
+            self.changed()
         self.query_one("#data-evidence", Static).update("")
         self.query_one("#problems", DataTable).clear()
         self.query_one(TabbedContent).get_tab("tab-problems").label = "Problems"
@@ -258,9 +261,11 @@ class DataScreen(WizardScreen):
             approx = "≈" if note else ""
             status.append(f" · {approx}{report.token_stats.total:,} tokens")
         self.set_status(status)
-        if report.token_stats:
-            self.wizard.data_tokens = int(report.token_stats.total)
-            self.changed()
+        stats = report.token_stats
+        self.wizard.data_tokens = int(stats.total) if stats else 0
+        self.wizard.data_rows = int(stats.count) if stats else 0
+        self.wizard.data_tokens_note = note
+        self.changed()
         evidence = Text("Detected: ", style="bold")
         evidence.append(report.format or "?")
         for line in report.evidence:
