@@ -236,3 +236,26 @@ async def test_a_background_error_does_not_take_the_users_typing(tmp_path, monke
         await pilot.press(*"-3")
         assert "estimator exploded" in "\n".join(n.message for n in app._notifications)
         assert app.focused is search and search.value == "llama-3"
+
+
+async def test_preset_values_are_checked_against_a_tiny_file(tmp_path):
+    rows = [{"instruction": f"Say {i}", "output": " ".join(["word"] * 200)} for i in range(4)]
+    path = tmp_path / "four.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="data"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await type_into(pilot, "#data-path", str(path))
+        checks = text_of(app, "#data-checks")  # sample-demo holds out 4 rows, cuts at 128
+        assert "validation_split = 4 holds out 3 of 4 rows, so training sees only 1" in checks
+        assert "max_seq_len = 128 cuts 4 of 4 rows (100%)" in checks
+        assert "max_seq_len = 256" in checks
+        await pilot.press("ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        assert name(app) == "SettingsScreen"
+        assert "training sees only 1" in text_of(app, "#settings-checks")
+        app.wizard.set("data.validation_split", 0)
+        app.screen.show_config()
+        assert "validation_split" not in text_of(app, "#settings-checks")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
+from core.data.checks import DataFacts, data_warnings
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,30 @@ class WizardState:
         self.gpu = ""  # a catalog GPU name to estimate for; "" = the one found here (or CPU)
         self.preset = DEFAULT_PRESET
         self.catalog_filter = ""
-        self.data_tokens = 0  # tokens in the scanned data, for the time and cost of renting
-        self.data_rows = 0  # usable rows in the scanned data (tokens per step under max_steps)
-        self.data_tokens_note = ""  # why data_tokens is approximate ("" when counted exactly)
+        # What the last scan found (rows, tokens, lengths), for the cost of renting and the
+        # checks of data-dependent settings; the note says why token counts are approximate.
+        self.data = DataFacts()
+        self.data_tokens_note = ""
         self.estimate_only = False  # came from "Estimate a model before renting": no task/data
         self.selected_run = ""  # the run the start screen selects (the last one started)
         self.notice = ""  # said once when the wizard opens (a saved state set aside); not saved
+
+    # -- the data scanned -------------------------------------------------------
+
+    def set_data(self, facts: DataFacts, note: str = "") -> None:
+        self.data, self.data_tokens_note = facts, note
+
+    @property
+    def data_tokens(self) -> int:
+        return self.data.tokens
+
+    @property
+    def data_rows(self) -> int:
+        return self.data.rows
+
+    def data_warnings(self) -> list[str]:
+        """What in the config does not suit the data scanned (validation split, length, steps)."""
+        return data_warnings(self.cfg, self.data)
 
     # -- the config ---------------------------------------------------------
 
@@ -88,8 +107,7 @@ class WizardState:
             "gpu": self.gpu,
             "preset": self.preset,
             "catalog_filter": self.catalog_filter,
-            "data_tokens": self.data_tokens,
-            "data_rows": self.data_rows,
+            "data_facts": self.data.to_dict(),
             "data_tokens_note": self.data_tokens_note,
             "estimate_only": self.estimate_only,
             "selected_run": self.selected_run,
@@ -130,8 +148,7 @@ class WizardState:
         state.data_tokens_note = str(raw.get("data_tokens_note") or "")
         state.estimate_only = raw.get("estimate_only") is True
         state.selected_run = str(raw.get("selected_run") or "")
-        state.data_tokens = _count(raw.get("data_tokens"))
-        state.data_rows = _count(raw.get("data_rows"))
+        state.data = DataFacts.from_dict(raw.get("data_facts") or {})
         return state
 
 
@@ -145,11 +162,3 @@ def set_aside(path: Path, why: BaseException) -> str:
     except OSError:
         return f"The saved wizard state could not be read ({reason}); starting afresh."
     return f"The saved wizard state could not be read ({reason}); it was kept as {aside.name}."
-
-
-def _count(value: object) -> int:
-    """A saved count, 0 when missing or garbage."""
-    try:
-        return max(0, int(value))  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return 0

@@ -30,9 +30,11 @@ from textual.widgets import (
 from textual.worker import get_current_worker
 
 from core.config import parse_mapping, section_fields
+from core.data.checks import DataFacts
 from core.errors import UserError
 from tui import backend
 from tui.screens.base import WizardScreen
+from tui.widgets.data_checks import DataChecks
 from tui.widgets.histogram import Histogram
 from tui.widgets.option_form import OptionForm, format_value
 from tui.widgets.path_input import PathSuggester
@@ -78,6 +80,7 @@ class DataScreen(WizardScreen):
             )
             yield Button("Scan", id="scan", variant="primary")
         yield Static("", id="data-status", markup=False)
+        yield DataChecks(id="data-checks")
         with TabbedContent(id="data-tabs"):
             with TabPane("Source", id="tab-source"):
                 with Horizontal():
@@ -162,6 +165,11 @@ class DataScreen(WizardScreen):
             return
         if event.dotted == "data.max_seq_len" and self.report and self.report.token_stats:
             self.show_tokens(self.report)
+        self.show_checks()
+
+    def show_checks(self) -> None:
+        """Preset values chosen for other data (split, length, steps), said with their fix."""
+        self.query_one("#data-checks", DataChecks).show(self.wizard.data_warnings())
 
     def action_use_sample(self) -> None:
         self.query_one("#data-path", Input).value = "sample"
@@ -233,8 +241,9 @@ class DataScreen(WizardScreen):
         error, say it in place (the fields above stay editable)."""
         self.report = None
         if exc is not None:  # the estimate must not price the previous file's tokens
-            self.wizard.data_tokens, self.wizard.data_rows, self.wizard.data_tokens_note = 0, 0, ""
+            self.wizard.set_data(DataFacts())
             self.changed()
+        self.show_checks()
         self.query_one("#data-evidence", Static).update("")
         self.query_one("#problems", DataTable).clear()
         self.query_one(TabbedContent).get_tab("tab-problems").label = "Problems"
@@ -261,11 +270,9 @@ class DataScreen(WizardScreen):
             approx = "≈" if note else ""
             status.append(f" · {approx}{report.token_stats.total:,} tokens")
         self.set_status(status)
-        stats = report.token_stats
-        self.wizard.data_tokens = int(stats.total) if stats else 0
-        self.wizard.data_rows = int(stats.count) if stats else 0
-        self.wizard.data_tokens_note = note
+        self.wizard.set_data(DataFacts.from_report(report), note)
         self.changed()
+        self.show_checks()
         evidence = Text("Detected: ", style="bold")
         evidence.append(report.format or "?")
         for line in report.evidence:

@@ -18,6 +18,7 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from core.config import METHODS
+from core.data.checks import DataFacts
 from core.errors import UserError
 from core.estimate.advice import METHOD_LABELS
 from tui import backend
@@ -212,8 +213,7 @@ class ModelScreen(WizardScreen):
     def count_data(self, path: str) -> None:
         status = self.query_one("#count-status", Static)
         if not path:
-            self.wizard.data_tokens, self.wizard.data_tokens_note = 0, ""
-            self.wizard.data_rows = 0
+            self.wizard.set_data(DataFacts())
             status.update("")
             self.changed()
             self.update_estimate()
@@ -240,10 +240,7 @@ class ModelScreen(WizardScreen):
             self.app.call_from_thread(self.counted, report, note)
 
     def counted(self, report, note: str) -> None:
-        stats = report.token_stats
-        self.wizard.data_tokens = int(stats.total) if stats else 0
-        self.wizard.data_rows = int(stats.count) if stats else 0
-        self.wizard.data_tokens_note = note
+        self.wizard.set_data(DataFacts.from_report(report), note)
         self.changed()
         self.show_count()
         self.update_estimate()
@@ -257,7 +254,7 @@ class ModelScreen(WizardScreen):
         self.query_one("#count-status", Static).update(text)
 
     def count_failed(self, exc: Exception) -> None:
-        self.wizard.data_tokens, self.wizard.data_tokens_note, self.wizard.data_rows = 0, "", 0
+        self.wizard.set_data(DataFacts())
         self.changed()
         message = exc.message if isinstance(exc, UserError) else "counting was cancelled"
         self.query_one("#count-status", Static).update(Text("✗ " + message, style="red"))

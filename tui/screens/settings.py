@@ -21,6 +21,7 @@ from core.config import RunConfig
 from core.errors import UserError
 from tui import backend
 from tui.screens.base import WizardScreen
+from tui.widgets.data_checks import DataChecks
 from tui.widgets.option_form import OptionForm
 
 SECTION_TITLES = {
@@ -68,6 +69,7 @@ class SettingsScreen(WizardScreen):
             for name in backend.PRESETS:
                 yield Button(backend.PRESET_LABELS[name], id=f"preset-{name}", classes="preset")
             yield Button("Start training", id="start", variant="success")
+        yield DataChecks(id="settings-checks")
         with TabbedContent(id="settings-tabs"):
             with TabPane("Run", id="tab-run"):
                 with VerticalScroll():
@@ -150,6 +152,7 @@ class SettingsScreen(WizardScreen):
         command.append(train_command(cfg))
         self.query_one("#command", Static).update(command)
         self.query_one("#toml", TextArea).load_text(cfg.to_toml())
+        self.query_one("#settings-checks", DataChecks).show(self.wizard.data_warnings())
 
     def action_copy(self) -> None:
         cfg = final_config(self.wizard.run_config())
