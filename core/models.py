@@ -109,8 +109,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
                 ) from None
             tokenizer = _tokenizer_from(resolved, trust_remote_code, local_only=False)
     except OSError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # not a paragraph
         raise UserError(
-            f"could not load the tokenizer of {name!r}: {exc}",
+            f"could not load the tokenizer of {name!r}: {first}",
             hint="offline? give a local model folder instead of a hub id",
         ) from None
     if tokenizer.pad_token is None:

@@ -261,7 +261,7 @@ def rent_table(
     arch: ModelArch, req: EstimateRequest, tokens: int, gpus: list[GpuProfile] | None = None
 ) -> list[RentOption]:
     """Every catalog GPU, alone and in 2/4/8-GPU nodes, that fits `req.method` with HEADROOM
-    free: cheapest to the cent first, then fastest.
+    free: cheapest to the cent first, then cheapest per hour, then fastest.
 
     Nodes use plain data parallelism when the model fits one GPU, else ZeRO-2, else ZeRO-3; where
     nothing fits, gradient checkpointing is turned on (and its recomputation priced in).
@@ -303,7 +303,7 @@ def rent_table(
                         gpu.price_source,
                     )
                 )
-    # Cents first: below a cent every option costs the same to a user, and then the
-    # faster one is the better buy (exact fractions of a cent would order them at random).
-    rows.sort(key=lambda o: (round(o.cost_usd, 2), o.hours))
+    # Cents first; below a cent every job costs the same to a user (fractions of a cent
+    # would order them at random), so the cheapest card to rent comes first, then the fastest.
+    rows.sort(key=lambda o: (round(o.cost_usd, 2), o.price_per_hour_usd, o.hours))
     return rows

@@ -125,6 +125,8 @@ class ModelScreen(WizardScreen):
     def on_mount(self) -> None:
         # Data is priced here only on the estimate-only path; the full wizard has a data screen.
         self.query_one("#price-data").display = self.wizard.estimate_only
+        if self.wizard.estimate_only:  # came to look a model up: start in the catalog search
+            self.query_one("#catalog-search", Input).focus()
         if self.wizard.estimate_only and self.wizard.data_tokens:
             self.show_count()
         self.fill_catalog(self.wizard.catalog_filter)
@@ -160,6 +162,11 @@ class ModelScreen(WizardScreen):
             self.choose_model(event.value.strip())
         elif event.input.id == "count-data":
             self.count_data(event.value.strip())
+        elif event.input.id == "catalog-search":  # Enter goes on to pick from what was found
+            catalog = self.query_one("#catalog", OptionList)
+            catalog.focus()
+            if catalog.option_count:
+                catalog.highlighted = 0
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option_list.id == "catalog" and event.option.id:
