@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Drive the real wizard in tmux, the way a user over SSH would: start -> task -> data (the
-# bundled sample) -> model & memory -> settings -> start a 2-step run -> live panel -> finished.
+# bundled sample) -> model & memory -> settings -> start a 2-step run -> live panel -> finished;
+# then the estimate-only path with no network: a catalog model, data counted approximately,
+# back to Start, and a restart that reopens the estimate.
 # Fails (exit 1, printing the pane) when an expected text does not appear in time.
 #
 #   scripts/tmux_walk.sh            # uses .venv/bin/tunewiz; TUNEWIZ_BIN overrides
@@ -79,6 +81,38 @@ if screen | grep -qE "Traceback|Error:"; then
     screen >&2
     exit 1
 fi
+keys C-q
+wait_for "EXITED" 10
+tmux kill-session -t "$SESSION"
+
+# Estimate before renting, offline: the hub is unroutable (port 9 refuses at once), not
+# merely flagged offline, so a slow look-up would show here as a timeout.
+walk_estimate() {
+    tmux new-session -d -s "$SESSION" -x 120 -y 40 \
+        "cd '$WORK' && env -u HF_HUB_OFFLINE HF_ENDPOINT=http://127.0.0.1:9 '$BIN'; echo EXITED; sleep 60"
+}
+walk_estimate
+wait_for "Estimate a model before renting" 20
+keys e
+wait_for "What to rent for" 20
+keys -l "3.1-8b"
+keys Enter Enter   # search, then pick the first match
+wait_for "GiB on CPU" 20
+wait_for "meta-llama/Llama-3.1-8B " 5
+keys Tab Tab Tab
+keys -l "sample"
+keys Enter
+wait_for "token counts are approximate" 30
+wait_for "data tokens × 3 epochs" 10
+keys Escape
+wait_for "Estimate a model before renting" 10
+keys e
+wait_for "What to rent for" 10
+keys C-q
+wait_for "EXITED" 10
+tmux kill-session -t "$SESSION"
+walk_estimate   # a restart reopens the estimate as it was
+wait_for "token counts are approximate" 30
 keys C-q
 wait_for "EXITED" 10
 echo "tmux walk passed"
