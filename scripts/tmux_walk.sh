@@ -96,9 +96,9 @@ wait_for "Estimate a model before renting" 20
 keys e
 wait_for "What to rent for" 20
 keys -l "3.1-8b"
-keys Enter Enter   # search, then pick the first match
-wait_for "GiB on CPU" 20
-wait_for "meta-llama/Llama-3.1-8B " 5
+keys Enter   # the search goes on to its matches,
+keys Enter   # and the first is picked
+wait_for "weights 30.1" 20   # Llama-3.1-8B in fp32 on this CPU (no tokenizer needed)
 keys Tab Tab Tab
 keys -l "sample"
 keys Enter

@@ -259,3 +259,29 @@ async def test_preset_values_are_checked_against_a_tiny_file(tmp_path):
         app.wizard.set("data.validation_split", 0)
         app.screen.show_config()
         assert "validation_split" not in text_of(app, "#settings-checks")
+
+
+async def test_preview_shows_any_row_in_the_users_own_columns(tmp_path):
+    rows = [
+        {"question": f"Question {i}?", "answer": f"Answer number {i}, " + "long " * 30}
+        for i in range(1, 8)
+    ]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="data"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await type_into(pilot, "#data-path", str(path))
+        app.screen.query_one("#data-tabs").active = "tab-preview"
+        await type_into(pilot, "#row-number", "6")
+        table = app.screen.query_one("#preview", DataTable)
+        cells = {str(table.get_row_at(i)[0]): str(table.get_row_at(i)[1]) for i in range(2)}
+        assert cells["question"] == "Question 6?"  # the user's column names, the whole value
+        assert cells["answer"] == rows[5]["answer"]
+        assert "of 7 · qa.jsonl:6" in text_of(app, "#row-where")
+        assert "Answer number 6" in text_of(app, "#masking")
+        await pilot.press("down")  # Up / Down step through the rows
+        await settle(app, pilot)
+        assert "qa.jsonl:7" in text_of(app, "#row-where")

@@ -127,6 +127,13 @@ def inspect_data(cfg: RunConfig, tokenizer, cancel: threading.Event, progress=No
         raise Cancelled() from None
 
 
+def row_view(cfg: RunConfig, number: int, tokenizer):
+    """Row `number` (1-based) as the user wrote it, tokenized for the masking preview."""
+    from core.data import row_view as _row
+
+    return _row(cfg.data, number, tokenizer)
+
+
 def masking_preview(example: Any, tokenizer, cfg: RunConfig) -> list[tuple[str, bool]]:
     from core.data import masking_preview as _mask
 

@@ -24,11 +24,13 @@ from core.data.pipeline import (  # noqa: E402
     TASK_HELP,
     DataCancelled,
     PreparedData,
+    RowView,
     detect,
     inspect_data,
     no_usable_reason,
     packing_enabled,
     prepare,
+    row_view,
 )
 from core.data.report import DataReport, Problem, TokenStats  # noqa: E402
 from core.data.stats import pack, split, token_stats  # noqa: E402
@@ -50,6 +52,7 @@ __all__ = [
     "DataCancelled",
     "DataReport",
     "PreparedData",
+    "RowView",
     "Problem",
     "TokenStats",
     "chat_template_for",
@@ -64,6 +67,7 @@ __all__ = [
     "packing_enabled",
     "prepare",
     "render",
+    "row_view",
     "split",
     "suggest_task",
     "token_stats",

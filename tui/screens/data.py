@@ -7,14 +7,17 @@ literally (Text objects, markup off).
 
 from __future__ import annotations
 
+import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.widgets import (
     Button,
     DataTable,
@@ -41,8 +44,21 @@ from tui.widgets.path_input import PathSuggester
 
 FORMATS = next(f for f in section_fields("data") if f.name == "format").metadata["choices"]
 SPLIT_OPTIONS = ["validation_split", "max_seq_len", "split_seed", "packing", "validation_file"]
-PREVIEW_CELL = 60
 MASKING_HELP = "Masking preview: trained tokens are highlighted."
+
+
+class RowInput(Input):
+    """The row number; Up and Down step through the rows."""
+
+    BINDINGS = [Binding("up", "step(-1)", show=False), Binding("down", "step(1)", show=False)]
+
+    @dataclass
+    class Stepped(Message):
+        pass
+
+    def action_step(self, delta: int) -> None:
+        self.value = str(max(1, int(self.value or 1) + delta))
+        self.post_message(self.Stepped())
 
 
 class DataTree(DirectoryTree):
@@ -110,7 +126,11 @@ class DataScreen(WizardScreen):
                         yield RadioButton("stop", value=data["on_bad_rows"] == "stop", id="stop")
                 yield DataTable(id="problems", cursor_type="row", zebra_stripes=True)
             with TabPane("Preview", id="tab-preview"):
-                yield DataTable(id="preview", cursor_type="row")
+                with Horizontal(id="row-bar"):
+                    yield Static("Row", classes="label")
+                    yield RowInput("1", id="row-number", type="integer")
+                    yield Static("", id="row-where", markup=False)
+                yield DataTable(id="preview", cursor_type="row", show_cursor=False)
                 yield Static(MASKING_HELP, classes="help", id="masking-help", markup=False)
                 with VerticalScroll(id="masking-box"):
                     yield Static("", id="masking", markup=False)
@@ -249,6 +269,7 @@ class DataScreen(WizardScreen):
         self.query_one(TabbedContent).get_tab("tab-problems").label = "Problems"
         self.query_one("#preview", DataTable).clear(columns=True)
         self.query_one("#masking", Static).update("")
+        self.query_one("#row-where", Static).update("")
         self.query_one("#token-stats", Static).update("")
         self.query_one("#histogram", Histogram).set_bins([])
         if exc is not None:
@@ -315,35 +336,52 @@ class DataScreen(WizardScreen):
             self.show_problems()
 
     def show_preview(self, report) -> None:
+        self.show_row(int(self.query_one("#row-number", Input).value or 1))
+
+    @on(Input.Submitted, "#row-number")
+    @on(RowInput.Stepped)
+    def row_chosen(self) -> None:
+        self.show_row(int(self.query_one("#row-number", Input).value or 1))
+
+    def show_row(self, number: int) -> None:
+        """Row `number` as the user wrote it, and its masking preview (read in a worker)."""
+        if self.report is None:
+            return
+        number = max(1, min(number, self.report.rows_total or 1))
+        field = self.query_one("#row-number", Input)
+        with field.prevent(Input.Changed):
+            field.value = str(number)
+        self.read_row(self.wizard.run_config(), number, self.tokenizer)
+
+    @work(thread=True, exclusive=True, group="row", exit_on_error=False)
+    def read_row(self, cfg, number: int, tokenizer) -> None:
+        try:
+            view = backend.row_view(cfg, number, tokenizer)
+        except UserError as exc:
+            self.app.call_from_thread(self.query_one("#row-where", Static).update, exc.message)
+            return
+        pieces = backend.masking_preview(view.example, tokenizer, cfg) if view.example else []
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.show_view, view, pieces)
+
+    def show_view(self, view, pieces: list[tuple[str, bool]]) -> None:
+        total = self.report.rows_total if self.report else 0
+        where = Text(f"of {total} · {view.where}  (↑/↓ or a number, Enter)")
+        if view.problem:
+            where.append(f"  not used: {view.problem}", style="red")
+        self.query_one("#row-where", Static).update(where)
         table = self.query_one("#preview", DataTable)
         table.clear(columns=True)
-        rows = report.preview
-        if not rows:
-            return
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        table.add_columns(*columns)
-        for row in rows:
-            table.add_row(*(Text(_cell(row.get(c))) for c in columns))
-        self.show_masking(0)
-
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "preview":
-            self.show_masking(event.cursor_row)
-
-    def show_masking(self, index: int) -> None:
-        if not self.report or not self.tokenizer or index >= len(self.report.preview):
-            return
-        self.masking(index, self.report, self.tokenizer, self.wizard.run_config())
-
-    @work(thread=True, exclusive=True, group="mask", exit_on_error=False)
-    def masking(self, index: int, report, tokenizer, cfg) -> None:
-        example = report.examples[index] if index < len(report.examples) else report.preview[index]
-        pieces = backend.masking_preview(example, tokenizer, cfg)
+        table.add_column("column")
+        keys = list(view.source or {})
+        key_w = max([len(k) for k in keys] + [6])
+        table.add_column("value", width=max(20, table.size.width - key_w - 6))
+        for key in keys:
+            table.add_row(Text(key, style="bold"), Text(_readable(view.source[key])), height=None)
         text = Text()
         for token, trained in pieces:
             text.append(token, style="black on green" if trained else "dim")
-        if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self.query_one("#masking", Static).update, text)
+        self.query_one("#masking", Static).update(text)
 
     def show_tokens(self, report) -> None:
         stats = report.token_stats
@@ -416,10 +454,19 @@ def tree_root(data: str) -> str:
     return str(folder) if str(folder) not in ("", ".") and folder.is_dir() else "."
 
 
-def _cell(value) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = text.replace("\n", "⏎ ")
-    return text if len(text) <= PREVIEW_CELL else text[: PREVIEW_CELL - 1] + "…"
+def _readable(value) -> str:
+    """A cell of the user's row for people: text as is, a conversation one turn a line,
+    anything else as indented JSON (never a Python repr)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        turns = [m for m in value if "content" in m or "value" in m]
+        if turns and len(turns) == len(value):
+            return "\n".join(
+                f"{m.get('role') or m.get('from') or '?'}: {m.get('content', m.get('value'))}"
+                for m in turns
+            )
+    return json.dumps(value, ensure_ascii=False, indent=1, default=str)
 
 
 def _progress_text(args: tuple) -> str:
