@@ -6,6 +6,7 @@
 # Fails (exit 1, printing the pane) when an expected text does not appear in time.
 #
 #   scripts/tmux_walk.sh            # uses .venv/bin/tunewiz; TUNEWIZ_BIN overrides
+#   WALK=estimate scripts/tmux_walk.sh   # only the estimate-only path (no training)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -42,6 +43,9 @@ for key, value in {"training.max_steps": 2, "training.save_steps": 2, "training.
 s.save(Path("$WORK/home/config/wizard.json"))
 PYEOF
 
+# A tmux server that was already running keeps its own environment: pass ours explicitly.
+APP_ENV="env TUNEWIZ_HOME='$TUNEWIZ_HOME' HF_HUB_OFFLINE=1 PYTHONPATH='${PYTHONPATH:-}'"
+
 screen() { tmux capture-pane -p -t "$SESSION"; }
 
 wait_for() {  # wait_for TEXT SECONDS
@@ -61,7 +65,8 @@ wait_for() {  # wait_for TEXT SECONDS
 
 keys() { tmux send-keys -t "$SESSION" "$@"; sleep 0.3; }
 
-tmux new-session -d -s "$SESSION" -x 80 -y 24 "cd '$WORK' && '$BIN'; echo EXITED; sleep 60"
+walk_training() {
+tmux new-session -d -s "$SESSION" -x 80 -y 24 "cd '$WORK' && $APP_ENV '$BIN'; echo EXITED; sleep 60"
 
 wait_for "No runs yet" 20
 keys n
@@ -83,23 +88,28 @@ if screen | grep -qE "Traceback|Error:"; then
 fi
 keys C-q
 wait_for "EXITED" 10
-tmux kill-session -t "$SESSION"
-
-# Estimate before renting, offline: the hub is unroutable (port 9 refuses at once), not
-# merely flagged offline, so a slow look-up would show here as a timeout.
-walk_estimate() {
-    tmux new-session -d -s "$SESSION" -x 120 -y 40 \
-        "cd '$WORK' && env -u HF_HUB_OFFLINE HF_ENDPOINT=http://127.0.0.1:9 '$BIN'; echo EXITED; sleep 60"
 }
-walk_estimate
+[ "${WALK:-all}" = estimate ] || walk_training
+
+# Estimate before renting, offline: the hub is unroutable (port 9 refuses at once) as well as
+# flagged offline, so a look-up that ignored the flag would still fail fast, not hang.
+ESTIMATE_CMD="cd '$WORK' && $APP_ENV HF_ENDPOINT=http://127.0.0.1:9 '$BIN'; echo EXITED; sleep 60"
+if tmux has-session -t "$SESSION" 2>/dev/null; then  # the same pane, so no server restarts
+    tmux resize-window -t "$SESSION" -x 120 -y 40
+    tmux respawn-pane -k -t "$SESSION" "$ESTIMATE_CMD"
+else
+    tmux new-session -d -s "$SESSION" -x 120 -y 40 "$ESTIMATE_CMD"
+fi
 wait_for "Estimate a model before renting" 20
 keys e
 wait_for "What to rent for" 20
 keys -l "3.1-8b"
 keys Enter   # the search goes on to its matches,
+sleep 1      # (the focus moves when the wizard has read that Enter)
 keys Enter   # and the first is picked
 wait_for "weights 30.1" 20   # Llama-3.1-8B in fp32 on this CPU (no tokenizer needed)
 keys Tab Tab Tab
+keys C-u   # the field may hold the data scanned earlier
 keys -l "sample"
 keys Enter
 wait_for "token counts are approximate" 30
@@ -110,8 +120,7 @@ keys e
 wait_for "What to rent for" 10
 keys C-q
 wait_for "EXITED" 10
-tmux kill-session -t "$SESSION"
-walk_estimate   # a restart reopens the estimate as it was
+tmux respawn-pane -k -t "$SESSION" "$ESTIMATE_CMD"   # a restart reopens the estimate as it was
 wait_for "token counts are approximate" 30
 keys C-q
 wait_for "EXITED" 10

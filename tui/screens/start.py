@@ -72,13 +72,18 @@ class StartScreen(WizardScreen):
         self.action_refresh()
         self.select_run(self.wizard.selected_run)
         (table if self.runs else self.query_one("#new", Button)).focus()
-        self.set_interval(2.0, self.action_refresh)
+        self.set_interval(2.0, self.refresh_if_shown)
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
         if self.is_mounted and self.wizard.selected_run:  # back from a run just launched
             self.action_refresh()
             self.select_run(self.wizard.selected_run)
+
+    def refresh_if_shown(self) -> None:
+        # Under the live panel the table is not seen: reading every run then is wasted CPU.
+        if self.is_current:
+            self.action_refresh()
 
     def select_run(self, name: str) -> None:
         for i, run in enumerate(self.runs):
