@@ -444,6 +444,8 @@ def test_recommendation_keeps_the_batch_asked_for_and_leaves_headroom():
     assert rec.batch_size == b and 64 % b == 0 and f"by {accum}" in rec.reason
     assert rec.estimate.total <= 24 * GIB * (1 - HEADROOM)
     assert "keeping 5% of the card free" in rec.reason
+    small = recommend(load_model_arch("default"), req(batch_size=8), 80)
+    assert small.batch_size == 8 and "up to" in small.reason  # not the largest that fits
 
 
 def test_rent_table_under_a_cent_is_cheapest_per_hour_then_fastest():

@@ -33,7 +33,7 @@ METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 @dataclass(frozen=True)
 class Recommendation:
     method: str | None
-    batch_size: int | None  # largest per-device batch that fits (capped at MAX_BATCH)
+    batch_size: int | None  # per-device batch to use: the one asked for, or a divisor that fits
     fits: bool
     reason: str
     estimate: Estimate | None = None  # for the recommended method and batch
@@ -84,27 +84,30 @@ def max_batch(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> int:
 def recommend(
     arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float, *, force_method: str | None = None
 ) -> Recommendation:
-    """Prefer full, then LoRA, then QLoRA (or the forced method); the largest batch that fits."""
+    """Prefer full, then LoRA, then QLoRA (or the forced method), at the batch asked for or,
+    when that does not fit, the largest divisor of it that does (see `split_batch`)."""
     methods = (force_method,) if force_method else METHOD_ORDER
     usable = gpu_mem_gib * (1 - HEADROOM)
     for method in methods:
         r = with_(req, method=method)
-        b = max_batch(arch, r, usable)
-        if b:
+        fits = max_batch(arch, r, usable)
+        if fits:
+            # The batch to use keeps the user's effective batch: theirs when it fits, else
+            # its largest divisor that fits, with accumulation making up the rest.
+            b, accum = split_batch(req.batch_size, fits)
             est = estimate(arch, with_(r, batch_size=b))
-            rows = f"{b} row{'s' if b != 1 else ''}"
+            rows = f"{fits} row{'s' if fits != 1 else ''}"
             why = (
-                f"{METHOD_LABELS[method]} fits in {gpu_mem_gib:g} GiB with up to {rows} per step "
-                f"({gib(est.total)} at the peak, keeping {HEADROOM:.0%} of the card free)"
+                f"{METHOD_LABELS[method]} fits in {gpu_mem_gib:g} GiB at batch {b} "
+                f"({gib(est.total)} at the peak, keeping {HEADROOM:.0%} of the card free; "
+                f"up to {rows} per step would fit)"
             )
             if method != methods[0]:
                 why += "; " + ", ".join(
                     f"{METHOD_LABELS[m]} does not fit even at batch 1"
                     for m in methods[: methods.index(method)]
                 )
-            if b < req.batch_size:
-                b, accum = split_batch(req.batch_size, b)
-                est = estimate(arch, with_(r, batch_size=b))
+            if accum > 1:
                 why += (
                     f"; your batch of {req.batch_size} does not fit: use batch {b} and multiply "
                     f"gradient_accumulation_steps by {accum} for the same effective batch"

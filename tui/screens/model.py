@@ -376,7 +376,7 @@ class ModelScreen(WizardScreen):
         self.mark_recommended(rec.method)
         if rec.method:
             text = Text("★ recommended: ", style="bold green")
-            text.append(f"{METHOD_LABELS[rec.method]}, batch {rec.batch_size}. {rec.reason}.")
+            text.append(f"{rec.reason}.")  # it names the method and the batch
         else:
             text = Text("Nothing fits: ", style="bold red")
             text.append(rec.reason + ". ")
