@@ -315,10 +315,26 @@ def handle_command(text: str, sessions, console) -> str | None:
             s.settings = s.settings.updated(name, parts[1])
         console.print(Text(f"({name} = {getattr(sessions[0].settings, name)})", style="dim"))
     elif cmd == "/settings":
-        console.print(Text(str(sessions[0].settings)))
+        console.print(settings_table(sessions[0].settings))
+        console.print(Text("(change one with /set NAME VALUE)", style="dim"))
     else:
         raise UserError(f"unknown command {cmd}", hint="/help lists the commands")
     return None
+
+
+def settings_table(settings):
+    """The generation settings as a two-column table."""
+    from dataclasses import fields
+
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("setting")
+    table.add_column("value", justify="right")
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        table.add_row(f.name, "-" if value is None else str(value))
+    return table
 
 
 def cmd_compare(args) -> int:

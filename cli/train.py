@@ -253,8 +253,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         _console().print(f"no runs in {args.runs_dir}/ yet: start one with `tunewiz train`")
         return 0
     table = Table(box=None, header_style="bold")
-    for col in ("run", "state", "progress", "last loss", "best eval", "elapsed", "ETA", "method"):
-        table.add_column(col, justify="right" if col not in ("run", "state", "method") else "left")
+    # At 80 columns the numbers keep their width and a long run name wraps whole onto a
+    # second line (cut, names that share a model prefix all read the same).
+    table.add_column("run", overflow="fold", min_width=16)
+    for col in ("state", "progress", "loss", "best eval", "elapsed", "ETA", "method"):
+        table.add_column(
+            col, justify="left" if col in ("state", "method") else "right", no_wrap=True
+        )
     colours = {
         "running": "green",
         "finished": "cyan",

@@ -46,22 +46,102 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_tokenizer(name: str, *, trust_remote_code: bool = False):
-    """The model's tokenizer, with a pad token (training batches need one)."""
+HUB_TIMEOUT_S = 3.0
+_hub_checked: tuple[float, str | None] | None = None  # (when, why unreachable) for a minute
+
+
+def hub_unreachable(timeout: float = HUB_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face hub cannot be used now (None when it answers).
+
+    One TCP connection with a short timeout, remembered for a minute: without it a
+    laptop with no network waits about a minute in huggingface_hub's retries before
+    a hub id fails. `HF_HUB_OFFLINE` and `HF_ENDPOINT` are respected.
+    """
+    import os
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    global _hub_checked
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if _hub_checked and time.monotonic() - _hub_checked[0] < 60:
+        return _hub_checked[1]
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+        why = None
+    except OSError as exc:
+        why = (
+            f"the hub ({url.hostname}) did not answer within {timeout:g} s ({exc.strerror or exc})"
+        )
+    _hub_checked = (time.monotonic(), why)
+    return why
+
+
+def _tokenizer_from(resolved: str, trust_remote_code: bool, local_only: bool):
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(
+        resolved, trust_remote_code=trust_remote_code, local_files_only=local_only
+    )
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    """The model's tokenizer, with a pad token (training batches need one).
+
+    A hub id is read from the local cache first; the hub is only asked when it
+    answers within seconds, so being offline fails fast with a clear message.
+    """
+    resolved = resolve_model(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            resolve_model(name), trust_remote_code=trust_remote_code
-        )
+        try:
+            tokenizer = _tokenizer_from(resolved, trust_remote_code, local_only=True)
+        except OSError:
+            if Path(resolved).is_dir():
+                raise
+            why = hub_unreachable()
+            if why:
+                raise UserError(
+                    f"the tokenizer of {name!r} is not on this machine and {why}",
+                    hint="offline? download the model once while online, or give a local "
+                    "model folder instead of a hub id",
+                ) from None
+            tokenizer = _tokenizer_from(resolved, trust_remote_code, local_only=False)
     except OSError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # not a paragraph
         raise UserError(
-            f"could not load the tokenizer of {name!r}: {exc}",
+            f"could not load the tokenizer of {name!r}: {first}",
             hint="offline? give a local model folder instead of a hub id",
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+#: How far another model's token count can be from the bundled tokenizer's, for the label.
+APPROX_MARGIN = "±25%"
+
+
+def counting_tokenizer(name: str) -> tuple[Any, str]:
+    """(tokenizer, note) to count a dataset's tokens for `name`: its own tokenizer when it
+    is here (note ""), else the bundled model's with a note saying the count is approximate.
+
+    Estimating before renting must work offline for every catalog model, so a missing
+    tokenizer is not an error here; the note says how far off the count may be.
+    """
+    try:
+        return load_tokenizer(name), ""
+    except UserError as exc:
+        why = exc.message
+    if bundled.is_default(name):
+        raise UserError(why)
+    note = (
+        f"token counts are approximate ({APPROX_MARGIN}): counted with the bundled "
+        f"SmolLM2 tokenizer because {why}"
+    )
+    return load_tokenizer(bundled.DEFAULT_MODEL_ID), note
 
 
 # -- loading a model to chat with ------------------------------------------------

@@ -510,11 +510,19 @@ def _fetch_hub_config(repo_id: str) -> ModelArch:
     try:
         from huggingface_hub import hf_hub_download
 
-        local = hf_hub_download(repo_id, "config.json")
+        from core.models import hub_unreachable
+
+        try:  # a cached copy needs no network
+            local = hf_hub_download(repo_id, "config.json", local_files_only=True)
+        except Exception:  # noqa: BLE001 - not cached: ask the hub if it answers in seconds
+            if hub_unreachable():
+                offline = True
+                raise ConnectionError(hub_unreachable()) from None
+            local = hf_hub_download(repo_id, "config.json")
     except Exception as exc:  # noqa: BLE001 - network, auth and offline errors all end up here
         cls = type(exc).__name__
         if offline or "Offline" in cls or "Connect" in cls or "LocalEntryNotFound" in cls:
-            why = "the Hugging Face hub cannot be reached (offline)"
+            why = "the Hugging Face hub cannot be reached (offline?)"
         elif "RepositoryNotFound" in cls or "GatedRepo" in cls:
             why = "the hub has no such model, or it is gated (log in with `hf auth login`)"
         else:

@@ -11,6 +11,7 @@ from core.config import RunConfig
 from core.errors import UserError
 from core.estimate import (
     GIB,
+    HEADROOM,
     EstimateRequest,
     estimate,
     estimate_for_run,
@@ -19,6 +20,7 @@ from core.estimate import (
     recommend,
     rent_table,
     request_from_run_config,
+    split_batch,
     train_flops,
 )
 from core.estimate.memory import (
@@ -416,10 +418,41 @@ def test_recommend_prefers_full_then_lora_then_qlora():
     assert recommend(small, req(), 80).method == "full"
     llama3 = load_model_arch("meta-llama/Llama-3.1-8B")
     rec = recommend(llama3, req(seq_len=512), 24)
-    assert rec.method in ("lora", "qlora") and rec.fits and "full does not fit" in rec.reason
+    assert (
+        rec.method in ("lora", "qlora")
+        and rec.fits
+        and "full fine-tuning does not fit" in rec.reason
+    )
     forced = recommend(llama3, req(seq_len=512), 24, force_method="qlora")
     assert forced.method == "qlora"
     assert forced.estimate.total <= 24 * GIB
+
+
+def test_split_batch_keeps_the_effective_batch():
+    assert split_batch(8, 6) == (4, 2)  # not 6 x 2 = 12
+    assert split_batch(8, 8) == (8, 1) and split_batch(8, 20) == (8, 1)
+    assert split_batch(12, 5) == (4, 3) and split_batch(7, 3) == (1, 7)
+
+
+def test_recommendation_keeps_the_batch_asked_for_and_leaves_headroom():
+    llama3 = load_model_arch("meta-llama/Llama-3.1-8B")
+    r = req(method="qlora", seq_len=512, grad_checkpointing=True, batch_size=64)
+    fits = max_batch(llama3, r, 24 * (1 - HEADROOM))
+    assert 1 < fits < 64  # the case under test: the batch asked for does not fit
+    rec = recommend(llama3, r, 24, force_method="qlora")
+    b, accum = split_batch(64, fits)
+    assert rec.batch_size == b and 64 % b == 0 and f"by {accum}" in rec.reason
+    assert rec.estimate.total <= 24 * GIB * (1 - HEADROOM)
+    assert "keeping 5% of the card free" in rec.reason
+    small = recommend(load_model_arch("default"), req(batch_size=8), 80)
+    assert small.batch_size == 8 and "up to" in small.reason  # not the largest that fits
+
+
+def test_rent_table_under_a_cent_is_cheapest_per_hour_then_fastest():
+    rows = rent_table(load_model_arch("default"), req(), tokens=1000)
+    assert all(o.hours < 1 / 60 and o.cost_usd < 0.005 for o in rows)
+    # every job costs under a cent: the cheapest card to rent first, then the fastest
+    assert rows == sorted(rows, key=lambda o: (o.price_per_hour_usd, o.hours))
 
 
 def test_max_batch_is_the_largest_that_fits():
@@ -450,7 +483,7 @@ def test_flops_follow_6N_and_4N():
 def test_rent_table_ranks_by_cost_and_every_row_fits():
     llama3 = load_model_arch("meta-llama/Llama-3.1-8B")
     rows = rent_table(llama3, req(method="qlora", seq_len=1024), tokens=20_000_000)
-    assert rows == sorted(rows, key=lambda o: (o.cost_usd, o.hours))
+    assert rows == sorted(rows, key=lambda o: (round(o.cost_usd, 2), o.price_per_hour_usd, o.hours))
     assert {o.n_gpus for o in rows} >= {1, 8}
     for o in rows[:10]:
         r = req(

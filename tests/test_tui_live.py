@@ -121,7 +121,7 @@ async def test_first_frame_shows_whole_history(tmp_path):
         # ETA from logged time: 1.5 s/step x 140 steps left = 3m30s
         assert "ETA 3m30s" in text_of(screen, "#live-eta")
         assert screen.query_one(ProgressBar).progress == 60
-        assert "3.1/4.2 GB est" in text_of(screen, "#live-memory")
+        assert "2.9/3.9 GiB est" in text_of(screen, "#live-memory")  # 3.1e9/4.2e9 bytes
         ckpts = text_of(screen, "#live-checkpoints")
         assert "checkpoint-20" in ckpts and "checkpoint-40" in ckpts and "best,last" in ckpts
         log = screen.query_one(Log)
@@ -304,7 +304,7 @@ def test_gpu_load_comes_from_nvml_when_a_gpu_answers(monkeypatch):
     (sample,) = resource_meter.default_sampler()()
     assert (sample.kind, sample.util_pct, sample.mem_used) == ("gpu", 87.0, 60 * 10**9)
     shown = str(resource_meter.render_samples([sample]))
-    assert "GPU0" in shown and "87%" in shown and "VRAM" in shown and "60.0 GB/80.0 GB" in shown
+    assert "GPU0" in shown and "87%" in shown and "VRAM" in shown and "55.9/74.5 GiB" in shown
 
     def no_driver():
         raise RuntimeError("NVML Shared Library Not Found")

@@ -78,3 +78,18 @@ def test_data_tokens_tab(snap_compare, workdir):
         await settled(pilot)
 
     assert snap_compare(wizard_at(workdir, "data"), terminal_size=(120, 40), run_before=tokens_tab)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_estimate_only(snap_compare, workdir, size):
+    """Start, `e`: Model & memory straight away, with the data-to-price field."""
+
+    async def estimate(pilot) -> None:
+        await settled(pilot)
+        await pilot.press("e")
+        await settled(pilot)
+        pilot.app.clear_notifications()  # the preset notice would time the picture
+
+    app = make_app(workdir.parent / "estimate-state", Path("runs"), resume=False, detect_gpus=False)
+    app.wizard.gpu = "RTX 4090"
+    assert snap_compare(app, terminal_size=size, run_before=estimate)

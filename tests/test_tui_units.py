@@ -56,7 +56,9 @@ def test_bad_value_leaves_state_unchanged():
 def test_broken_or_outdated_state_file_opens_a_fresh_wizard(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")
-    assert WizardState.load(broken).screen == "start"
+    state = WizardState.load(broken)
+    assert state.screen == "start" and "broken.json.broken-" in state.notice
+    assert not broken.exists()  # set aside, so the next start is clean
 
     outdated = tmp_path / "outdated.json"
     outdated.write_text(
@@ -64,8 +66,11 @@ def test_broken_or_outdated_state_file_opens_a_fresh_wizard(tmp_path):
         encoding="utf-8",
     )
     state = WizardState.load(outdated)
-    assert state.screen == "data"  # where the user was is kept
+    # Not reopened half-loaded with the user's choices silently replaced by defaults:
+    # a fresh wizard, and a notice that says where the old state was kept.
+    assert state.screen == "start" and "no_such_option" in state.notice
     assert state.config == default_config().to_dict()
+    assert len(list(tmp_path.glob("outdated.json.broken-*"))) == 1
 
     unknown_screen = tmp_path / "screen.json"
     unknown_screen.write_text(json.dumps({"screen": "nowhere"}), encoding="utf-8")

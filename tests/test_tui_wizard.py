@@ -46,6 +46,10 @@ def screen_name(app) -> str:
     return type(app.screen).__name__
 
 
+def notifications(app) -> str:
+    return "\n".join(n.message for n in app._notifications)
+
+
 def static_text(app, selector: str) -> str:
     return str(app.screen.query_one(selector, Static).render())
 
@@ -200,16 +204,23 @@ async def test_closed_wizard_reopens_where_it_was(tmp_path):
         assert again.screen.query_one("#tasks").highlighted == 1
 
 
-async def test_unreadable_data_shows_a_dialog_not_a_traceback(tmp_path):
+async def test_unreadable_data_is_said_in_place_and_the_screen_stays_usable(tmp_path):
     app = make_app(tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n", "enter")
         await settle(app, pilot)
+        assert "48 of 48 rows usable" in static_text(app, "#data-status")
         await set_input(pilot, "#data-path", str(tmp_path / "missing.jsonl"), submit=True)
-        assert isinstance(app.screen, ErrorDialog)
+        assert screen_name(app) == "DataScreen"  # no dialog: the error is in place
+        status = static_text(app, "#data-status")
+        assert status.startswith("✗") and "missing.jsonl: data file not found" in status
         text = screen_text(app)
-        assert app.screen.message.endswith("missing.jsonl: data file not found")
-        assert "data file not found" in text and "Traceback" not in text
+        assert "Traceback" not in text and "48 of 48" not in text  # nothing stale
+        assert app.screen.report is None and not app.screen.query_one("#preview").row_count
+        assert app.screen.query_one("#data-path", Input).value.endswith("missing.jsonl")
+        await pilot.press("ctrl+n")  # never a dead end: on to Model & memory
+        await settle(app, pilot)
+        assert screen_name(app) == "ModelScreen"
         await pilot.press("escape")
         assert screen_name(app) == "DataScreen"
 
@@ -226,9 +237,9 @@ async def test_a_bug_in_a_worker_goes_to_the_log(tmp_path, monkeypatch):
     )
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        assert isinstance(app.screen, ErrorDialog)
-        text = screen_text(app)
-        assert "RuntimeError: estimator exploded" in text and "Traceback" not in text
+        assert screen_name(app) == "ModelScreen"  # a notification, not a dialog taking keys
+        said = notifications(app)
+        assert "RuntimeError: estimator exploded" in said and "Traceback" not in said
     logged = (tmp_path / "state" / "tui.log").read_text(encoding="utf-8")
     assert "Traceback" in logged and "estimator exploded" in logged
 

@@ -18,11 +18,12 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from core.errors import UserError
-from tui.state import SCREENS, STATE_FILE, WizardState
+from tui.state import DEFAULT_PRESET, SCREENS, STATE_FILE, WizardState
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "tui.log"
+ESTIMATE_PRESET = "standard"  # what the estimate-only path prices unless the user chose one
 
 
 class TunewizApp(App):
@@ -68,8 +69,18 @@ class TunewizApp(App):
         self.push_screen(wizard_screen("start"))
         # Reopen where the user was, with the earlier screens underneath so Back works.
         if self.resume and self.wizard.screen != "start":
-            for step in SCREENS[1 : SCREENS.index(self.wizard.screen) + 1]:
+            for step in self.steps_to(self.wizard.screen):
                 self.push_screen(wizard_screen(step))
+        if self.wizard.notice:
+            self.notify(self.wizard.notice, severity="warning", timeout=20)
+
+    def steps_to(self, screen: str) -> list[str]:
+        """The wizard screens stacked above Start to reach `screen` (the estimate-only
+        path skips task and data)."""
+        steps = list(SCREENS[1 : SCREENS.index(screen) + 1])
+        if self.wizard.estimate_only:
+            steps = [s for s in steps if s not in ("task", "data")]
+        return steps
 
     # -- state --------------------------------------------------------------
 
@@ -91,7 +102,32 @@ class TunewizApp(App):
     def new_run(self) -> None:
         from tui.screens import wizard_screen
 
+        self.wizard.estimate_only = False
         self.push_screen(wizard_screen("task"))
+
+    def estimate_only(self) -> None:
+        """Model & memory straight from Start: no task, data or tokenizer needed."""
+        from tui.screens import wizard_screen
+
+        self.wizard.estimate_only = True
+        if self.wizard.preset == DEFAULT_PRESET:
+            # The default preset is a 30-step CPU demo: a rental priced on it means nothing.
+            from tui import backend
+
+            self.wizard.set_config(backend.apply_preset(self.wizard.run_config(), ESTIMATE_PRESET))
+            self.wizard.preset = ESTIMATE_PRESET
+            self.notify(
+                f"Estimating with the {ESTIMATE_PRESET} preset ({DEFAULT_PRESET} is a CPU demo); "
+                "batch and lengths are editable on the right."
+            )
+        self.push_screen(wizard_screen("model"))
+
+    def back_to_start(self) -> None:
+        """Pop every wizard screen above Start (after a run was launched)."""
+        from tui.screens.start import StartScreen
+
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, StartScreen):
+            self.pop_screen()
 
     def open_live(self, run_dir: Path) -> None:
         from tui.screens import live_screen
@@ -104,11 +140,13 @@ class TunewizApp(App):
         self.report_worker(event)
 
     def report_worker(self, event: Worker.StateChanged) -> None:
-        """The one place a failed worker turns into an error dialog (screens forward here)."""
+        """The one place a failed worker is reported (screens forward here). Background work
+        fails while the user may be typing: a notification, which takes no focus and no keys."""
         if event.state == WorkerState.ERROR and event.worker.error is not None:
-            self.show_error(event.worker.error)
+            self.show_error(event.worker.error, background=True)
 
-    def show_error(self, exc: BaseException, title: str = "") -> None:
+    def show_error(self, exc: BaseException, title: str = "", *, background: bool = False) -> None:
+        """An error dialog for what the user just did; a notification for background work."""
         from tui.widgets.error_dialog import ErrorDialog
 
         if isinstance(exc, UserError):
@@ -120,7 +158,12 @@ class TunewizApp(App):
             self.write_log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
             message = f"{type(exc).__name__}: {exc}".strip()
             hint = f"This looks like a bug. The details are in {self.log_path}."
-        self.push_screen(ErrorDialog(title or "Something went wrong", message, hint))
+        title = title or "Something went wrong"
+        if background:
+            body = message + (f"\n{hint}" if hint else "")
+            self.notify(body, title=title, severity="error", timeout=20, markup=False)
+        else:
+            self.push_screen(ErrorDialog(title, message, hint))
 
     def write_log(self, text: str) -> None:
         try:

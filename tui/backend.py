@@ -91,11 +91,26 @@ def needs_bundled_conversion(model: str) -> bool:
     return bundled.is_default(model) and not bundled.is_converted()
 
 
+# Scans, masking previews and counts run in threads; two first imports of transformers
+# at once end in ImportError, so loading tokenizers goes one at a time.
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def load_tokenizer(model: str):
     """The model's tokenizer (imports transformers: call from a worker)."""
     from core.models import load_tokenizer as _load
 
-    return _load(model)
+    with _TOKENIZER_LOCK:
+        return _load(model)
+
+
+def counting_tokenizer(model: str):
+    """(tokenizer, note): the model's own tokenizer, or the bundled one with a note saying the
+    counts are approximate (offline, or a hub model never downloaded). Call from a worker."""
+    from core.models import counting_tokenizer as _counting
+
+    with _TOKENIZER_LOCK:
+        return _counting(model)
 
 
 class Cancelled(Exception):
@@ -110,6 +125,13 @@ def inspect_data(cfg: RunConfig, tokenizer, cancel: threading.Event, progress=No
         return _inspect(cfg.data, tokenizer, cancel=cancel, progress=progress)
     except DataCancelled:
         raise Cancelled() from None
+
+
+def row_view(cfg: RunConfig, number: int, tokenizer):
+    """Row `number` (1-based) as the user wrote it, tokenized for the masking preview."""
+    from core.data import row_view as _row
+
+    return _row(cfg.data, number, tokenizer)
 
 
 def masking_preview(example: Any, tokenizer, cfg: RunConfig) -> list[tuple[str, bool]]:

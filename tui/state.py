@@ -2,8 +2,9 @@
 
 The state is the RunConfig being built plus the few choices that are not part
 of a run's config (which screen was open, the GPU to estimate for, the preset).
-It is written as JSON after every change; a broken or outdated file is ignored
-rather than stopping the wizard from opening.
+It is written as JSON after every change; a broken or outdated file is set aside
+(renamed, with a notice) rather than stopping the wizard from opening or being
+reopened again and again.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
+from core.data.checks import DataFacts, data_warnings
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,30 @@ class WizardState:
         self.gpu = ""  # a catalog GPU name to estimate for; "" = the one found here (or CPU)
         self.preset = DEFAULT_PRESET
         self.catalog_filter = ""
-        self.data_tokens = 0  # tokens in the scanned data, for the time and cost of renting
+        # What the last scan found (rows, tokens, lengths), for the cost of renting and the
+        # checks of data-dependent settings; the note says why token counts are approximate.
+        self.data = DataFacts()
+        self.data_tokens_note = ""
+        self.estimate_only = False  # came from "Estimate a model before renting": no task/data
+        self.selected_run = ""  # the run the start screen selects (the last one started)
+        self.notice = ""  # said once when the wizard opens (a saved state set aside); not saved
+
+    # -- the data scanned -------------------------------------------------------
+
+    def set_data(self, facts: DataFacts, note: str = "") -> None:
+        self.data, self.data_tokens_note = facts, note
+
+    @property
+    def data_tokens(self) -> int:
+        return self.data.tokens
+
+    @property
+    def data_rows(self) -> int:
+        return self.data.rows
+
+    def data_warnings(self) -> list[str]:
+        """What in the config does not suit the data scanned (validation split, length, steps)."""
+        return data_warnings(self.cfg, self.data)
 
     # -- the config ---------------------------------------------------------
 
@@ -81,7 +107,10 @@ class WizardState:
             "gpu": self.gpu,
             "preset": self.preset,
             "catalog_filter": self.catalog_filter,
-            "data_tokens": self.data_tokens,
+            "data_facts": self.data.to_dict(),
+            "data_tokens_note": self.data_tokens_note,
+            "estimate_only": self.estimate_only,
+            "selected_run": self.selected_run,
         }
 
     def save(self, path: Path) -> None:
@@ -92,29 +121,44 @@ class WizardState:
 
     @classmethod
     def load(cls, path: Path) -> WizardState:
+        """The saved state; a file that cannot be used is renamed aside and a notice says so."""
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            return cls.from_json(raw, str(path))
         except FileNotFoundError:
             return cls()
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable wizard state %s: %s", path, exc)
-            return cls()
-        state = cls()
-        if not isinstance(raw, dict):
+        except (OSError, ValueError, UserError) as exc:
+            state = cls()
+            state.notice = set_aside(path, exc)
             return state
-        try:
-            cfg = default_config()
-            cfg.update(raw.get("config") or {}, where=str(path))
-            state.cfg = cfg
-        except UserError as exc:  # an option renamed since: keep the defaults
-            log.warning("ignoring outdated wizard config in %s: %s", path, exc)
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str) -> WizardState:
+        state = cls()
+        cfg = default_config()
+        cfg.update(raw.get("config") or {}, where=where)  # UserError: renamed options
+        state.cfg = cfg
         screen = raw.get("screen", "start")
         state.screen = screen if screen in SCREENS else "start"
         state.gpu = str(raw.get("gpu") or "")
         state.preset = str(raw.get("preset") or DEFAULT_PRESET)
         state.catalog_filter = str(raw.get("catalog_filter") or "")
-        try:
-            state.data_tokens = max(0, int(raw.get("data_tokens") or 0))
-        except (TypeError, ValueError):
-            state.data_tokens = 0
+        state.data_tokens_note = str(raw.get("data_tokens_note") or "")
+        state.estimate_only = raw.get("estimate_only") is True
+        state.selected_run = str(raw.get("selected_run") or "")
+        state.data = DataFacts.from_dict(raw.get("data_facts") or {})
         return state
+
+
+def set_aside(path: Path, why: BaseException) -> str:
+    """Rename an unusable state file so the next start is clean; the notice to show."""
+    aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+    reason = why.message if isinstance(why, UserError) else str(why)
+    log.warning("setting aside the unusable wizard state %s: %s", path, reason)
+    try:
+        path.replace(aside)
+    except OSError:
+        return f"The saved wizard state could not be read ({reason}); starting afresh."
+    return f"The saved wizard state could not be read ({reason}); it was kept as {aside.name}."

@@ -218,6 +218,51 @@ def _check_split(cfg: DataConfig, n_train: int, n_eval: int) -> None:
     )
 
 
+# -- one row, for previews -------------------------------------------------------
+
+
+@dataclass
+class RowView:
+    """Row `number` of the data as the user wrote it, and what training makes of it."""
+
+    number: int  # 1-based, over every row read (bad ones too)
+    where: str  # data.jsonl:17, data.json[42]
+    source: dict | None  # the row as read: the user's own columns
+    problem: str = ""  # why it is not used ("" when usable)
+    example: dict | None = None  # tokenized (input_ids, labels), for the masking preview
+
+
+def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
+    """Read up to row `number` (1-based) and return it with its tokenized form. Reads the data
+    from the start (a preview needs one row, not an index of every row)."""
+    if number < 1:
+        raise UserError("rows are numbered from 1", where="row")
+    sources = resolve_sources(cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split)
+    head, rest = _read_ahead(_records(sources, cfg.text_split))
+    found = next(itertools.islice(itertools.chain(head, rest), number - 1, None), None)
+    if found is None:
+        raise UserError(f"the data has fewer than {number} rows", where=f"row {number}")
+    si, loc, row, problem = found
+    view = RowView(number, sources[si].where(loc), row, problem.message if problem else "")
+    if problem is not None:
+        return view
+    sample = [r[2] for r in head if r[2] is not None]
+    fmt, mapping, _ = detect_format(sample, cfg.columns, cfg.format)
+    norm, issues, _skipped = _normalize_mixed(row, fmt, mapping, cfg)
+    if issues or norm is None:
+        view.problem = "; ".join(msg for _f, _k, msg in issues)
+    elif tokenizer is not None:
+        template = chat_template_for(tokenizer) if cfg.task != "text" else None
+        job = _Job(cfg, fmt, mapping, sources, tokenizer, template, keep=True)
+        done = _Done(rows=1, problems=[], skipped={})
+        toks = _tokenize([(si, loc, norm)], job, done)
+        if toks[0] is not None:
+            view.example = toks[0][0][0]
+        elif done.problems:
+            view.problem = done.problems[0].message
+    return view
+
+
 # -- reading -------------------------------------------------------------------
 
 

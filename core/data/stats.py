@@ -75,13 +75,21 @@ def suggest_max_len(lengths, share: float = 0.99) -> int:
     return max(64, int(-(-int(ordered[keep - 1]) // 64) * 64))
 
 
+def eval_count(n: int, validation: float) -> int:
+    """Rows of `n` held out for `validation` (< 1 a fraction, >= 1 a count); one row always
+    stays to train on, so a large count on a small file leaves training almost nothing."""
+    if validation <= 0 or n < 2:
+        return 0
+    n_eval = int(validation) if validation >= 1 else max(1, round(n * validation))
+    return min(n_eval, n - 1)
+
+
 def split(items: list, validation: float, seed: int) -> tuple[list, list]:
     """(train, validation): `validation` < 1 is a fraction, >= 1 a count; seeded and reproducible."""
     n = len(items)
-    if validation <= 0 or n < 2:
+    n_eval = eval_count(n, validation)
+    if not n_eval:
         return list(items), []
-    n_eval = int(validation) if validation >= 1 else max(1, round(n * validation))
-    n_eval = min(n_eval, n - 1)  # keep at least one row to train on
     order = list(range(n))
     random.Random(seed).shuffle(order)
     held = set(order[:n_eval])

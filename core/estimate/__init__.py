@@ -6,6 +6,7 @@ helpers connect it to a RunConfig.
 """
 
 from core.estimate.advice import (
+    HEADROOM,
     MFU,
     Recommendation,
     RentOption,
@@ -13,6 +14,7 @@ from core.estimate.advice import (
     max_batch,
     recommend,
     rent_table,
+    split_batch,
     suggestions,
     train_flops,
     train_hours,
@@ -52,7 +54,9 @@ __all__ = [
     "suggestions",
     "estimate",
     "estimate_for_run",
+    "HEADROOM",
     "max_batch",
+    "split_batch",
     "oom_advice",
     "recommend",
     "rent_table",

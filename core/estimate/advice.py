@@ -22,13 +22,18 @@ MFU = {"full": 0.40, "lora": 0.40, "qlora": 0.28}
 #: Data-parallel scaling per GPU beyond the first (all-reduce / all-gather traffic).
 MULTI_GPU_EFFICIENCY = 0.90
 MAX_BATCH = 256
+#: A recommendation leaves this share of the card free: the CUDA context, allocator
+#: fragmentation and other processes take memory that the estimate does not see.
+HEADROOM = 0.05
 METHOD_ORDER = ("full", "lora", "qlora")
+#: The methods as people write them (the lowercase names are config and CLI values).
+METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 
 
 @dataclass(frozen=True)
 class Recommendation:
     method: str | None
-    batch_size: int | None  # largest per-device batch that fits (capped at MAX_BATCH)
+    batch_size: int | None  # per-device batch to use: the one asked for, or a divisor that fits
     fits: bool
     reason: str
     estimate: Estimate | None = None  # for the recommended method and batch
@@ -47,6 +52,15 @@ class Recommendation:
 
 def _fits(arch: ModelArch, req: EstimateRequest, mem_bytes: float) -> bool:
     return estimate(arch, req).total <= mem_bytes
+
+
+def split_batch(batch: int, fits: int) -> tuple[int, int]:
+    """(per-device batch, accumulation factor) for an effective `batch` when at most `fits`
+    rows fit at once: the largest divisor of `batch` that fits, so batch x accumulation
+    stays exactly what was asked (8 with 6 fitting -> 4 x 2, not 6 x 2 = 12)."""
+    fits = max(1, min(fits, batch))
+    b = next(d for d in range(fits, 0, -1) if batch % d == 0)
+    return b, batch // b
 
 
 def max_batch(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> int:
@@ -70,23 +84,33 @@ def max_batch(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> int:
 def recommend(
     arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float, *, force_method: str | None = None
 ) -> Recommendation:
-    """Prefer full, then LoRA, then QLoRA (or the forced method); the largest batch that fits."""
+    """Prefer full, then LoRA, then QLoRA (or the forced method), at the batch asked for or,
+    when that does not fit, the largest divisor of it that does (see `split_batch`)."""
     methods = (force_method,) if force_method else METHOD_ORDER
+    usable = gpu_mem_gib * (1 - HEADROOM)
     for method in methods:
         r = with_(req, method=method)
-        b = max_batch(arch, r, gpu_mem_gib)
-        if b:
+        fits = max_batch(arch, r, usable)
+        if fits:
+            # The batch to use keeps the user's effective batch: theirs when it fits, else
+            # its largest divisor that fits, with accumulation making up the rest.
+            b, accum = split_batch(req.batch_size, fits)
             est = estimate(arch, with_(r, batch_size=b))
-            why = f"{method} fits in {gpu_mem_gib:g} GiB with up to {b} rows per step ({est.total / GIB:.1f} GiB at the peak)"
+            rows = f"{fits} row{'s' if fits != 1 else ''}"
+            why = (
+                f"{METHOD_LABELS[method]} fits in {gpu_mem_gib:g} GiB at batch {b} "
+                f"({gib(est.total)} at the peak, keeping {HEADROOM:.0%} of the card free; "
+                f"up to {rows} per step would fit)"
+            )
             if method != methods[0]:
                 why += "; " + ", ".join(
-                    f"{m} does not fit even at batch 1" for m in methods[: methods.index(method)]
+                    f"{METHOD_LABELS[m]} does not fit even at batch 1"
+                    for m in methods[: methods.index(method)]
                 )
-            if b < req.batch_size:
-                accum = -(-req.batch_size // b)
+            if accum > 1:
                 why += (
-                    f"; your batch of {req.batch_size} does not fit: use batch {b} with "
-                    f"gradient_accumulation_steps {accum} for the same effective batch"
+                    f"; your batch of {req.batch_size} does not fit: use batch {b} and multiply "
+                    f"gradient_accumulation_steps by {accum} for the same effective batch"
                 )
             return Recommendation(method, b, True, why, est)
     est = estimate(arch, with_(req, method=methods[-1], batch_size=1))
@@ -95,10 +119,15 @@ def recommend(
         None,
         False,
         f"{' / '.join(methods)} do{'es' if len(methods) == 1 else ''} not fit in {gpu_mem_gib:g} GiB "
-        f"even at batch 1 ({methods[-1]} needs {est.total / GIB:.1f} GiB)",
+        f"even at batch 1 ({methods[-1]} needs {gib(est.total)})",
         est,
         tuple(what_would_fit(arch, with_(req, method=methods[-1]), gpu_mem_gib)),
     )
+
+
+def gib(n_bytes: float) -> str:
+    """Memory for people: 23.5 GiB, 0.8 GiB."""
+    return f"{n_bytes / GIB:.1f} GiB"
 
 
 @dataclass(frozen=True)
@@ -234,7 +263,8 @@ class RentOption:
 def rent_table(
     arch: ModelArch, req: EstimateRequest, tokens: int, gpus: list[GpuProfile] | None = None
 ) -> list[RentOption]:
-    """Every catalog GPU, alone and in 2/4/8-GPU nodes, that fits `req.method`: cheapest first.
+    """Every catalog GPU, alone and in 2/4/8-GPU nodes, that fits `req.method` with HEADROOM
+    free: cheapest to the cent first, then cheapest per hour, then fastest.
 
     Nodes use plain data parallelism when the model fits one GPU, else ZeRO-2, else ZeRO-3; where
     nothing fits, gradient checkpointing is turned on (and its recomputation priced in).
@@ -256,7 +286,7 @@ def rent_table(
             if n in done:
                 continue
             r = with_(base, gpus=n, zero=zero, grad_checkpointing=gc)
-            b = max_batch(arch, r, gpu.memory_gib)
+            b = max_batch(arch, r, gpu.memory_gib * (1 - HEADROOM))
             if b:
                 done.add(n)
                 hours = train_hours(arch, r, tokens, gpu, n)
@@ -276,5 +306,7 @@ def rent_table(
                         gpu.price_source,
                     )
                 )
-    rows.sort(key=lambda o: (o.cost_usd, o.hours))
+    # Cents first; below a cent every job costs the same to a user (fractions of a cent
+    # would order them at random), so the cheapest card to rent comes first, then the fastest.
+    rows.sort(key=lambda o: (round(o.cost_usd, 2), o.price_per_hour_usd, o.hours))
     return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from core.errors import UserError
-from core.estimate.advice import max_batch, recommend, suggestions
+from core.estimate.advice import max_batch, recommend, split_batch, suggestions
 from core.estimate.memory import GIB, EstimateRequest, estimate, with_
 from core.profiles import find_gpu, load_model_arch
 
@@ -145,7 +145,8 @@ def oom_advice(cfg: RunConfig, *, device: str, gpu_mem_gib: float | None) -> str
     steps: list[str] = []
     b = max_batch(arch, req, gpu_mem_gib)
     if b and b < req.batch_size:
-        accum = cfg.training.gradient_accumulation_steps * -(-req.batch_size // b)
+        b, factor = split_batch(req.batch_size, b)
+        accum = cfg.training.gradient_accumulation_steps * factor
         steps.append(
             f"set training.per_device_train_batch_size = {b} and "
             f"training.gradient_accumulation_steps = {accum} (same effective batch)"

@@ -7,13 +7,17 @@ literally (Text objects, markup off).
 
 from __future__ import annotations
 
+import json
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.widgets import (
     Button,
     DataTable,
@@ -29,17 +33,33 @@ from textual.widgets import (
 from textual.worker import get_current_worker
 
 from core.config import parse_mapping, section_fields
+from core.data.checks import DataFacts
 from core.errors import UserError
 from core.text import visible
 from tui import backend
 from tui.screens.base import WizardScreen
+from tui.widgets.data_checks import DataChecks
 from tui.widgets.histogram import Histogram
 from tui.widgets.option_form import OptionForm, format_value
 from tui.widgets.path_input import PathSuggester
 
 FORMATS = next(f for f in section_fields("data") if f.name == "format").metadata["choices"]
 SPLIT_OPTIONS = ["validation_split", "max_seq_len", "split_seed", "packing", "validation_file"]
-PREVIEW_CELL = 60
+MASKING_HELP = "Masking preview: trained tokens are highlighted."
+
+
+class RowInput(Input):
+    """The row number; Up and Down step through the rows."""
+
+    BINDINGS = [Binding("up", "step(-1)", show=False), Binding("down", "step(1)", show=False)]
+
+    @dataclass
+    class Stepped(Message):
+        pass
+
+    def action_step(self, delta: int) -> None:
+        self.value = str(max(1, int(self.value or 1) + delta))
+        self.post_message(self.Stepped())
 
 
 class DataTree(DirectoryTree):
@@ -61,7 +81,10 @@ class DataScreen(WizardScreen):
         super().__init__()
         self.report = None
         self.tokenizer = None
+        self.count_note = ""  # why token counts are approximate ("" when exact)
         self.cancel = threading.Event()
+        # One scan at a time: a newer one waits for the older to notice its cancel event.
+        self.scan_lock = threading.Lock()
 
     def compose_body(self) -> ComposeResult:
         data = self.wizard.config["data"]
@@ -74,10 +97,11 @@ class DataScreen(WizardScreen):
             )
             yield Button("Scan", id="scan", variant="primary")
         yield Static("", id="data-status", markup=False)
+        yield DataChecks(id="data-checks")
         with TabbedContent(id="data-tabs"):
             with TabPane("Source", id="tab-source"):
                 with Horizontal():
-                    yield DataTree(".", id="data-tree")
+                    yield DataTree(tree_root(data["data"]), id="data-tree")
                     with VerticalScroll(id="data-detect"):
                         yield Static("Format", classes="label")
                         yield Select(
@@ -103,8 +127,12 @@ class DataScreen(WizardScreen):
                         yield RadioButton("stop", value=data["on_bad_rows"] == "stop", id="stop")
                 yield DataTable(id="problems", cursor_type="row", zebra_stripes=True)
             with TabPane("Preview", id="tab-preview"):
-                yield DataTable(id="preview", cursor_type="row")
-                yield Static("Masking preview: trained tokens are highlighted.", classes="help")
+                with Horizontal(id="row-bar"):
+                    yield Static("Row", classes="label")
+                    yield RowInput("1", id="row-number", type="integer")
+                    yield Static("", id="row-where", markup=False)
+                yield DataTable(id="preview", cursor_type="row", show_cursor=False)
+                yield Static(MASKING_HELP, classes="help", id="masking-help", markup=False)
                 with VerticalScroll(id="masking-box"):
                     yield Static("", id="masking", markup=False)
             with TabPane("Tokens & split", id="tab-tokens"):
@@ -158,6 +186,11 @@ class DataScreen(WizardScreen):
             return
         if event.dotted == "data.max_seq_len" and self.report and self.report.token_stats:
             self.show_tokens(self.report)
+        self.show_checks()
+
+    def show_checks(self) -> None:
+        """Preset values chosen for other data (split, length, steps), said with their fix."""
+        self.query_one("#data-checks", DataChecks).show(self.wizard.data_warnings())
 
     def action_use_sample(self) -> None:
         self.query_one("#data-path", Input).value = "sample"
@@ -185,61 +218,97 @@ class DataScreen(WizardScreen):
             return
         self.cancel.set()
         self.cancel = threading.Event()
-        self.report = None
+        self.show_failure(None)
         self.set_status("Scanning " + self.wizard.get("data.data") + " …")
         self.scan(self.wizard.run_config(), self.cancel)
 
     def set_status(self, text: str | Text) -> None:
         self.query_one("#data-status", Static).update(text)
 
-    @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
+    @work(thread=True, group="scan", exit_on_error=False)
     def scan(self, cfg, cancel: threading.Event) -> None:
-        worker = get_current_worker()
-        tokenizer = self.tokenizer
-        if tokenizer is None or getattr(self, "tokenizer_for", None) != cfg.model.model:
-            if backend.needs_bundled_conversion(cfg.model.model):
-                # First start only: without this the screen sits on "Scanning" for ~20 s.
-                self.app.call_from_thread(
-                    self.set_status,
-                    "Preparing the bundled model (a one-time conversion, about 20 s) …",
-                )
-            tokenizer = backend.load_tokenizer(cfg.model.model)
+        with self.scan_lock:
+            if not cancel.is_set():  # a newer scan was asked for while this one waited
+                self.scan_now(cfg, cancel)
 
-        def progress(*args, **kwargs) -> None:
-            if not cancel.is_set():
-                self.app.call_from_thread(self.set_status, "Scanning … " + _progress_text(args))
-
+    def scan_now(self, cfg, cancel: threading.Event) -> None:
+        tokenizer, note = self.tokenizer, self.count_note
         try:
+            if tokenizer is None or getattr(self, "tokenizer_for", None) != cfg.model.model:
+                if backend.needs_bundled_conversion(cfg.model.model):
+                    # First start only: without this the screen sits on "Scanning" for ~20 s.
+                    self.app.call_from_thread(
+                        self.set_status,
+                        "Preparing the bundled model (a one-time conversion, about 20 s) …",
+                    )
+                tokenizer, note = backend.counting_tokenizer(cfg.model.model)
+
+            def progress(*args, **kwargs) -> None:
+                if not cancel.is_set():
+                    self.app.call_from_thread(self.set_status, "Scanning … " + _progress_text(args))
+
             report = backend.inspect_data(cfg, tokenizer, cancel, progress=progress)
         except backend.Cancelled:
             return
-        except UserError:
-            self.app.call_from_thread(self.set_status, "The data could not be read.")
-            raise
-        if worker.is_cancelled or cancel.is_set():
+        except UserError as exc:
+            if not cancel.is_set():
+                self.app.call_from_thread(self.show_failure, exc)
             return
-        self.app.call_from_thread(self.show_report, report, tokenizer, cfg.model.model)
+        if not cancel.is_set():
+            self.app.call_from_thread(self.show_report, report, tokenizer, cfg.model.model, note)
 
-    def show_report(self, report, tokenizer, model: str) -> None:
+    def show_failure(self, exc: UserError | None) -> None:
+        """Clear what the last scan showed, so nothing stale is taken for this data; with an
+        error, say it in place (the fields above stay editable)."""
+        self.report = None
+        if exc is not None:  # the estimate must not price the previous file's tokens
+            self.wizard.set_data(DataFacts())
+            self.changed()
+        self.show_checks()
+        self.query_one("#data-evidence", Static).update("")
+        self.query_one("#problems", DataTable).clear()
+        self.query_one(TabbedContent).get_tab("tab-problems").label = "Problems"
+        self.query_one("#preview", DataTable).clear(columns=True)
+        self.query_one("#masking", Static).update("")
+        self.query_one("#row-where", Static).update("")
+        self.query_one("#token-stats", Static).update("")
+        self.query_one("#histogram", Histogram).set_bins([])
+        if exc is not None:
+            where = f"{exc.where}: " if exc.where else ""
+            text = Text("✗ " + where + exc.message, style="bold red")
+            if exc.hint:
+                text.append(f" ({exc.hint})", style="red")
+            self.set_status(text)
+
+    def show_report(self, report, tokenizer, model: str, note: str = "") -> None:
         self.report, self.tokenizer, self.tokenizer_for = report, tokenizer, model
+        self.count_note = note
         status = Text()
         status.append(f"{report.format or '?'}", style="bold")
         status.append(f" format · {report.rows_ok} of {report.rows_total} rows usable")
         if report.rows_bad:
             status.append(f" · {report.rows_bad} with problems", style="bold red")
         if report.token_stats:
-            status.append(f" · {report.token_stats.total:,} tokens")
+            approx = "≈" if note else ""
+            status.append(f" · {approx}{report.token_stats.total:,} tokens")
         self.set_status(status)
-        if report.token_stats:
-            self.wizard.data_tokens = int(report.token_stats.total)
-            self.changed()
+        self.wizard.set_data(DataFacts.from_report(report), note)
+        self.changed()
+        self.show_checks()
         evidence = Text("Detected: ", style="bold")
         evidence.append(report.format or "?")
         for line in report.evidence:
             evidence.append("\n• " + visible(line))
-        for note in report.notes:
-            evidence.append("\n• " + visible(note), style="dim")
+        if report.skipped_parts:
+            parts = ", ".join(f"{n:,} {k}" for k, n in report.skipped_parts.items())
+            evidence.append(f"\n• Not trained on: {parts} (left out of the text)", style="yellow")
+        for line in report.notes + ([note] if note else []):
+            evidence.append("\n• " + visible(line), style="dim")
         self.query_one("#data-evidence", Static).update(evidence)
+        help_text = MASKING_HELP + (" (bundled tokenizer: approximate)" if note else "")
+        if report.skipped_parts:
+            help_text += " Tool calls and results are left out of the text."
+        self.query_one("#masking-help", Static).update(help_text)
         self.show_problems()
         self.show_preview(report)
         self.show_tokens(report)
@@ -268,35 +337,56 @@ class DataScreen(WizardScreen):
             self.show_problems()
 
     def show_preview(self, report) -> None:
+        self.show_row(int(self.query_one("#row-number", Input).value or 1))
+
+    @on(Input.Submitted, "#row-number")
+    @on(RowInput.Stepped)
+    def row_chosen(self) -> None:
+        self.show_row(int(self.query_one("#row-number", Input).value or 1))
+
+    def show_row(self, number: int) -> None:
+        """Row `number` as the user wrote it, and its masking preview (read in a worker)."""
+        if self.report is None:
+            return
+        number = max(1, min(number, self.report.rows_total or 1))
+        field = self.query_one("#row-number", Input)
+        with field.prevent(Input.Changed):
+            field.value = str(number)
+        self.read_row(self.wizard.run_config(), number, self.tokenizer)
+
+    @work(thread=True, exclusive=True, group="row", exit_on_error=False)
+    def read_row(self, cfg, number: int, tokenizer) -> None:
+        try:
+            view = backend.row_view(cfg, number, tokenizer)
+        except UserError as exc:
+            self.app.call_from_thread(self.query_one("#row-where", Static).update, exc.message)
+            return
+        pieces = backend.masking_preview(view.example, tokenizer, cfg) if view.example else []
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.show_view, view, pieces)
+
+    def show_view(self, view, pieces: list[tuple[str, bool]]) -> None:
+        total = self.report.rows_total if self.report else 0
+        where = Text(f"of {total} · {view.where}  (↑/↓ or a number, Enter)")
+        if view.problem:
+            where.append(f"  not used: {view.problem}", style="red")
+        self.query_one("#row-where", Static).update(where)
         table = self.query_one("#preview", DataTable)
         table.clear(columns=True)
-        rows = report.preview
-        if not rows:
-            return
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        table.add_columns(*(visible(c, newlines=False) for c in columns))
-        for row in rows:
-            table.add_row(*(Text(_cell(row.get(c))) for c in columns))
-        self.show_masking(0)
-
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "preview":
-            self.show_masking(event.cursor_row)
-
-    def show_masking(self, index: int) -> None:
-        if not self.report or not self.tokenizer or index >= len(self.report.preview):
-            return
-        self.masking(index, self.report, self.tokenizer, self.wizard.run_config())
-
-    @work(thread=True, exclusive=True, group="mask", exit_on_error=False)
-    def masking(self, index: int, report, tokenizer, cfg) -> None:
-        example = report.examples[index] if index < len(report.examples) else report.preview[index]
-        pieces = backend.masking_preview(example, tokenizer, cfg)
+        table.add_column("column")
+        keys = list(view.source or {})
+        key_w = max([len(k) for k in keys] + [6])
+        table.add_column("value", width=max(20, table.size.width - key_w - 6))
+        for key in keys:
+            table.add_row(
+                Text(visible(key), style="bold"),
+                Text(visible(_readable(view.source[key]))),
+                height=None,
+            )
         text = Text()
         for token, trained in pieces:
             text.append(visible(token), style="black on green" if trained else "dim")
-        if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self.query_one("#masking", Static).update, text)
+        self.query_one("#masking", Static).update(text)
 
     def show_tokens(self, report) -> None:
         stats = report.token_stats
@@ -307,6 +397,8 @@ class DataScreen(WizardScreen):
         max_len = int(self.wizard.get("data.max_seq_len"))
         text = Text()
         text.append(f"{stats.count} rows, {stats.total:,} tokens", style="bold")
+        if self.count_note:
+            text.append("\n" + self.count_note, style="yellow")
         text.append(
             f"\nlength min {stats.min} · median {stats.median} · p95 {stats.p95} · max {stats.max}"
         )
@@ -327,8 +419,13 @@ class DataScreen(WizardScreen):
         if not self.read_choices():
             return False
         if self.report is None:
-            self.notify("Wait for the scan to finish (or fix the data source).", severity="warning")
-            return False
+            # Never a dead end: the model and memory estimate needs no data.
+            self.notify(
+                "The data is not scanned (yet): the estimate uses the last token count, "
+                "and training checks the data again before it starts.",
+                severity="warning",
+            )
+            return True
         if self.report.rows_ok == 0:
             self.app.show_error(
                 UserError(
@@ -363,10 +460,26 @@ def _suggestion(stats) -> str:
     return f"max_seq_len {stats.suggested_max_len} would keep {kept} whole."
 
 
-def _cell(value) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = visible(text.replace("\n", "⏎ "))
-    return text if len(text) <= PREVIEW_CELL else text[: PREVIEW_CELL - 1] + "…"
+def tree_root(data: str) -> str:
+    """The folder the file tree opens in: the current data path's, else the working folder."""
+    folder = Path(data).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    return str(folder) if str(folder) not in ("", ".") and folder.is_dir() else "."
+
+
+def _readable(value) -> str:
+    """A cell of the user's row for people: text as is, a conversation one turn a line,
+    anything else as indented JSON (never a Python repr)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        turns = [m for m in value if "content" in m or "value" in m]
+        if turns and len(turns) == len(value):
+            return "\n".join(
+                f"{m.get('role') or m.get('from') or '?'}: {m.get('content', m.get('value'))}"
+                for m in turns
+            )
+    return json.dumps(value, ensure_ascii=False, indent=1, default=str)
 
 
 def _progress_text(args: tuple) -> str:

@@ -7,6 +7,8 @@ architecture (files, maybe the hub) and asking NVML run in workers.
 
 from __future__ import annotations
 
+import threading
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -16,11 +18,14 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from core.config import METHODS
+from core.data.checks import DataFacts
 from core.errors import UserError
+from core.estimate.advice import METHOD_LABELS
 from tui import backend
 from tui.screens.base import WizardScreen
 from tui.widgets.memory_bar import GIB, MemoryBar
 from tui.widgets.option_form import OptionForm
+from tui.widgets.path_input import PathSuggester
 
 METHOD_TEXT = {
     "full": "full: train every weight",
@@ -36,12 +41,30 @@ LOCAL = "__local__"
 RENT_ROWS = 8
 
 
-def train_tokens(cfg, data_tokens: int) -> int:
-    """Tokens the run will process: the data times epochs, or max_steps' worth of batches."""
+EXAMPLE_TOKENS = 1_000_000  # priced when no data was counted, and said so
+
+
+def priced_tokens(cfg, data_tokens: int, data_rows: int, approx: bool) -> tuple[int, str]:
+    """(tokens the run processes, how that number was made, in words): the data times the
+    epochs, or the steps the user set times rows per step times the mean row length."""
     t = cfg.training
-    per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * cfg.data.max_seq_len
-    by_epochs = int((data_tokens or 1_000_000) * t.num_train_epochs)
-    return min(by_epochs, t.max_steps * per_step) if t.max_steps > 0 else by_epochs
+    counted = "≈" if approx else ""
+    if t.max_steps > 0:
+        rows = t.per_device_train_batch_size * t.gradient_accumulation_steps
+        mean = min(cfg.data.max_seq_len, data_tokens // data_rows) if data_rows else 0
+        per_row = mean or cfg.data.max_seq_len
+        how = "mean" if mean else "up to"
+        return t.max_steps * rows * per_row, (
+            f"the {t.max_steps} steps you set × {rows} rows × {how} {per_row} tokens"
+        )
+    epochs = f"{t.num_train_epochs:g} epoch{'s' if t.num_train_epochs != 1 else ''}"
+    if data_tokens:
+        return int(
+            data_tokens * t.num_train_epochs
+        ), f"{counted}{data_tokens:,} data tokens × {epochs}"
+    return int(EXAMPLE_TOKENS * t.num_train_epochs), (
+        f"no data counted: {EXAMPLE_TOKENS:,} tokens as an example × {epochs}"
+    )
 
 
 class ModelScreen(WizardScreen):
@@ -82,6 +105,15 @@ class ModelScreen(WizardScreen):
                                 METHOD_TEXT[m], value=cfg["model"]["method"] == m, id=f"method-{m}"
                             )
                     yield Static("", id="reason", markup=False)
+                    with Vertical(id="price-data"):
+                        yield Static("Data to price (optional)", classes="label")
+                        yield Input(
+                            cfg["data"]["data"] if self.wizard.data_tokens else "",
+                            placeholder="a file or folder, Enter counts its tokens",
+                            suggester=PathSuggester(),
+                            id="count-data",
+                        )
+                        yield Static("", id="count-status", markup=False)
                 with Vertical(id="model-right"):
                     for section, names in KNOBS.items():
                         yield OptionForm(section, cfg[section], names, id=f"knobs-{section}")
@@ -91,6 +123,12 @@ class ModelScreen(WizardScreen):
             yield MemoryBar(id="memory")
 
     def on_mount(self) -> None:
+        # Data is priced here only on the estimate-only path; the full wizard has a data screen.
+        self.query_one("#price-data").display = self.wizard.estimate_only
+        if self.wizard.estimate_only:  # came to look a model up: start in the catalog search
+            self.query_one("#catalog-search", Input).focus()
+        if self.wizard.estimate_only and self.wizard.data_tokens:
+            self.show_count()
         self.fill_catalog(self.wizard.catalog_filter)
         self.fill_gpus()
         if self.app.detect_gpus:
@@ -122,6 +160,13 @@ class ModelScreen(WizardScreen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "model-name":
             self.choose_model(event.value.strip())
+        elif event.input.id == "count-data":
+            self.count_data(event.value.strip())
+        elif event.input.id == "catalog-search":  # Enter goes on to pick from what was found
+            catalog = self.query_one("#catalog", OptionList)
+            catalog.focus()
+            if catalog.option_count:
+                catalog.highlighted = 0
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option_list.id == "catalog" and event.option.id:
@@ -138,15 +183,88 @@ class ModelScreen(WizardScreen):
             return
         self.changed()
         self.load_arch(name)
+        data = self.query_one("#count-data", Input).value.strip()
+        if self.wizard.estimate_only and data:  # another tokenizer counts differently
+            self.count_data(data)
 
     @work(thread=True, exclusive=True, group="arch", exit_on_error=False)
     def load_arch(self, name: str) -> None:
-        arch = backend.load_arch(name)
+        try:
+            arch = backend.load_arch(name)
+        except UserError as exc:
+            if not get_current_worker().is_cancelled:
+                self.app.call_from_thread(self.no_arch, exc)
+            return
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self.set_arch, arch)
 
     def set_arch(self, arch) -> None:
         self.arch = arch
+        self.query_one("#memory-panel").display = True
+        self.update_estimate()
+
+    def no_arch(self, exc: UserError) -> None:
+        """Say in place why the model is unknown; no estimate of the previous model stays up."""
+        self.arch = None
+        self.query_one("#memory-panel").display = False
+        self.query_one("#rent", DataTable).clear(columns=True)
+        self.query_one("#rent-title", Static).update("What to rent: choose a model first")
+        text = Text(exc.message, style="bold red")
+        if exc.hint:
+            text.append(f"\n{exc.hint}", style="red")
+        self.query_one("#reason", Static).update(text)
+        self.mark_recommended(None)
+
+    # -- data to price (estimate-only path) -------------------------------------------------
+
+    def count_data(self, path: str) -> None:
+        status = self.query_one("#count-status", Static)
+        if not path:
+            self.wizard.set_data(DataFacts())
+            status.update("")
+            self.changed()
+            self.update_estimate()
+            return
+        try:
+            self.wizard.set("data.data", path)
+        except UserError as exc:
+            status.update(Text(exc.message, style="red"))
+            return
+        self.changed()
+        status.update(Text("Counting tokens …", style="dim"))
+        self.count_worker(self.wizard.run_config())
+
+    @work(thread=True, exclusive=True, group="count", exit_on_error=False)
+    def count_worker(self, cfg) -> None:
+        try:
+            tokenizer, note = backend.counting_tokenizer(cfg.model.model)
+            report = backend.inspect_data(cfg, tokenizer, threading.Event())
+        except (UserError, backend.Cancelled) as exc:
+            if not get_current_worker().is_cancelled:
+                self.app.call_from_thread(self.count_failed, exc)
+            return
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.counted, report, note)
+
+    def counted(self, report, note: str) -> None:
+        self.wizard.set_data(DataFacts.from_report(report), note)
+        self.changed()
+        self.show_count()
+        self.update_estimate()
+
+    def show_count(self) -> None:
+        w = self.wizard
+        text = Text(f"{w.data_rows:,} rows, " if w.data_rows else "")
+        text.append(f"{'≈' if w.data_tokens_note else ''}{w.data_tokens:,} tokens")
+        if w.data_tokens_note:
+            text.append("\n" + w.data_tokens_note, style="yellow")
+        self.query_one("#count-status", Static).update(text)
+
+    def count_failed(self, exc: Exception) -> None:
+        self.wizard.set_data(DataFacts())
+        self.changed()
+        message = exc.message if isinstance(exc, UserError) else "counting was cancelled"
+        self.query_one("#count-status", Static).update(Text("✗ " + message, style="red"))
         self.update_estimate()
 
     # -- GPUs -----------------------------------------------------------------------
@@ -236,7 +354,9 @@ class ModelScreen(WizardScreen):
         self.query_one("#memory", MemoryBar).show(est, capacity, "CPU (RAM)" if on_cpu else device)
         self.show_recommendation(req, None if on_cpu else capacity)
         # Ranking every GPU takes tens of milliseconds: off the UI thread, newest wins.
-        self.rent_rows(self.arch, req, train_tokens(cfg, self.wizard.data_tokens))
+        w = self.wizard
+        tokens, how = priced_tokens(cfg, w.data_tokens, w.data_rows, bool(w.data_tokens_note))
+        self.rent_rows(self.arch, req, tokens, how)
 
     def show_recommendation(self, req, capacity: float | None) -> None:
         reason = self.query_one("#reason", Static)
@@ -256,7 +376,7 @@ class ModelScreen(WizardScreen):
         self.mark_recommended(rec.method)
         if rec.method:
             text = Text("★ recommended: ", style="bold green")
-            text.append(f"{rec.method}, batch {rec.batch_size}. {rec.reason}.")
+            text.append(f"{rec.reason}.")  # it names the method and the batch
         else:
             text = Text("Nothing fits: ", style="bold red")
             text.append(rec.reason + ". ")
@@ -273,15 +393,15 @@ class ModelScreen(WizardScreen):
             self.query_one(f"#method-{m}", RadioButton).label = label
 
     @work(thread=True, exclusive=True, group="rent", exit_on_error=False)
-    def rent_rows(self, arch, req, tokens: int) -> None:
+    def rent_rows(self, arch, req, tokens: int, how: str) -> None:
         try:
             rows = backend.rent_table(arch, req, tokens)
         except UserError:
             rows = []
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self.show_rent, rows, tokens)
+            self.app.call_from_thread(self.show_rent, rows, tokens, how, req.method)
 
-    def show_rent(self, rows: list, tokens: int) -> None:
+    def show_rent(self, rows: list, tokens: int, how: str, method: str) -> None:
         table = self.query_one("#rent", DataTable)
         table.clear(columns=True)
         table.add_columns("GPU", "×", "batch", "time", "cost $", "$/h")
@@ -290,22 +410,26 @@ class ModelScreen(WizardScreen):
                 Text(row.gpu),
                 str(row.n_gpus),
                 str(row.batch_size),
-                _hours(row.hours),
+                _duration(row.hours),
                 "<0.01" if row.cost_usd < 0.01 else f"{row.cost_usd:,.2f}",
                 f"{row.price_per_hour_usd:.2f}",
             )
-        self.query_one("#rent-title", Static).update(
-            f"What to rent: {tokens:,} tokens to train, cheapest first"
-        )
+        title = Text("What to rent", style="bold")
+        title.append(f" for {METHOD_LABELS.get(method, method)}, cheapest first:\n")
+        title.append(f"{tokens:,} tokens", style="bold")
+        title.append(f" ({how})", style="dim")
+        self.query_one("#rent-title", Static).update(title)
 
     def commit(self) -> bool:
-        if self.arch is None:
-            self.notify("Choose a model the estimator knows first.", severity="warning")
-            return False
+        if self.arch is None:  # not a dead end: training checks the model again
+            self.notify("No estimate for this model (see above).", severity="warning")
         return True
 
 
-def _hours(hours: float) -> str:
+def _duration(hours: float) -> str:
+    """For people: 40 s, 12 min, 3.5 h."""
+    if hours * 60 < 1:
+        return f"{max(1, round(hours * 3600))} s"
     if hours < 1:
-        return f"{max(1, round(hours * 60))} min"
+        return f"{round(hours * 60)} min"
     return f"{hours:,.1f} h"

@@ -21,6 +21,7 @@ from core.config import RunConfig
 from core.errors import UserError
 from tui import backend
 from tui.screens.base import WizardScreen
+from tui.widgets.data_checks import DataChecks
 from tui.widgets.option_form import OptionForm
 
 SECTION_TITLES = {
@@ -68,6 +69,7 @@ class SettingsScreen(WizardScreen):
             for name in backend.PRESETS:
                 yield Button(backend.PRESET_LABELS[name], id=f"preset-{name}", classes="preset")
             yield Button("Start training", id="start", variant="success")
+        yield DataChecks(id="settings-checks")
         with TabbedContent(id="settings-tabs"):
             with TabPane("Run", id="tab-run"):
                 with VerticalScroll():
@@ -150,6 +152,7 @@ class SettingsScreen(WizardScreen):
         command.append(train_command(cfg))
         self.query_one("#command", Static).update(command)
         self.query_one("#toml", TextArea).load_text(cfg.to_toml())
+        self.query_one("#settings-checks", DataChecks).show(self.wizard.data_warnings())
 
     def action_copy(self) -> None:
         cfg = final_config(self.wizard.run_config())
@@ -167,27 +170,67 @@ class SettingsScreen(WizardScreen):
         except UserError as exc:
             self.app.show_error(exc, "Check the settings")
             return
+        busy = live_runs_here(Path(cfg.runs_dir))
+        if not busy:
+            self.launch(cfg)
+            return
+        from tui.widgets.confirm import Confirm
+
+        names = ", ".join(
+            f"{r.name} ({r.state}, step {r.step}/{r.total_steps or '?'})" for r in busy
+        )
+        question = Text("Already training on this machine: ", style="bold")
+        question.append(names)
+        question.append(
+            "\nA second run shares the same GPU (or CPU): both slow down, and the GPU "
+            "memory may not hold both. Start anyway?"
+        )
+        self.app.push_screen(
+            Confirm(question, "Start anyway", "Don't start"),
+            lambda yes: self.launch(cfg) if yes else None,
+        )
+
+    def launch(self, cfg: RunConfig) -> None:
         self.query_one("#start", Button).disabled = True
         self.notify("Preparing the data and starting the run …")
         self.start_run(cfg)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def start_run(self, cfg: RunConfig) -> None:
+        path = config_path(cfg)
+        existed = path.exists()
         try:
-            path = config_path(cfg)
             path.parent.mkdir(parents=True, exist_ok=True)
             cfg.save(path)
             run_dir = backend.launch(cfg)
+        except BaseException:
+            if not existed:  # a failed start leaves no config behind that names no run
+                path.unlink(missing_ok=True)
+            raise
         finally:
             self.app.call_from_thread(self.enable_start)
         self.app.call_from_thread(self.started, run_dir)
 
     def started(self, run_dir: Path) -> None:
-        # The wizard is done: reopened later it shows the runs, and a next run gets its own name.
+        # The wizard is done: reopened later it shows the runs with this one selected, and
+        # a next run gets its own name. Back from the live panel is the start screen.
         self.wizard.screen = "start"
+        self.wizard.selected_run = run_dir.name
         self.wizard.set("name", "")
         self.changed()
+        self.app.back_to_start()
         self.app.open_live(run_dir)
 
     def enable_start(self) -> None:
         self.query_one("#start", Button).disabled = False
+
+
+def live_runs_here(runs_dir: Path) -> list:
+    """Runs training on this machine now (a died run is not counted: its process is gone)."""
+    from core.runs import LIVE_STATES, this_host
+
+    try:
+        found = backend.list_runs(runs_dir)
+    except OSError:
+        return []
+    return [r for r in found if r.state in LIVE_STATES and r.host in ("", this_host())]

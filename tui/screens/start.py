@@ -1,4 +1,8 @@
-"""Screen 1, Start: begin a new run or open an existing one (a running run opens its live panel)."""
+"""Screen 1, Start: begin a new run, estimate a model before renting, or open an existing run.
+
+Focus starts in the run table when there are runs (Enter opens one); Up from its
+first row reaches the buttons and Down from a button comes back.
+"""
 
 from __future__ import annotations
 
@@ -22,16 +26,33 @@ INTRO = (
 )
 
 
+NAME_WIDTH = 28  # the Time column stays visible at 80 columns
+
+
+class RunsTable(DataTable):
+    """The runs; Up from the first row moves to the buttons above."""
+
+    def action_cursor_up(self) -> None:
+        if self.cursor_row <= 0:
+            self.screen.query_one("#new", Button).focus()
+        else:
+            super().action_cursor_up()
+
+
 class StartScreen(WizardScreen):
     STEP = "start"
     CSS_PATH = "start.tcss"
     BINDINGS = [
         Binding("n", "new_run", "New run"),
+        Binding("e", "estimate", "Estimate only"),
         Binding("enter", "open_run", "Open run", show=False),
         Binding("o", "open_run", "Open run"),
         Binding("r", "refresh", "Refresh"),
         Binding("ctrl+n", "new_run", "Next", show=False),
         Binding("escape", "back", "Back", show=False),
+        Binding("down", "to_table", show=False),
+        Binding("left", "app.focus_previous", show=False),
+        Binding("right", "app.focus_next", show=False),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -39,9 +60,10 @@ class StartScreen(WizardScreen):
             yield Static(INTRO, id="intro", markup=False)
             with Horizontal(id="start-buttons"):
                 yield Button("New run", id="new", variant="primary")
+                yield Button("Estimate a model before renting", id="estimate")
                 yield Button("Open run", id="open")
-            yield Static("Runs in " + str(self.app.runs_dir), id="runs-title", markup=False)
-            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            yield Static("Runs in " + shown_path(self.app.runs_dir), id="runs-title", markup=False)
+            yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
             yield Static("", id="no-runs", markup=False)
 
     def on_mount(self) -> None:
@@ -49,7 +71,25 @@ class StartScreen(WizardScreen):
         table.add_columns("Run", "State", "Progress", "Last loss", "Best eval", "Time")
         self.runs: list = []
         self.action_refresh()
-        self.set_interval(2.0, self.action_refresh)
+        self.select_run(self.wizard.selected_run)
+        (table if self.runs else self.query_one("#new", Button)).focus()
+        self.set_interval(2.0, self.refresh_if_shown)
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        if self.is_mounted and self.wizard.selected_run:  # back from a run just launched
+            self.action_refresh()
+            self.select_run(self.wizard.selected_run)
+
+    def refresh_if_shown(self) -> None:
+        # Under the live panel the table is not seen: reading every run then is wasted CPU.
+        if self.is_current:
+            self.action_refresh()
+
+    def select_run(self, name: str) -> None:
+        for i, run in enumerate(self.runs):
+            if run.name == name:
+                self.query_one("#runs", DataTable).move_cursor(row=i)
 
     def action_refresh(self) -> None:
         try:
@@ -62,7 +102,7 @@ class StartScreen(WizardScreen):
         for run in runs:
             steps = run.progress_text()
             table.add_row(
-                Text(visible(run.name, newlines=False)),
+                Text(_short(visible(run.name, newlines=False), NAME_WIDTH)),
                 Text(run.state, style="bold" if run.state in LIVE_STATES else ""),
                 steps,
                 _num(run.last_loss),
@@ -84,9 +124,18 @@ class StartScreen(WizardScreen):
             else "No runs yet. Press n (or click New run) to set one up."
         )
 
+    def action_to_table(self) -> None:
+        if self.runs and isinstance(self.focused, Button):
+            self.query_one("#runs", DataTable).focus()
+
+    def action_estimate(self) -> None:
+        self.app.estimate_only()
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "new":
             self.action_new_run()
+        elif event.button.id == "estimate":
+            self.action_estimate()
         elif event.button.id == "open":
             self.action_open_run()
 
@@ -108,6 +157,20 @@ class StartScreen(WizardScreen):
         # Any run opens in the live panel: it shows the whole history of a
         # finished run too, and is where chat on its checkpoints starts.
         self.app.open_live(run_dir)
+
+
+def shown_path(folder: Path) -> str:
+    """A folder as people read it: ./runs under the working folder, else the full path."""
+    folder = Path(folder)
+    try:
+        return "./" + str(folder.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
+
+
+def _short(text: str, width: int) -> str:
+    """Long run names keep their end (where model and method differ), not a shared prefix."""
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 def _num(value: float | None) -> str:

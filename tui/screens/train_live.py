@@ -307,7 +307,7 @@ class TrainLiveScreen(Screen):
             parts.append(f"ETA {format_duration(eta)}")
         if self.catching_up:
             parts.append("reading the history…")
-        self.query_one("#live-eta", Static).update(" · ".join(parts))
+        _update(self.query_one("#live-eta", Static), " · ".join(parts), lines=1)
 
     def show_preparing(self, bar_widget: ProgressBar) -> None:
         """Before the first step the run tokenizes its data: rows done of the total, ETA."""
@@ -338,7 +338,7 @@ class TrainLiveScreen(Screen):
         grid.add_row("eval", eval_line)
         grid.add_row("lr", num("learning_rate", ".2e") + "  tok/s " + num("tokens_per_s", ",.0f"))
         grid.add_row("time", format_duration(m.get("elapsed_s")))
-        self.query_one("#live-stats", Static).update(grid)
+        _update(self.query_one("#live-stats", Static), grid, lines=4)
         self.show_memory()
         self.show_progress()
 
@@ -354,7 +354,7 @@ class TrainLiveScreen(Screen):
             text.append(format_bytes(peak))
             if est:
                 text.append(f" (estimate {format_bytes(est)})")
-        self.query_one("#live-memory", Static).update(text)
+        _update(self.query_one("#live-memory", Static), text, lines=1)
 
     def show_checkpoints(self) -> None:
         rows = self._ckpts.rows
@@ -422,3 +422,9 @@ class TrainLiveScreen(Screen):
             show(exc)
         else:
             self.notify(str(exc), severity="error")
+
+
+def _update(widget: Static, content, *, lines: int) -> None:
+    """Update a widget that always shows `lines` lines: once it has that height, without a
+    layout pass (a layout pass per step was most of the CPU a watching wizard used)."""
+    widget.update(content, layout=widget.size.height != lines)

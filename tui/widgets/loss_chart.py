@@ -50,7 +50,7 @@ class LossChart(PlotextPlot):
     """
 
     def __init__(
-        self, *, min_interval: float = 1.0, id: str | None = None, classes: str | None = None
+        self, *, min_interval: float = 2.0, id: str | None = None, classes: str | None = None
     ):
         super().__init__(id=id, classes=classes)
         self.steps: list[float] = []

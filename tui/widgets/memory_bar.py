@@ -97,7 +97,7 @@ class MemoryBar(Static):
             return
         width = max(10, (self.size.width or 70) - 2)
         head = Text()
-        head.append(f"{self.total / GIB:.2f} GiB", style="bold")
+        head.append(f"{_gib(self.total)} GiB", style="bold")
         head.append(" (sizes in GiB below)" if not self.capacity else "", style="dim")
         if self.capacity:
             pct = self.total / self.capacity * 100

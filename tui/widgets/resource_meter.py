@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.widgets.run_feed import format_bytes
+from tui.widgets.run_feed import format_pair
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def render_samples(samples: list[ResourceSample], width: int = 10) -> Text:
         text.append(f"{'VRAM' if s.kind == 'gpu' else 'RAM':<4} ", style="bold")
         frac = s.mem_used / s.mem_total if s.mem_total else 0
         text.append(bar(frac, width), style="yellow" if frac < 0.9 else "red")
-        text.append(f" {format_bytes(s.mem_used)}/{format_bytes(s.mem_total)}")
+        text.append(f" {format_pair(s.mem_used, s.mem_total)}")
     return text
 
 

@@ -177,21 +177,22 @@ def _find_total_bytes(data, depth: int = 0) -> int | None:
 
 
 def format_bytes(n: float | None) -> str:
+    """Binary units, as the estimator and the model screen use (GiB everywhere)."""
     if n is None:
         return "–"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KiB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def format_pair(used: float, total: float) -> str:
-    """`3.1/4.2 GB`: two sizes in the unit of the larger one."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    """`3.1/4.2 GiB`: two sizes in the unit of the larger one."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if max(used, total) >= scale:
             a, b = used / scale, total / scale
-            digits = 0 if max(a, b) >= 100 else 1  # 736/662 MB, 3.1/4.2 GB: short enough
+            digits = 0 if max(a, b) >= 100 else 1  # 736/662 MiB, 3.1/4.2 GiB: short enough
             return f"{a:.{digits}f}/{b:.{digits}f} {unit}"
     return f"{used:.0f}/{total:.0f} B"
 
