@@ -113,14 +113,16 @@ def _item_from_row(row, where: str) -> Item:
     return Item(prompt, None if reference is None else str(reference), system=row.get("system"))
 
 
-def validation_items(run_dir: Path, tokenizer) -> list[Item]:
-    """The run's validation rows: prompt = tokens before the first trained token, reference = that answer."""
-    path = Path(run_dir) / "data" / "eval.jsonl"
+def validation_items(run_dir: Path, tokenizer, split: str = "eval") -> list[Item]:
+    """The run's validation rows (or `split="train"`: its training rows): prompt = tokens
+    before the first trained token, reference = that answer."""
+    path = Path(run_dir) / "data" / f"{split}.jsonl"
     if not path.is_file():
         raise UserError(
-            "this run has no validation rows to compare on",
+            f"this run has no {'validation' if split == 'eval' else 'training'} rows saved",
             where=str(path),
-            hint="pass --prompts FILE (.txt, one prompt per line, or .jsonl with prompt/reference)",
+            hint="pass --prompts FILE (any data file; .txt: one prompt per line), or train with "
+            "data.validation_split (e.g. 0.1) or data.validation_file to keep validation rows",
         )
     items = []
     with open(path, encoding="utf-8") as fh:
