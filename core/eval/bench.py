@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ INSTALL_HINT = "pip install 'tunewiz[eval]' (or: pip install lm-eval)"
 @dataclass
 class PreparedTasks:
     names: list[str]  # as the user gave them
+    task_names: list[str]  # lm-eval's names (a YAML path becomes its `task:`)
     tasks: dict[str, Any]  # task name -> lm-eval Task object
     manager: Any  # lm_eval.tasks.TaskManager
 
@@ -84,7 +86,7 @@ def prepare_tasks(specs: list[str]) -> PreparedTasks:
             names.append(_yaml_task_name(path))
         else:
             names.append(spec)
-    manager = TaskManager(include_path=includes or None, verbosity="ERROR")
+    manager = TaskManager(include_path=includes or None)
     known = set(manager.all_tasks)
     for name in names:
         if name not in known:
@@ -95,7 +97,9 @@ def prepare_tasks(specs: list[str]) -> PreparedTasks:
                 hint=("closest: " + ", ".join(close)) if close else "see `lm-eval ls tasks`",
             )
     try:
-        tasks = get_task_dict(names, manager)
+        with warnings.catch_warnings():  # get_task_dict's deprecation: it still builds groups right
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tasks = get_task_dict(names, manager)
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds when data is not local
         raise UserError(
             f"could not load the data of {', '.join(names)}: {type(exc).__name__}: {exc}",
@@ -103,7 +107,7 @@ def prepare_tasks(specs: list[str]) -> PreparedTasks:
             hint="hub tasks download their data: connect to the network once, or use a task "
             "YAML over local files",
         ) from None
-    return PreparedTasks(list(specs), tasks, manager)
+    return PreparedTasks(list(specs), names, tasks, manager)
 
 
 def run_bench(
@@ -111,16 +115,20 @@ def run_bench(
 ) -> list[Score]:
     """Scores of the loaded model (with their standard errors) on the prepared tasks."""
     import lm_eval
+    from lm_eval.api.task import Task
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
+    built = list(prepared.tasks.values())
+    # Built tasks are reused (their data is read once); a group (mmlu) is passed by name so
+    # that lm-eval aggregates it as it would on its own.
+    tasks = built if all(isinstance(t, Task) for t in built) else prepared.task_names
     results = lm_eval.simple_evaluate(
         model=lm,
-        tasks=list(prepared.tasks.values()),
+        tasks=tasks,
         limit=limit,
         task_manager=prepared.manager,
         log_samples=False,
-        verbosity="ERROR",
     )
     return scores_from(results or {})
 
