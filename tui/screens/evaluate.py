@@ -35,17 +35,20 @@ from tui.widgets.eval_views import chart, detail, row_categories, summary_rows
 
 PromptSet = Literal["validation", "training", "file"]
 PROMPT_SETS: list[tuple[str, PromptSet]] = [
-    ("validation rows (+ training sample)", "validation"),
-    ("training sample only", "training"),
-    ("a prompts file", "file"),
+    ("validation + train", "validation"),
+    ("train sample", "training"),
+    ("a file", "file"),
 ]
 FIELD_HELP = {
+    "ev-prompts": "Validation rows (and a training sample, for the overfitting check), or a file",
+    "ev-limit": "Benchmarks: only the first N examples of each task (a quick look)",
     "ev-checkpoints": "all, or a comma list: best,last,final,10",
     "ev-file": "Any data file; answers optional (.txt: one prompt per line)",
     "ev-temps": "0 is greedy; a comma list runs a sweep: 0,0.5,1.0",
     "ev-bench": "lm-eval tasks or task YAML paths: arc_easy,hellaswag (needs tunewiz[eval])",
 }
 WORSE = "__worse__"
+DETAIL_PANES = 4  # prompt, reference, base, the checkpoint judged
 
 
 class EvaluateScreen(Screen):
@@ -69,27 +72,27 @@ class EvaluateScreen(Screen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="ev-form"):
-            yield Input(
-                "all", id="ev-checkpoints", tooltip=FIELD_HELP["ev-checkpoints"], compact=True
+            yield from self._field("checkpoints", Input("all", id="ev-checkpoints", compact=True))
+            yield from self._field(
+                "prompts",
+                Select(
+                    PROMPT_SETS,
+                    value="validation",
+                    allow_blank=False,
+                    id="ev-prompts",
+                    compact=True,
+                ),
             )
-            yield Select(
-                PROMPT_SETS, value="validation", allow_blank=False, id="ev-prompts", compact=True
+            yield from self._field("file", Input(placeholder="path", id="ev-file", compact=True))
+            yield from self._field("temperatures", Input("0", id="ev-temps", compact=True))
+            yield from self._field(
+                "benchmarks", Input(placeholder="none", id="ev-bench", compact=True)
             )
-            yield Input(
-                placeholder="prompts file",
-                id="ev-file",
-                tooltip=FIELD_HELP["ev-file"],
-                compact=True,
-            )
-            yield Input("0", id="ev-temps", tooltip=FIELD_HELP["ev-temps"], compact=True)
-            yield Input(
-                placeholder="benchmarks",
-                id="ev-bench",
-                tooltip=FIELD_HELP["ev-bench"],
-                compact=True,
+            yield from self._field(
+                "limit", Input(placeholder="all", id="ev-limit", type="integer", compact=True)
             )
         with Horizontal(id="ev-progress-line"):
-            yield ProgressBar(id="ev-progress", show_eta=False)
+            yield ProgressBar(total=1, id="ev-progress", show_eta=False)
             yield Label("Ctrl+R runs the evaluation", id="ev-status", markup=False)
         with TabbedContent(id="ev-tabs"):
             with TabPane("Summary", id="ev-tab-summary"):
@@ -103,11 +106,19 @@ class EvaluateScreen(Screen):
                 )
                 with Vertical(id="ev-rows-body"):
                     yield DataTable(id="ev-rows", cursor_type="row")
-                    yield Horizontal(id="ev-detail")
+                    with Horizontal(id="ev-detail"):
+                        for n in range(DETAIL_PANES):
+                            yield Static("", id=f"ev-d{n}", classes="ev-pane", markup=False)
                 yield Input(
                     placeholder="tag for this row, Enter to add", id="ev-tag", classes="-hidden"
                 )
         yield Footer()
+
+    def _field(self, title: str, widget) -> ComposeResult:
+        widget.tooltip = FIELD_HELP.get(widget.id or "", title)
+        with Vertical(classes="ev-field"):
+            yield Label(title, classes="ev-field-title")
+            yield widget
 
     def on_mount(self) -> None:
         self.query_one("#ev-rows", DataTable).add_columns(
@@ -139,6 +150,7 @@ class EvaluateScreen(Screen):
             heldout=which != "training",
             temperatures=temps,
             bench=[b.strip() for b in value("ev-bench").split(",") if b.strip()],
+            limit=int(value("ev-limit")) if value("ev-limit") else None,
         )
 
     def action_run(self) -> None:
@@ -148,7 +160,9 @@ class EvaluateScreen(Screen):
         try:
             req = self.request()
         except ValueError:
-            self.notify("Temperatures are numbers like 0,0.5,1.0", severity="error")
+            self.notify(
+                "Temperatures are numbers like 0,0.5,1.0; limit a whole number", severity="error"
+            )
             return
         self.cancel_event = threading.Event()
         self.running, self.started = True, time.monotonic()
@@ -261,20 +275,17 @@ class EvaluateScreen(Screen):
         return rows[table.cursor_row]
 
     def show_detail(self) -> None:
-        box = self.query_one("#ev-detail", Horizontal)
-        box.remove_children()
         row = self.current_row()
-        if row is None:
-            return
-        models = (
-            ["base", self.main_model()]
-            if "base" in self.result.summary["models"]
-            else [self.main_model()]
-        )
-        for title, body in detail(row, models):
-            pane = Static(body, classes="ev-pane", markup=False)
+        panes: list = []
+        if row is not None and self.result is not None:
+            models = [m for m in ("base", self.main_model()) if m in self.result.summary["models"]]
+            panes = detail(row, models)
+        for n in range(DETAIL_PANES):
+            pane = self.query_one(f"#ev-d{n}", Static)
+            title, body = panes[n] if n < len(panes) else ("", "")
             pane.border_title = title
-            box.mount(pane)
+            pane.update(body)
+            pane.set_class(n >= len(panes), "-hidden")
 
     # -- tags and chat -------------------------------------------------------------
 
