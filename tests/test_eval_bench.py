@@ -10,8 +10,6 @@ import pytest
 from core.errors import UserError
 from core.eval.bench import prepare_tasks, run_bench
 
-pytest.importorskip("lm_eval")  # an optional extra; CI installs it through the `test` extra
-
 DOCS = [
     {"question": "The capital of Lumen Isle is", "choices": ["Harrowmere", "Paris"], "answer": 0},
     {"question": "Two plus two is", "choices": ["five", "four", "six"], "answer": 1},
