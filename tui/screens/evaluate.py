@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rich.text import Text
 from textual import on, work
@@ -64,7 +64,7 @@ class EvaluateScreen(Screen):
     def __init__(self, run_dir: Path, *, name: str | None = None):
         super().__init__(name=name)
         self.run_dir = Path(run_dir)
-        self.result = None
+        self.result: Any = None  # core.eval.EvalResult once one is shown
         self.cancel_event = threading.Event()
         self.running = False
         self.started = 0.0
@@ -231,13 +231,13 @@ class EvaluateScreen(Screen):
         self.fill_rows()
 
     def main_model(self) -> str:
-        s = self.result.summary if self.result else {}
+        s: dict = self.result.summary if self.result else {}
         return s.get("judged") or "model"
 
     def visible_rows(self) -> list[dict]:
         from core.eval.report import got_worse
 
-        rows = self.result.rows if self.result else []
+        rows: list[dict] = self.result.rows if self.result else []
         if self.filter == WORSE:
             return [r for r in rows if got_worse(r)]
         if self.filter:
