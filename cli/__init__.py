@@ -15,7 +15,7 @@ import sys
 
 from core.errors import UserError
 
-COMMAND_MODULES = ("cli.estimate", "cli.data", "cli.train", "cli.chat")
+COMMAND_MODULES = ("cli.estimate", "cli.data", "cli.train", "cli.chat", "cli.eval")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -41,92 +41,28 @@ class Row:
 
 
 def load_prompt_file(path: str | Path) -> list[Item]:
-    """Prompts from .txt (one per line) or .jsonl/.json rows with a prompt and maybe a reference.
+    """Prompts (with a reference answer when the row has one) from any file the data loader
+    reads; the one reader is `core.eval.prompts.load_prompts`, which reports every bad row."""
+    from core.eval.prompts import load_prompts
 
-    Accepted row keys: prompt | instruction (+ input) | question, and
-    reference | response | output | answer | completion.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-        text = data.decode("utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read the prompt file: {exc.strerror}", where=str(path)) from None
-    except UnicodeDecodeError as exc:
-        bad_line = data.count(b"\n", 0, exc.start) + 1
-        raise UserError(
-            "not a text file: bytes that are not UTF-8", where=f"{path}:{bad_line}"
-        ) from None
-    if path.suffix == ".txt":
-        return [Item(line.strip()) for line in text.splitlines() if line.strip()]
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise UserError(f"not valid JSON: {str(exc)[:200]}", where=str(path)) from None
-        if not isinstance(rows, list):
-            raise UserError("expected a JSON array of rows", where=str(path))
-        numbered = list(enumerate(rows, 1))
-    elif path.suffix in (".jsonl", ".ndjson"):
-        numbered = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                numbered.append((n, json.loads(line)))
-            except (ValueError, RecursionError) as exc:
-                raise UserError(f"not valid JSON: {exc}", where=f"{path}:{n}") from None
-    else:
-        raise UserError(
-            "prompt files are .txt (one prompt per line), .jsonl or .json", where=str(path)
-        )
-    items = [_item_from_row(row, f"{path}:{n}") for n, row in numbered]
-    if not items:
-        raise UserError("the prompt file has no prompts", where=str(path))
+    items = []
+    for it in load_prompts(path):
+        msgs = it.messages or []
+        system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else None
+        items.append(Item(it.prompt, it.reference, system=system))
     return items
 
 
-def _item_from_row(row, where: str) -> Item:
-    if isinstance(row, str):
-        return Item(row)
-    if not isinstance(row, dict):
-        raise UserError("expected an object with a `prompt`", where=where)
-    prompt = row.get("prompt") or row.get("question") or row.get("instruction")
-    if isinstance(row.get("messages"), list):  # chat rows: the first user turn, the first answer
-        msgs = row["messages"]
-        users = [m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
-        answers = [
-            m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "assistant"
-        ]
-        system = next(
-            (m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "system"),
-            None,
-        )
-        if users:
-            return Item(str(users[0]), str(answers[0]) if answers else None, system=system)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise UserError(
-            "row has no prompt",
-            where=where,
-            hint="give each row a `prompt` (or `instruction` / `question`)",
-        )
-    if row.get("instruction") and row.get("input"):
-        prompt = f"{row['instruction']}\n\n{row['input']}"
-    reference = next(
-        (row[k] for k in ("reference", "response", "output", "answer", "completion") if row.get(k)),
-        None,
-    )
-    return Item(prompt, None if reference is None else str(reference), system=row.get("system"))
-
-
-def validation_items(run_dir: Path, tokenizer) -> list[Item]:
-    """The run's validation rows: prompt = tokens before the first trained token, reference = that answer."""
-    path = Path(run_dir) / "data" / "eval.jsonl"
+def validation_items(run_dir: Path, tokenizer, split: str = "eval") -> list[Item]:
+    """The run's validation rows (or `split="train"`: its training rows): prompt = tokens
+    before the first trained token, reference = that answer."""
+    path = Path(run_dir) / "data" / f"{split}.jsonl"
     if not path.is_file():
         raise UserError(
-            "this run has no validation rows to compare on",
+            f"this run has no {'validation' if split == 'eval' else 'training'} rows saved",
             where=str(path),
-            hint="pass --prompts FILE (.txt, one prompt per line, or .jsonl with prompt/reference)",
+            hint="pass --prompts FILE (any data file; .txt: one prompt per line), or train with "
+            "data.validation_split (e.g. 0.1) or data.validation_file to keep validation rows",
         )
     items = []
     for ids, labels in _eval_rows(path):

@@ -79,10 +79,10 @@ def test_prompt_files_and_their_errors(tmp_path):
     bad.write_text('{"prompt": "ok"}\n{broken\n')
     with pytest.raises(UserError) as err:
         load_prompt_file(bad)
-    assert err.value.where == f"{bad}:2"
+    assert err.value.where == str(bad) and "bad.jsonl:2: invalid JSON" in str(err.value)
     noprompt = tmp_path / "n.jsonl"
     noprompt.write_text('{"answer": "x"}\n')
-    with pytest.raises(UserError, match="no prompt"):
+    with pytest.raises(UserError, match="n.jsonl:1"):
         load_prompt_file(noprompt)
     chat = tmp_path / "c.json"
     chat.write_text(

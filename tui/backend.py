@@ -211,3 +211,34 @@ def rent_table(arch, req, tokens: int) -> list:
     from core.estimate import rent_table as _rent
 
     return list(_rent(arch, req, tokens))
+
+
+# -- evaluation -------------------------------------------------------------------
+
+
+def eval_request(target: str, runs_dir: Path, **fields: Any):
+    from core.eval import EvalRequest
+
+    return EvalRequest(target, runs_dir=str(runs_dir), **fields)
+
+
+def evaluate(req, progress, cancel: threading.Event):
+    """Run an evaluation (call from a worker); raises core.eval.EvalCancelled when cancelled."""
+    from core.eval import evaluate as _evaluate
+
+    return _evaluate(req, progress=progress, cancel=cancel)
+
+
+def latest_eval(run_dir: Path):
+    """The newest saved evaluation of a run, or None."""
+    from core.eval import latest_eval as _latest
+    from core.eval import load_eval
+
+    folder = _latest(Path(run_dir) / "eval")
+    return load_eval(folder) if folder is not None else None
+
+
+def set_tag(folder: Path, row_id: int, tag: str, on: bool = True):
+    from core.eval import set_tag as _set
+
+    return _set(folder, row_id, tag, on=on)

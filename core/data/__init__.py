@@ -16,6 +16,9 @@ from pathlib import Path
 from core.paths import profiles_dir
 
 SAMPLE_DATASET: Path = profiles_dir() / "datasets" / "lumen_isle.jsonl"
+# Questions about the same island that the sample answers only indirectly: never trained on,
+# so evaluating on them tells learning from memorising (`validation_file = "sample-heldout"`).
+SAMPLE_HELDOUT: Path = profiles_dir() / "datasets" / "lumen_isle_heldout.jsonl"
 
 from core.data.formats import FORMAT_NAMES, detect_format, normalize, suggest_task  # noqa: E402
 from core.data.pipeline import (  # noqa: E402
@@ -48,6 +51,7 @@ __all__ = [
     "FORMAT_NAMES",
     "IGNORE_INDEX",
     "SAMPLE_DATASET",
+    "SAMPLE_HELDOUT",
     "TASK_FORMATS",
     "TASK_HELP",
     "DataCancelled",

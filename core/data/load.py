@@ -70,7 +70,7 @@ class Source:
 
 def resolve_sources(data: str, *, hub_config: str = "", hub_split: str = "train") -> list[Source]:
     """The files (or hub dataset) behind what the user typed."""
-    from core.data import SAMPLE_DATASET
+    from core.data import SAMPLE_DATASET, SAMPLE_HELDOUT
 
     text = data.strip()
     if not text:
@@ -80,6 +80,8 @@ def resolve_sources(data: str, *, hub_config: str = "", hub_split: str = "train"
     path = Path(text).expanduser()
     if text == "sample" and not path.exists():
         path = SAMPLE_DATASET
+    elif text == "sample-heldout" and not path.exists():
+        path = SAMPLE_HELDOUT
     if path.is_dir():
         files = sorted(
             p

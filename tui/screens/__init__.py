@@ -49,12 +49,22 @@ def live_screen(run_dir: Path) -> Screen:
     return TrainLiveScreen(run_dir, poll_interval=LIVE_POLL_S)
 
 
-def chat_screen(target: str, checkpoint: str | None = None, runs_dir: Path | None = None) -> Screen:
+def chat_screen(
+    target: str, checkpoint: str | None = None, runs_dir: Path | None = None, prompt: str = ""
+) -> Screen:
     try:
         from tui.screens.chat import ChatScreen
     except ImportError as exc:
         return Unavailable(f"The chat screen is not available ({exc}).")
-    return ChatScreen(target, checkpoint=checkpoint, runs_dir=runs_dir)
+    return ChatScreen(target, checkpoint=checkpoint, runs_dir=runs_dir, prompt=prompt)
+
+
+def evaluate_screen(run_dir: Path) -> Screen:
+    try:
+        from tui.screens.evaluate import EvaluateScreen
+    except ImportError as exc:
+        return Unavailable(f"The Evaluate screen is not available ({exc}).\nRun: {run_dir}")
+    return EvaluateScreen(run_dir)
 
 
 class Unavailable(Screen):

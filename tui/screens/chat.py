@@ -61,6 +61,7 @@ class ChatScreen(Screen):
         Binding("f2", "toggle_settings", "Settings"),
         Binding("f3", "toggle_compare", "Compare"),
         Binding("ctrl+l", "new_chat", "New chat"),
+        Binding("ctrl+e", "evaluate", "Evaluate"),
     ]
 
     def __init__(
@@ -72,6 +73,7 @@ class ChatScreen(Screen):
         loader: Callable | None = None,
         session_factory: Callable | None = None,
         name: str | None = None,
+        prompt: str = "",
     ):
         super().__init__(name=name)
         from core.chat import GenerationSettings
@@ -79,6 +81,7 @@ class ChatScreen(Screen):
         self.target = str(target)
         self.runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs")
         self.checkpoint = checkpoint
+        self.prompt = prompt  # put in the message field, ready to send (from the Evaluate screen)
         self.compare_with: str | None = None
         self.settings = GenerationSettings()
         self.system = ""
@@ -189,7 +192,9 @@ class ChatScreen(Screen):
         if self.run_dir is not None:
             hint += ", F3: compare with the base model"
         self.pane("a").notice(hint + ".")
-        self.query_one("#chat-input", Input).focus()
+        field = self.query_one("#chat-input", Input)
+        field.value = self.prompt
+        field.focus()
 
     def on_unmount(self) -> None:
         self.cancel_event.set()  # leaving the screen stops a reply still being generated
@@ -374,6 +379,14 @@ class ChatScreen(Screen):
             return
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
+
+    def action_evaluate(self) -> None:
+        if self.run_dir is None:
+            self.notify("Evaluate needs a training run: open chat from a run.")
+            return
+        from tui.screens import evaluate_screen
+
+        self.app.push_screen(evaluate_screen(self.run_dir))
 
     def action_new_chat(self) -> None:
         if self.generating:

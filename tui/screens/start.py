@@ -47,6 +47,7 @@ class StartScreen(WizardScreen):
         Binding("e", "estimate", "Estimate only"),
         Binding("enter", "open_run", "Open run", show=False),
         Binding("o", "open_run", "Open run"),
+        Binding("v", "evaluate_run", "Evaluate"),
         Binding("r", "refresh", "Refresh"),
         Binding("ctrl+n", "new_run", "Next", show=False),
         Binding("escape", "back", "Back", show=False),
@@ -152,6 +153,15 @@ class StartScreen(WizardScreen):
             return
         row = max(0, table.cursor_row)
         self.open(self.runs[row].path)
+
+    def action_evaluate_run(self) -> None:
+        if not self.runs:
+            self.notify("There are no runs to evaluate yet.", severity="warning")
+            return
+        from tui.screens import evaluate_screen
+
+        row = max(0, self.query_one("#runs", DataTable).cursor_row)
+        self.app.push_screen(evaluate_screen(self.runs[row].path))
 
     def open(self, run_dir: Path) -> None:
         # Any run opens in the live panel: it shows the whole history of a

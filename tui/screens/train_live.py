@@ -130,6 +130,7 @@ class TrainLiveScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("d", "detach", "Detach"),
         Binding("c", "chat", "Chat"),
+        Binding("e", "evaluate", "Evaluate"),
         Binding("escape", "detach", "Back", show=False),
     ]
 
@@ -415,6 +416,11 @@ class TrainLiveScreen(Screen):
         from tui.screens.chat import ChatScreen
 
         self.app.push_screen(ChatScreen(str(self.run_dir), name, runs_dir=self.run_dir.parent))
+
+    def action_evaluate(self) -> None:
+        from tui.screens import evaluate_screen
+
+        self.app.push_screen(evaluate_screen(self.run_dir))
 
     def _error(self, exc: Exception) -> None:
         show = getattr(self.app, "show_error", None)
