@@ -79,8 +79,13 @@ def inspect_data(
     cancel: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
+    objective: str = "sft",
 ) -> DataReport:
     """Read and check every row; token statistics when a tokenizer is given. Never raises for bad rows."""
+    if objective != "sft":
+        from core.data.preference import scan_preference
+
+        return scan_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)[0]
     report, _ = _scan(
         cfg, tokenizer, keep=False, cancel=cancel, progress=progress, batch_size=batch_size
     )
@@ -94,8 +99,13 @@ def prepare(
     cancel: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
+    objective: str = "sft",
 ) -> PreparedData:
     """Checked, tokenized, split (and packed) examples; UserError when nothing usable, or bad rows and `stop`."""
+    if objective != "sft":
+        from core.data.preference import prepare_preference
+
+        return prepare_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)
     report, groups = _scan(
         cfg, tokenizer, keep=True, cancel=cancel, progress=progress, batch_size=batch_size
     )
@@ -185,7 +195,14 @@ def _scan(cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_siz
     report.preference_data = fmt == "preference"
     if report.preference_data:
         report.notes.append(
-            "preference data: tunewiz trains on the prompt and the `chosen` answer; `rejected` is not used"
+            "preference data: with objective sft only the prompt and the `chosen` answer train; "
+            "`rejected` is not used (--objective dpo, orpo or kto learn from both)"
+        )
+    if fmt == "kto":  # every answer would be learnt as a good one, the bad ones included
+        raise UserError(
+            "this is KTO data (answers marked good or bad by `label`): it cannot train as sft",
+            where="training.objective",
+            hint="train it with --objective kto",
         )
     if fmt != "unknown" and fmt not in TASK_FORMATS.get(cfg.task, ()):
         raise UserError(
