@@ -551,5 +551,7 @@ def _validate_preference(cfg: RunConfig) -> None:
         )
     if t.objective != "sft" and cfg.data.packing == "true":
         raise UserError(
-            "preference objectives do not pack rows", where="data.packing", hint="set packing = auto"
+            "preference objectives do not pack rows",
+            where="data.packing",
+            hint="set packing = auto",
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import random
 import threading
 
 from core.config import DataConfig
@@ -57,6 +58,7 @@ def prepare_preference(
     if objective == "kto":  # a pair becomes two rows after the split: both stay on one side
         train = [k for r in train for k in (unpair(r) if "chosen" in r else [r])]
         evals = [k for r in evals for k in (unpair(r) if "chosen" in r else [r])]
+        random.Random(cfg.split_seed).shuffle(train)  # trained in this order (sequential sampling)
     return PreparedData(
         train=train,
         eval=evals or None,

@@ -33,6 +33,9 @@ KEYS = ("input_ids", "labels", "position_ids")
 def _write(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for row in rows:
+            if "input_ids" not in row:  # preference rows (prompt/chosen/rejected): TRL tokenizes
+                fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+                continue
             fh.write(
                 json.dumps({k: list(row[k]) for k in KEYS if k in row}, separators=(",", ":"))
                 + "\n"

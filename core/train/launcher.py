@@ -76,6 +76,7 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
         started_at=now,
         host=runs.this_host(),
         method=cfg.model.method,
+        objective=cfg.training.objective,
         model=cfg.model.model,
         step=0,
         total_steps=0,
@@ -168,7 +169,7 @@ def check_optional_packages(cfg: RunConfig) -> None:
 def prepare_data(cfg: RunConfig, tokenizer):
     from core import data
 
-    return data.prepare(cfg.data, tokenizer)
+    return data.prepare(cfg.data, tokenizer, objective=cfg.training.objective)
 
 
 def _write_data_report(run_dir: Path, prepared) -> None:
@@ -260,7 +261,7 @@ def check_disk_space(cfg: RunConfig, model_config, runs_dir: Path, *, train_rows
     )
     if t.save_strategy == "no":
         kept = 1  # a stop still saves one
-    data_bytes = sum(len(r["input_ids"]) for r in train_rows) * 16
+    data_bytes = sum(len(r.get("input_ids", ())) for r in train_rows) * 16
     need = kept * ckpt + final + data_bytes
     probe = (
         runs_dir
