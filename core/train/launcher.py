@@ -228,7 +228,7 @@ def checkpoint_bytes(cfg: RunConfig, model_config) -> tuple[int, int]:
             model_config, trust_remote_code=cfg.model.trust_remote_code
         )
     total = sum(p.numel() for p in model.parameters())
-    if cfg.model.method == "full":
+    if cfg.model.method in ("full", "freeze"):  # freeze: an upper bound (all weights saved)
         weights = total * 4  # fp32 master weights
         trainable = total
     else:
