@@ -53,6 +53,10 @@ CASES = [
     ("lora", 2, 512),
     ("qlora", 1, 128),
     ("qlora", 2, 512),
+    ("dpo-lora", 1, 128),
+    ("dpo-lora", 2, 256),
+    ("dpo-full", 1, 128),
+    ("dpo-full", 2, 256),
 ]
 STEPS = 2
 
@@ -146,15 +150,100 @@ def child(method: str, batch: int, seq: int, checkpoint: str | None = None) -> d
     }
 
 
+def child_dpo(method: str, batch: int, seq: int) -> dict:
+    """A DPO case through TRL's DPOTrainer itself (2 steps), as the training worker runs it.
+
+    Every sequence is exactly `seq` tokens: prompt and answers are long runs of one word,
+    truncated by max_length. Full fine-tuning gets a frozen fp32 reference copy (the CPU's
+    compute dtype); LoRA's reference is the base with adapters disabled.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import datasets
+    import peft  # noqa: F401
+    import torch
+    import trl
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as tlog
+
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    datasets.disable_progress_bars()
+    from core.bundled import ensure_default_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    baseline = _status_kib("VmRSS") * 1024
+    folder = ensure_default_model()
+    cfg = AutoConfig.from_pretrained(folder)
+    cfg._attn_implementation = "sdpa"
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(folder)
+    kw: dict = {}
+    if method == "lora":
+        from peft import LoraConfig
+
+        kw["peft_config"] = LoraConfig(
+            r=16,
+            lora_alpha=32,
+            lora_dropout=0.05,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    else:
+        kw["ref_model"] = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    half = seq // 2
+    rows = [
+        {"prompt": " hello" * half, "chosen": " blue" * seq, "rejected": " red" * seq}
+        for _ in range(batch * 3)
+    ]
+    args = trl.DPOConfig(
+        output_dir="/tmp/tunewiz-bench-dpo",
+        max_steps=STEPS,
+        per_device_train_batch_size=batch,
+        max_length=seq,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=100,
+        learning_rate=1e-5,
+        dataloader_pin_memory=False,
+    )
+    trainer = trl.DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tok,
+        **kw,
+    )
+    Path("/proc/self/clear_refs").write_text("5")
+    t0 = time.perf_counter()
+    trainer.train()
+    return {
+        "baseline": baseline,
+        "after_load": baseline,
+        "peak": _status_kib("VmHWM") * 1024,
+        "step_s": (time.perf_counter() - t0) / STEPS,
+    }
+
+
 def estimated(method: str, batch: int, seq: int) -> tuple[int, int]:
     """(total incl. process overhead, tensors only) from the estimator."""
     from core.estimate import EstimateRequest, estimate
     from core.profiles import load_model_arch
 
     arch = load_model_arch("HuggingFaceTB/SmolLM2-135M-Instruct")
+    objective = "sft"
+    if method.startswith("dpo-"):
+        objective, method = "dpo", method[4:]
     est = estimate(
         arch,
         EstimateRequest(
+            objective=objective,
             method=method,
             precision="fp32",
             batch_size=batch,
@@ -210,16 +299,21 @@ def main() -> int:
         "--quick", action="store_true", help="Only the smaller size of each method."
     )
     parser.add_argument("--no-train", action="store_true", help="Only the CLI timing.")
+    parser.add_argument("--only", default="", help="Only the cases whose name contains this.")
+    parser.add_argument("--no-cli", action="store_true", help="Skip the CLI timing.")
     args = parser.parse_args()
     if args.case:
         method, b, s, *ckpt = args.case
-        print(json.dumps(child(method, int(b), int(s), ckpt[0] if ckpt else None)))
+        if method.startswith("dpo-"):
+            print(json.dumps(child_dpo(method[4:], int(b), int(s))))
+        else:
+            print(json.dumps(child(method, int(b), int(s), ckpt[0] if ckpt else None)))
         return 0
 
     gib = 1024**3
     errors = []
     if not args.no_train:
-        cases = [c for c in CASES if not args.quick or c[2] == 128]
+        cases = [c for c in CASES if (not args.quick or c[2] == 128) and args.only in c[0]]
         malloc = "glibc default" if args.glibc_default else "MALLOC_MMAP_THRESHOLD_=131072"
         print(
             f"SmolLM2-135M, fp32 on the CPU, {STEPS} training steps per case, fresh process each "
@@ -271,6 +365,8 @@ def main() -> int:
         )
         worst = max(errors) if errors else 0
         print(f"worst |error| of the total: {worst:.1f}% (target < 10%)")
+    if args.no_cli:
+        return 0
     cli, floor = cli_timing()
     print(
         f"\n`tunewiz estimate meta-llama/Llama-3.1-8B --gpu 'RTX 4090'`: median {cli:.3f} s wall-clock "

@@ -36,8 +36,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        choices=("full", "lora", "qlora", "inference"),
+        choices=("full", "lora", "qlora", "freeze", "inference"),
         help="Force a method (default: the first of full, lora, qlora that fits).",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("sft", "dpo", "orpo", "kto"),
+        default="sft",
+        help="sft, or a preference objective: dpo/orpo pass chosen and rejected together "
+        "(twice the activations); dpo/kto with full keep a reference copy (default sft).",
+    )
+    p.add_argument(
+        "--precompute-ref",
+        action="store_true",
+        help="dpo/kto with full or freeze: reference log-probs scored before training (no copy).",
+    )
+    p.add_argument(
+        "--freeze-layers",
+        type=int,
+        default=2,
+        help="--method freeze: how many of the last layers train (default 2).",
     )
     p.add_argument(
         "--precision",
@@ -192,6 +210,9 @@ def build_report(args: argparse.Namespace) -> dict:
         gpus=args.gpus,
         zero=args.zero,
         device=args.device,
+        objective=args.objective,
+        precompute_ref=args.precompute_ref,
+        freeze_layers=args.freeze_layers,
     )
     methods = [args.method] if args.method else ["full", "lora", "qlora"]
     ests = {m: estimate(arch, EstimateRequest(**{**req.__dict__, "method": m})) for m in methods}

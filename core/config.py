@@ -51,7 +51,11 @@ def opt(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any
     return field(default=default, metadata=meta, **kw)
 
 
-METHODS = ("full", "lora", "qlora")
+METHODS = ("full", "lora", "qlora", "freeze")
+OBJECTIVES = ("sft", "dpo", "orpo", "kto")
+# TRL's loss_type values: DPOConfig's pairwise losses, KTOConfig's unpaired ones (ORPO has none).
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "apo_zero", "apo_down")
+KTO_LOSSES = ("kto", "apo_zero_unpaired")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TASKS = ("instruction", "chat", "text")
 DISTRIBUTED = ("none", "ddp", "fsdp", "zero2", "zero3")
@@ -66,8 +70,19 @@ class ModelConfig:
     method: str = opt(
         "lora",
         "full trains every weight (most memory); lora trains small adapters; "
-        "qlora does that on a 4-bit base (least memory).",
+        "qlora does that on a 4-bit base (least memory); freeze trains only the last layers.",
         METHODS,
+    )
+    freeze_trainable_layers: int = opt(
+        2,
+        "freeze: how many of the last transformer blocks train; the rest stay as they are "
+        "(fewer = less memory).",
+    )
+    freeze_train_lm_head: bool = opt(
+        False, "freeze: also train the output layer (LM head; the embeddings too when tied)."
+    )
+    freeze_train_embeddings: bool = opt(
+        False, "freeze: also train the input embeddings (large: a vocabulary-sized matrix)."
     )
     precision: str = opt(
         "auto",
@@ -169,6 +184,12 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
+    objective: str = opt(
+        "sft",
+        "What to learn: sft copies the answers; dpo/orpo learn which of two answers is better "
+        "(chosen over rejected); kto learns from answers marked good or bad.",
+        OBJECTIVES,
+    )
     num_train_epochs: float = opt(3.0, "How many times to go through the training data.")
     max_steps: int = opt(
         -1, "Stop after this many optimizer steps (overrides epochs); -1 for no limit."
@@ -217,6 +238,27 @@ class TrainingConfig:
     metric_for_best_model: str = opt("eval_loss", "Which metric decides the best checkpoint.")
     greater_is_better: bool = opt(False, "Whether a higher metric is better (false for losses).")
     seed: int = opt(42, "Random seed, for reproducible runs.")
+    beta: float = opt(
+        0.1,
+        "dpo/kto: how far the model may move from where it started (higher = stays closer); "
+        "orpo: the weight of the preference term.",
+    )
+    loss_type: str = opt(
+        "auto",
+        "dpo/kto: TRL's loss (auto = sigmoid for dpo, kto for kto; ipo/hinge/... are variants).",
+        ("auto", *DPO_LOSSES, *KTO_LOSSES),
+    )
+    precompute_ref_log_probs: bool = opt(
+        False,
+        "dpo/kto with full fine-tuning: score the data with the starting model once before "
+        "training, instead of keeping a second copy of it in memory.",
+    )
+    desirable_weight: float = opt(
+        1.0, "kto: weight of the good answers' loss (raise it when good answers are rarer)."
+    )
+    undesirable_weight: float = opt(
+        1.0, "kto: weight of the bad answers' loss (raise it when bad answers are rarer)."
+    )
     report_to: str = opt("none", "Also log to: none or tensorboard.", ("none", "tensorboard"))
 
 
@@ -485,6 +527,16 @@ def validate(cfg: RunConfig) -> None:
         raise UserError("must be between 0 and 1", where="training.warmup_ratio")
     if not 0 <= m.lora_dropout < 1:
         raise UserError("must be between 0 and 1", where="model.lora_dropout")
+    _validate_preference(cfg)
+    nothing_trains = not (m.freeze_train_lm_head or m.freeze_train_embeddings)
+    if m.method == "freeze" and (
+        m.freeze_trainable_layers < 0 or (m.freeze_trainable_layers == 0 and nothing_trains)
+    ):
+        raise UserError(
+            f"must be 1 or more (or 0 with the LM head or embeddings trained), "
+            f"got {m.freeze_trainable_layers}",
+            where="model.freeze_trainable_layers",
+        )
     if t.max_steps <= 0 and t.max_steps != -1:
         raise UserError(
             "must be a positive number of steps, or -1 for no limit", where="training.max_steps"
@@ -502,4 +554,33 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(
             f"distributed = {dist.distributed!r} needs num_processes of 2 or more",
             where="distributed.num_processes",
+        )
+
+
+def _validate_preference(cfg: RunConfig) -> None:
+    t = cfg.training
+    if t.beta <= 0:
+        raise UserError(f"must be positive, got {t.beta}", where="training.beta")
+    for name in ("desirable_weight", "undesirable_weight"):
+        if getattr(t, name) <= 0:
+            raise UserError("must be positive", where=f"training.{name}")
+    losses = {"dpo": DPO_LOSSES, "kto": KTO_LOSSES, "orpo": (), "sft": ()}[t.objective]
+    if t.loss_type != "auto" and t.loss_type not in losses:
+        fits = ", ".join(losses) if losses else "only auto (it has no loss_type)"
+        raise UserError(
+            f"loss_type {t.loss_type!r} is not a {t.objective} loss",
+            where="training.loss_type",
+            hint=f"{t.objective} takes: {fits}",
+        )
+    if t.objective != "sft" and cfg.data.task == "text":
+        raise UserError(
+            f"objective {t.objective} needs preference data, not the text task",
+            where="data.task",
+            hint="use --task instruction or chat with prompt/chosen/rejected (or label) rows",
+        )
+    if t.objective != "sft" and cfg.data.packing == "true":
+        raise UserError(
+            "preference objectives do not pack rows",
+            where="data.packing",
+            hint="set packing = auto",
         )

@@ -18,6 +18,7 @@ FORMAT_NAMES = {
     "openai": "OpenAI chat (messages with role / content)",
     "sharegpt": "ShareGPT (conversations with from / value)",
     "preference": "preference data (chosen / rejected)",
+    "kto": "KTO data (one completion with a true/false label)",
     "text": "plain text",
 }
 # Column pairs recognised as a prompt and its response, in order of preference.
@@ -75,6 +76,9 @@ def detect_format(
             mapping,
             [say("`chosen` and `rejected`", share("chosen", "rejected"), "preference")],
         )
+    kto = sum(1 for row in rows if isinstance(row.get(mapping.get("label", "label")), bool))
+    if kto and share("completion"):
+        return "kto", mapping, [say("`completion` and a true/false `label`", kto, "kto")]
     if share("messages"):
         return "openai", mapping, [say("`messages`", share("messages"), "openai")]
     if share("conversations"):
@@ -328,63 +332,9 @@ def check_turn_order(msgs: list[dict]) -> str | None:
 
 def _preference(row: dict, col, skipped: Counter):
     """Preference rows trained as instruction data on the chosen answer (rejected is not used)."""
-    chosen_name = col("chosen", "chosen")
-    chosen = row.get(chosen_name)
-    if chosen is None:
-        return None, [(chosen_name, "missing_field", f"missing field '{chosen_name}'")], skipped
-    prefix: list[dict] = []
-    issues: list[Issue] = []
-    if isinstance(row.get("conversations"), list) or isinstance(row.get("messages"), list):
-        name = "conversations" if isinstance(row.get("conversations"), list) else "messages"
-        for turn in row[name]:
-            if isinstance(turn, dict):
-                r = str(turn.get("role", turn.get("from", ""))).lower()
-                t = turn.get("content", turn.get("value"))
-                role = (
-                    "user"
-                    if r in USER_ROLES
-                    else "assistant"
-                    if r in ASSISTANT_ROLES
-                    else "system"
-                    if r in SYSTEM_ROLES
-                    else None
-                )
-                if role and isinstance(t, str):
-                    prefix.append({"role": role, "content": t})
-    else:
-        for p in ("prompt", "instruction", "question", "input"):
-            if isinstance(row.get(col(p, p)), str) and row[col(p, p)].strip():
-                text = row[col(p, p)]
-                if (
-                    p == "instruction"
-                    and isinstance(row.get("input"), str)
-                    and row["input"].strip()
-                ):
-                    text += "\n\n" + row["input"]
-                prefix.append({"role": "user", "content": text})
-                break
-        prefix = _system(row, col("system", "system"), issues) + prefix
-    if isinstance(chosen, str):
-        answer: list[dict] = [{"role": "assistant", "content": chosen}]
-    elif isinstance(chosen, dict):
-        answer = [{"role": "assistant", "content": chosen.get("content", chosen.get("value"))}]
-    elif isinstance(chosen, list):  # a whole conversation ending with the chosen answer
-        out, iss, skipped = conversation_from_turns(chosen, chosen_name, "role", "content", skipped)
-        if iss:
-            return None, iss, skipped
-        answer, prefix = out["messages"], [m for m in prefix if m not in out["messages"]]
-    else:
-        return (
-            None,
-            [(chosen_name, "non_string", f"'{chosen_name}' should be text or messages")],
-            skipped,
-        )
-    if issues:
+    from core.data.preference_rows import normalize_pair
+
+    pair, issues, skipped = normalize_pair(row, col, strict=False)
+    if pair is None:
         return None, issues, skipped
-    msgs = prefix + answer if not (answer and answer[0]["role"] != "assistant") else answer
-    if not isinstance(msgs[-1].get("content"), str) or not msgs[-1]["content"].strip():
-        return None, [(chosen_name, "empty_field", f"'{chosen_name}' is empty")], skipped
-    order = check_turn_order(msgs)
-    if order:
-        return None, [(chosen_name, "turn_order", order)], skipped
-    return {"messages": msgs}, [], skipped
+    return {"messages": pair["prompt"] + pair["chosen"]}, [], skipped

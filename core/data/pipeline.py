@@ -134,8 +134,13 @@ def inspect_data(
     cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
+    objective: str = "sft",
 ) -> DataReport:
     """Read and check every row; token statistics when a tokenizer is given. Never raises for bad rows."""
+    if objective != "sft":
+        from core.data.preference import scan_preference
+
+        return scan_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)[0]
     report, _ = _scan(
         cfg, tokenizer, keep=False, cancel=cancel, progress=progress, batch_size=batch_size
     )
@@ -150,11 +155,17 @@ def prepare(
     progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
     num_proc: int = 1,
+    objective: str = "sft",
 ) -> PreparedData:
     """Checked, tokenized, split (and packed) examples; UserError when nothing usable, or bad rows and `stop`.
 
     `num_proc` > 1 tokenizes in that many processes; the result is the same as with one.
+    Preference objectives (dpo, orpo, kto) read pairs or labelled answers instead of SFT rows.
     """
+    if objective != "sft":
+        from core.data.preference import prepare_preference
+
+        return prepare_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)
     report, groups = _scan(
         cfg,
         tokenizer,
@@ -358,7 +369,14 @@ def _scan(
     report.preference_data = fmt == "preference"
     if report.preference_data:
         report.notes.append(
-            "preference data: tunewiz trains on the prompt and the `chosen` answer; `rejected` is not used"
+            "preference data: with objective sft only the prompt and the `chosen` answer train; "
+            "`rejected` is not used (--objective dpo, orpo or kto learn from both)"
+        )
+    if fmt == "kto":  # every answer would be learnt as a good one, the bad ones included
+        raise UserError(
+            "this is KTO data (answers marked good or bad by `label`): it cannot train as sft",
+            where="training.objective",
+            hint="train it with --objective kto",
         )
     check_task_reads(cfg.task, fmt)
     text_task = cfg.task == "text"

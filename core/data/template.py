@@ -158,7 +158,17 @@ def _token_range(enc, row: int, start: int, end: int) -> tuple[int, int, bool]:
 
 
 def masking_preview(example: dict, tokenizer) -> list[tuple[str, bool]]:
-    """(token text, trained?) for each token of a tokenized example, for masking views."""
+    """(token text, trained?) for each token of a tokenized example, for masking views.
+
+    A preference example holds its sides (`chosen`, `rejected`, or KTO's `completion`): each is
+    shown under its name.
+    """
+    if "input_ids" not in example:
+        out: list[tuple[str, bool]] = []
+        for side, sub in example.items():
+            out.append((("\n" if out else "") + f"── {side} ──\n", False))
+            out += masking_preview(sub, tokenizer)
+        return out
     ids = example["input_ids"]
     labels = example.get("labels", ids)
     pieces = [tokenizer.decode([t], skip_special_tokens=False) for t in ids]

@@ -35,7 +35,8 @@ from core.profiles import ModelArch
 
 GIB = 1024**3
 
-METHODS = ("full", "lora", "qlora", "inference")
+METHODS = ("full", "lora", "qlora", "freeze", "inference")
+OBJECTIVES = ("sft", "dpo", "orpo", "kto")
 PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 ATTENTIONS = ("flash", "sdpa", "eager")
@@ -78,6 +79,11 @@ class EstimateRequest:
     gpus: int = 1
     zero: int = 0
     device: str = "cuda"
+    objective: str = "sft"  # dpo/orpo: chosen and rejected go through the model together
+    precompute_ref: bool = False  # dpo/kto full/freeze: reference log-probs scored before training
+    freeze_layers: int = 2  # method freeze: the last N blocks train
+    freeze_lm_head: bool = False
+    freeze_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,12 @@ def validate(arch: ModelArch, req: EstimateRequest) -> None:
     _choice(req.attention, ATTENTIONS, "--attention")
     _choice(req.quant, QUANTS, "--quant")
     _choice(req.device, DEVICES, "--device")
+    _choice(req.objective, OBJECTIVES, "--objective")
+    if req.method == "freeze" and not 0 <= req.freeze_layers <= arch.num_layers:
+        raise UserError(
+            f"{arch.name} has {arch.num_layers} layers; cannot train the last {req.freeze_layers}",
+            where="--freeze-layers",
+        )
     if req.batch_size < 1:
         raise UserError(f"must be at least 1, got {req.batch_size}", where="--batch-size")
     if req.seq_len < 1:
@@ -222,9 +234,39 @@ def linear_params(arch: ModelArch) -> int:
 def trainable_params(arch: ModelArch, req: EstimateRequest) -> int:
     if req.method == "full":
         return arch.num_params()
+    if req.method == "freeze":
+        return frozen_trainable_params(arch, req)
     if req.method in ("lora", "qlora"):
         return lora_params(arch, req)
     return 0
+
+
+def frozen_trainable_params(arch: ModelArch, req: EstimateRequest) -> int:
+    """method freeze: the last N blocks, plus the LM head and/or embeddings (one matrix when tied)."""
+    n = req.freeze_layers * arch.params_per_layer()
+    matrix = arch.vocab_size * arch.hidden_size
+    if arch.tie_word_embeddings:
+        return n + (matrix if req.freeze_lm_head or req.freeze_embeddings else 0)
+    return n + matrix * (int(req.freeze_lm_head) + int(req.freeze_embeddings))
+
+
+def _trains_all_weights(req: EstimateRequest) -> bool:
+    """full and freeze hold fp32 weights (the frozen part too: one dtype for the whole model)."""
+    return req.method in ("full", "freeze")
+
+
+def sequences_per_row(req: EstimateRequest) -> int:
+    """dpo and orpo put chosen and rejected through the model in one batch: twice the sequences."""
+    return 2 if req.objective in ("dpo", "orpo") else 1
+
+
+def reference_bytes(arch: ModelArch, req: EstimateRequest) -> float:
+    """dpo/kto's reference model: the base with adapters disabled (lora, qlora: no memory), a
+    frozen copy in the compute dtype (full, freeze), or nothing when its log-probs are precomputed.
+    """
+    if req.objective not in ("dpo", "kto") or not _trains_all_weights(req) or req.precompute_ref:
+        return 0
+    return _compute_bytes(req) * arch.num_params()
 
 
 # ---------------------------------------------------------------------------
@@ -250,7 +292,7 @@ def base_bytes(req: EstimateRequest) -> int:
     """
     if req.precision == "fp32":
         return 4
-    if req.method == "full":
+    if _trains_all_weights(req):
         return 2 if req.precision == "bf16-true" else 4
     if req.method == "qlora":
         return 4
@@ -269,6 +311,13 @@ def weight_bytes(arch: ModelArch, req: EstimateRequest) -> float:
             # weight stay saved for the backward pass.
             return 2 * (lin + head)
         return base_bytes(req) * n
+    if req.method == "freeze":
+        # fp32 parameters (not counted again under optimizer); autocast's 16-bit copies of the
+        # trained blocks' Linear weights stay saved for the backward pass
+        trained_lin = req.freeze_layers * sum(
+            a * b * k for a, b, k in arch.linear_shapes().values()
+        )
+        return base_bytes(req) * n + (2 * trained_lin if _mixed(req) else 0)
     if req.method == "lora":
         return base_bytes(req) * n + 4 * lora_params(arch, req)
     if req.method == "qlora":
@@ -288,13 +337,13 @@ def gradient_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     """Gradients in the parameters' dtype: fp32 except bf16-true full fine-tuning."""
     if req.method == "inference":
         return 0
-    per = 2 if (req.method == "full" and req.precision == "bf16-true") else 4
+    per = 2 if (_trains_all_weights(req) and req.precision == "bf16-true") else 4
     return per * trainable_params(arch, req)
 
 
 def _adafactor_state(arch: ModelArch, req: EstimateRequest) -> float:
     """Factored second moments: one row and one column vector per matrix, full size for vectors."""
-    if req.method == "full":
+    if _trains_all_weights(req):  # freeze: an upper bound (every matrix's factors)
         per_layer = sum((a + b) * n for a, b, n in arch.linear_shapes().values())
         per_layer += arch.params_per_layer() - sum(
             a * b * n for a, b, n in arch.linear_shapes().values()
@@ -313,7 +362,7 @@ def optimizer_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     if req.method == "inference":
         return 0
     n = trainable_params(arch, req)
-    state = 2 if (req.method == "full" and req.precision == "bf16-true") else 4
+    state = 2 if (_trains_all_weights(req) and req.precision == "bf16-true") else 4
     master = 4 * n if (req.method == "full" and _mixed(req)) else 0
     if req.optimizer == "adamw":
         return master + 2 * state * n
@@ -333,14 +382,13 @@ def optimizer_step_temp(arch: ModelArch, req: EstimateRequest) -> float:
     """
     if req.method == "inference" or req.optimizer != "adamw":
         return 0
-    state = 2 if (req.method == "full" and req.precision == "bf16-true") else 4
+    state = 2 if (_trains_all_weights(req) and req.precision == "bf16-true") else 4
     if req.device == "cuda":
         return state * trainable_params(arch, req)
-    if req.method == "full":
-        largest = max(
-            arch.vocab_size * arch.hidden_size,
-            max(a * b * n for a, b, n in arch.linear_shapes().values()),
-        )
+    if _trains_all_weights(req):
+        matrix = max(a * b * n for a, b, n in arch.linear_shapes().values())
+        head = req.method == "full" or req.freeze_lm_head or req.freeze_embeddings
+        largest = max(arch.vocab_size * arch.hidden_size if head else 0, matrix)
     else:
         largest = max(
             req.lora_r * max(a, b) for a, b, _ in lora_targets(arch, req.lora_targets).values()
@@ -362,7 +410,7 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
     a = _compute_bytes(req)
     r = base_bytes(req)
     h, i = arch.hidden_size, arch.intermediate_size
-    full = req.method == "full"
+    full = _trains_all_weights(req)  # freeze: the trained blocks keep what full keeps
     mixed = _mixed(req) and r == 4  # autocast copies of an fp32 residual stream
 
     # Linear inputs: under autocast each Linear reading an fp32 tensor keeps its own 16-bit copy;
@@ -450,20 +498,32 @@ def attention_score_bytes(arch: ModelArch, req: EstimateRequest) -> float:
 
 
 def activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
-    tokens = req.batch_size * req.seq_len
+    """Saved for the backward pass; freeze keeps them only from the first trained block up."""
+    tokens = req.batch_size * sequences_per_row(req) * req.seq_len
+    layers = req.freeze_layers if req.method == "freeze" else arch.num_layers
     layer = layer_activation_bytes_per_token(arch, req) + attention_score_bytes(arch, req)
     head = 4 * arch.hidden_size + (
-        arch.hidden_size * _compute_bytes(req) if req.method == "full" else 0
+        arch.hidden_size * _compute_bytes(req) if _trains_all_weights(req) else 0
     )
     if req.grad_checkpointing:
         # Only each layer's input stays; one layer is recomputed at a time in the backward pass.
-        return tokens * (arch.num_layers * base_bytes(req) * arch.hidden_size + layer + head)
-    return tokens * (arch.num_layers * layer + head)
+        return tokens * (layers * base_bytes(req) * arch.hidden_size + layer + head)
+    return tokens * (layers * layer + head)
 
 
 def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
-    """Loss buffers: fp32 log-softmax kept, its gradient, and the input gradient (3 x 4 x vocab)."""
-    return 12 * arch.vocab_size * req.batch_size * req.seq_len
+    """Loss buffers: fp32 log-softmax kept, its gradient, and the input gradient (3 x 4 x vocab).
+
+    dpo and kto score tokens with TRL's fused LM head, in tiles of 1024 tokens x a vocabulary
+    chunk, never the whole logits: about one fp32 tile and its gradient. ORPO materialises the
+    logits of chosen and rejected, plus the NLL loss's log-softmax over the chosen half.
+    """
+    tokens = req.batch_size * req.seq_len
+    if req.objective in ("dpo", "kto"):
+        return 2 * 4 * min(tokens * sequences_per_row(req), 1024) * min(arch.vocab_size, 4096)
+    if req.objective == "orpo":
+        return 12 * arch.vocab_size * 2 * tokens + 4 * arch.vocab_size * tokens
+    return 12 * arch.vocab_size * tokens
 
 
 def kv_cache_bytes(arch: ModelArch, req: EstimateRequest) -> float:
@@ -516,10 +576,13 @@ def estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
         )
         phase = "inference"
     else:
-        # ZeRO divides these as well.
+        weights = weight_bytes(arch, req)
         grads: float = gradient_bytes(arch, req)
         optim: float = optimizer_bytes(arch, req)
         temp: float = optimizer_step_temp(arch, req)
+        weights += reference_bytes(arch, req)
+        if reference_bytes(arch, req):
+            notes.append(f"{req.objective}: a frozen copy of the model is the reference")
         acts = activation_bytes(arch, req)
         logits = logits_bytes(arch, req)
         g = req.gpus

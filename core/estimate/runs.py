@@ -81,6 +81,11 @@ def request_from_run_config(cfg: RunConfig, *, device: str) -> EstimateRequest:
         gpus=gpus,
         zero=zero,
         device=device,
+        objective=t.objective,
+        precompute_ref=t.precompute_ref_log_probs,
+        freeze_layers=m.freeze_trainable_layers,
+        freeze_lm_head=m.freeze_train_lm_head,
+        freeze_embeddings=m.freeze_train_embeddings,
     )
 
 

@@ -123,6 +123,7 @@ class RunCallback(TrainerCallback):
         for key, val in logs.items():  # other eval metrics (eval_runtime, ...) as they come
             if key.startswith("eval_") and key not in row:
                 row[key] = val
+        row.update(objective_metrics(logs))
         if "loss" in logs:
             tokens = self.counter.tokens_seen - self._last_tokens
             dt = max(now - self._last_log_t, 1e-9)
@@ -143,6 +144,8 @@ class RunCallback(TrainerCallback):
             update["last_loss"] = loss if math.isfinite(loss) else str(loss)
         if self.best_eval_loss is not None:
             update["best_eval_loss"] = self.best_eval_loss
+        if "rewards/margins" in logs:
+            update["last_reward_margin"] = logs["rewards/margins"]
         self._status(**update)
 
     def on_save(self, args, state, control, **kw):
@@ -182,6 +185,13 @@ class RunCallback(TrainerCallback):
         if self.is_main:
             self._last_status_t = time.time()
             runs.write_status(self.run_dir, **fields)
+
+
+def objective_metrics(logs: dict) -> dict:
+    """Preference objectives' own metrics (rewards/*, logps/*, ...) from a log entry."""
+    from core.train.preference import metric_row
+
+    return metric_row(logs)
 
 
 def _jsonable(row: dict) -> dict:

@@ -41,6 +41,9 @@ def _write(path: Path, rows: list[dict]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a copy of the user's data
     with open(fd, "w", encoding="utf-8") as fh:
         for row in rows:
+            if "input_ids" not in row:  # preference rows (prompt/chosen/rejected): TRL tokenizes
+                fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+                continue
             fh.write(
                 json.dumps({k: list(row[k]) for k in KEYS if k in row}, separators=(",", ":"))
                 + "\n"

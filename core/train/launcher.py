@@ -62,6 +62,7 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
             started_at=now,
             host=runs.this_host(),
             method=cfg.model.method,
+            objective=cfg.training.objective,
             model=cfg.model.model,
             step=0,
             total_steps=0,
@@ -295,9 +296,13 @@ def checkpoint_bytes(cfg: RunConfig, arch) -> tuple[int, int]:
         method=cfg.model.method,
         lora_r=cfg.model.lora_r,
         lora_targets=cfg.model.lora_target_modules,
+        freeze_layers=cfg.model.freeze_trainable_layers,
+        freeze_lm_head=cfg.model.freeze_train_lm_head,
+        freeze_embeddings=cfg.model.freeze_train_embeddings,
     )
     trainable = trainable_params(arch, req)
-    weights = trainable * 4  # fp32
+    # full and freeze save every weight (freeze's frozen blocks too); adapters only themselves
+    weights = (arch.num_params() if cfg.model.method in ("full", "freeze") else trainable) * 4
     optimizer = trainable * 8  # AdamW: two fp32 moments
     return weights + optimizer, weights
 

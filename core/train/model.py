@@ -41,8 +41,11 @@ def target_modules(spec: str) -> str | list[str]:
     return [m.strip() for m in spec.split(",") if m.strip()]
 
 
-def load_for_training(cfg: RunConfig, model_path: str, *, precision: str):
-    """The model ready for Trainer: weights loaded, adapters attached, checkpointing set."""
+def load_for_training(cfg: RunConfig, model_path: str, *, precision: str, adapters: bool = True):
+    """The model ready for Trainer: weights loaded, adapters attached, checkpointing set.
+
+    `adapters=False` leaves LoRA to the caller (TRL's trainers attach it from a peft_config).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -104,25 +107,62 @@ def load_for_training(cfg: RunConfig, model_path: str, *, precision: str):
             # Frozen embeddings give inputs without grad; checkpointed blocks then see no grad at all.
             model.enable_input_require_grads()
 
-    if m.method in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model
+    if m.method in ("lora", "qlora") and adapters:
+        from peft import get_peft_model
 
-        lora = LoraConfig(
-            r=m.lora_r,
-            lora_alpha=m.lora_alpha,
-            lora_dropout=m.lora_dropout,
-            target_modules=target_modules(m.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
         try:
-            model = get_peft_model(model, lora)
+            model = get_peft_model(model, lora_config(m))
         except ValueError as exc:
             raise UserError(
                 f"LoRA could not be attached: {exc}", where="model.lora_target_modules"
             ) from None
+    if m.method == "freeze":
+        freeze(model, m)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info(
         "trainable parameters: %s of %s (%.2f%%)", trainable, total, 100 * trainable / max(total, 1)
     )
     return model
+
+
+def lora_config(m):
+    """PEFT's LoraConfig from the model options."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=m.lora_r,
+        lora_alpha=m.lora_alpha,
+        lora_dropout=m.lora_dropout,
+        target_modules=target_modules(m.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def decoder_blocks(model) -> list:
+    """The transformer blocks in order: the ModuleList as long as the config's layer count."""
+    import torch
+
+    n = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return list(module)
+    raise UserError("cannot find this model's transformer blocks to freeze", where="model.method")
+
+
+def freeze(model, m) -> None:
+    """Train only the last `freeze_trainable_layers` blocks (and the LM head / embeddings if asked)."""
+    blocks = decoder_blocks(model)
+    n = m.freeze_trainable_layers
+    if n > len(blocks):
+        raise UserError(
+            f"the model has {len(blocks)} transformer blocks; cannot train the last {n}",
+            where="model.freeze_trainable_layers",
+        )
+    model.requires_grad_(False)
+    for block in blocks[len(blocks) - n :]:
+        block.requires_grad_(True)
+    if m.freeze_train_lm_head:
+        model.get_output_embeddings().requires_grad_(True)
+    if m.freeze_train_embeddings:
+        model.get_input_embeddings().requires_grad_(True)

@@ -84,6 +84,7 @@ def prepare_run_data(run_dir: Path, cfg: RunConfig, tokenizer, stop) -> None:
         cancel=StopCheck(run_dir, stop),
         progress=Progress(run_dir, total),
         num_proc=cpu_count(),
+        objective=cfg.training.objective,
     )
     check_prepared(cfg, prepared)
     data_store.save(run_dir, prepared.train, prepared.eval)

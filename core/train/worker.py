@@ -200,12 +200,9 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
 
     from core.models import load_tokenizer, resolve_model
     from core.train import data_store
-    from core.train.args import build_training_args
     from core.train.callbacks import FaultInjector, RunCallback, parse_fault, peak_memory_bytes
     from core.train.ckpt import last_complete_checkpoint, truncate_metrics
-    from core.train.collate import Collator
     from core.train.model import load_for_training, resolve_precision
-    from core.train.trainer import RunTrainer
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_warning()
@@ -222,7 +219,10 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     train_rows, eval_rows = data_store.load(run_dir)
     # Seed before the adapters are created: their random init is part of what config.toml reproduces.
     transformers.set_seed(cfg.training.seed)
-    model = load_for_training(cfg, resolve_model(cfg.model.model), precision=precision)
+    sft = cfg.training.objective == "sft"
+    model = load_for_training(
+        cfg, resolve_model(cfg.model.model), precision=precision, adapters=sft
+    )
 
     checkpoint = None
     if resume:
@@ -236,27 +236,30 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
             truncate_metrics(run_dir / runs.METRICS_FILE, step)
         log.info("resuming from %s", checkpoint.name)
 
-    collator = Collator(tokenizer.pad_token_id)
     callback = RunCallback(run_dir, None, stop, is_main=rank() == 0, world_size=world_size())
     callbacks: list = [callback]
     fault = parse_fault()
     if fault:
         log.warning("test fault injection active: %s@%d", *fault)
         callbacks.append(FaultInjector(fault))
-    packed = bool(train_rows) and "position_ids" in train_rows[0]
-    args = build_training_args(
-        cfg, run_dir, precision=precision, has_eval=bool(eval_rows), packed=packed
-    )
-    trainer = RunTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows or None,
-        data_collator=collator,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        fault=fault,
-    )
+    if not sft:
+        from core.train.preference import build_trainer
+
+        trainer = build_trainer(
+            cfg,
+            model,
+            tokenizer,
+            train_rows,
+            eval_rows,
+            run_dir=run_dir,
+            precision=precision,
+            callbacks=callbacks,
+            fault=fault,
+        )
+    else:
+        trainer = _sft_trainer(
+            cfg, run_dir, precision, model, tokenizer, train_rows, eval_rows, callbacks, fault
+        )
     callback.counter = trainer
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     peak = peak_memory_bytes()
@@ -359,6 +362,29 @@ TRAINING_STATE_FILES = (
     "rng_state*",
     "trainer_state.json",
 )
+
+
+def _sft_trainer(
+    cfg, run_dir, precision, model, tokenizer, train_rows, eval_rows, callbacks, fault
+):
+    from core.train.args import build_training_args
+    from core.train.collate import Collator
+    from core.train.trainer import RunTrainer
+
+    packed = bool(train_rows) and "position_ids" in train_rows[0]
+    args = build_training_args(
+        cfg, run_dir, precision=precision, has_eval=bool(eval_rows), packed=packed
+    )
+    return RunTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows or None,
+        data_collator=Collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        fault=fault,
+    )
 
 
 def _estimate_next_to(run_dir: Path, peak: int) -> dict:

@@ -31,11 +31,12 @@ METHOD_TEXT = {
     "full": "full: train every weight",
     "lora": "LoRA: small adapters",
     "qlora": "QLoRA: adapters on 4-bit",
+    "freeze": "freeze: train the last layers only",
 }
 KNOBS = {
-    "training": ["per_device_train_batch_size"],
+    "training": ["objective", "per_device_train_batch_size"],
     "data": ["max_seq_len"],
-    "model": ["lora_r", "precision", "gradient_checkpointing"],
+    "model": ["lora_r", "freeze_trainable_layers", "precision", "gradient_checkpointing"],
 }
 LOCAL = "__local__"
 RENT_ROWS = 8

@@ -333,6 +333,15 @@ class TrainLiveScreen(Screen):
             return format(value, fmt) if isinstance(value, (int, float)) else "–"
 
         grid.add_row("loss", num("loss", ".4f"))
+        if "rewards/chosen" in m:  # a preference objective (dpo / orpo / kto): its own metrics
+            grid.add_row(
+                "reward", f"chosen {num('rewards/chosen', '+.3f')}  rejected "
+                f"{num('rewards/rejected', '+.3f')}",
+            )  # fmt: skip
+            margin = "margin " + num("rewards/margins", "+.3f")
+            if "rewards/accuracies" in m:
+                margin += "  accuracy " + num("rewards/accuracies", ".0%")
+            grid.add_row("", margin)
         eval_line = num("eval_loss", ".4f")
         if self.best_eval is not None:
             eval_line += f" (best {self.best_eval:.4f})"
