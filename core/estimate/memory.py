@@ -31,6 +31,7 @@ import functools
 from dataclasses import asdict, dataclass, field
 
 from core.errors import UserError
+from core.estimate import liger
 from core.profiles import ModelArch
 
 GIB = 1024**3
@@ -78,6 +79,7 @@ class EstimateRequest:
     gpus: int = 1
     zero: int = 0
     device: str = "cuda"
+    liger: bool = False  # Liger kernels: fused linear cross-entropy, RMSNorm, SwiGLU (liger.py)
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,15 @@ def validate(arch: ModelArch, req: EstimateRequest) -> None:
     if req.optimizer == "paged-adamw-8bit" and req.device == "cpu":
         raise UserError("paged optimizers need a CUDA GPU", where="--optimizer")
     lora_targets(arch, req.lora_targets)  # raises on unknown module names
+    if req.liger:
+        from core.kernels import LIGER_MODEL_TYPES
+
+        if req.device == "cpu":
+            raise UserError("Liger kernels need a CUDA GPU", where="--liger")
+        if arch.family not in LIGER_MODEL_TYPES:
+            raise UserError(
+                f"liger-kernel has no kernels for {arch.family} models", where="--liger"
+            )
 
 
 @functools.lru_cache(maxsize=256)
@@ -375,7 +386,7 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
         arch.norms_per_layer if arch.family != "gemma2" else 2
     )  # gemma2's post-norms see outputs
     # RMSNorm/LayerNorm keeps its (fp32) input, and its normalized output when its weight trains.
-    total += norms * (4 * h + (r * h if full else 0))
+    total += norms * _norm_saved_bytes(req, h, r, full)
     if arch.family == "gemma2":  # post-attention/post-feedforward norms: fp32 copies of outputs
         total += 2 * (4 * h + (r * h if full else 0))
     kv = _attn_kv_width(arch, req)
@@ -386,7 +397,10 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
         total += _attention_bytes(arch, req, kv)
         k = max(arch.experts_per_token, 1)
         # gate out (for SiLU), silu(gate) and up (for the product), product (for down_proj)
-        total += k * a * i * (3 + (1 if full else 0))
+        kept = 3 + (1 if full else 0)
+        if req.liger and not arch.num_experts:  # Liger patches dense gated MLPs only
+            kept = liger.gated_mlp_saved_tensors(full)
+        total += k * a * i * kept
         if arch.num_experts:
             total += a * h * k  # expert inputs gathered per token
     else:  # GPT-2: LayerNorm, Conv1D(c_attn), attention, c_proj, LayerNorm, c_fc, GeLU, c_proj
@@ -398,6 +412,14 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
     if req.method in ("lora", "qlora"):
         total += _lora_activation_bytes(arch, req)
     return total
+
+
+def _norm_saved_bytes(req: EstimateRequest, h: int, r: int, full: bool) -> float:
+    """Per token per RMSNorm: PyTorch's keeps an fp32 copy of its input (and its output when the
+    weight trains); Liger's keeps the input in its dtype and an fp32 rstd (liger.py)."""
+    if req.liger:
+        return liger.rms_norm_saved_bytes(h, r)
+    return 4 * h + (r * h if full else 0)
 
 
 def _attention_bytes(arch: ModelArch, req: EstimateRequest, kv: int) -> float:
@@ -452,9 +474,12 @@ def attention_score_bytes(arch: ModelArch, req: EstimateRequest) -> float:
 def activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     tokens = req.batch_size * req.seq_len
     layer = layer_activation_bytes_per_token(arch, req) + attention_score_bytes(arch, req)
-    head = 4 * arch.hidden_size + (
-        arch.hidden_size * _compute_bytes(req) if req.method == "full" else 0
-    )
+    if req.liger:  # final norm only: fused cross-entropy keeps no lm_head input (logits_bytes)
+        head = liger.rms_norm_saved_bytes(arch.hidden_size, base_bytes(req))
+    else:
+        head = 4 * arch.hidden_size + (
+            arch.hidden_size * _compute_bytes(req) if req.method == "full" else 0
+        )
     if req.grad_checkpointing:
         # Only each layer's input stays; one layer is recomputed at a time in the backward pass.
         return tokens * (arch.num_layers * base_bytes(req) * arch.hidden_size + layer + head)
@@ -462,8 +487,22 @@ def activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
 
 
 def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
-    """Loss buffers: fp32 log-softmax kept, its gradient, and the input gradient (3 x 4 x vocab)."""
-    return 12 * arch.vocab_size * req.batch_size * req.seq_len
+    """Loss buffers: fp32 log-softmax kept, its gradient, and the input gradient (3 x 4 x vocab).
+
+    With Liger's fused linear cross-entropy: one chunk of logits, the hidden states' gradient
+    and, when the head trains, its weight gradient (`liger.flce_bytes`)."""
+    tokens = req.batch_size * req.seq_len
+    if req.liger:
+        full = req.method == "full"
+        return liger.flce_bytes(
+            tokens=tokens,
+            vocab=arch.vocab_size,
+            hidden=arch.hidden_size,
+            compute_bytes=_compute_bytes(req),
+            hidden_bytes=base_bytes(req),
+            head_grad_bytes=(2 if req.precision == "bf16-true" else 4) if full else 0,
+        )
+    return 12 * arch.vocab_size * tokens
 
 
 def kv_cache_bytes(arch: ModelArch, req: EstimateRequest) -> float:
