@@ -427,15 +427,28 @@ def add_estimates(results: list[dict]) -> None:
         except Exception as exc:  # noqa: BLE001
             r["estimate_error"] = str(exc)
             continue
-        # allocated on the GPU: the estimate less the CUDA context the allocator does not see
+        # torch's counters see no CUDA context: max_memory_allocated is the tensors (the estimate
+        # less its overhead), max_memory_reserved adds the allocator's slack; nvidia-smi is all.
         from core.estimate.memory import CUDA_CONTEXT_BYTES
 
         r["estimate_gib"] = round(est.total / GIB, 3)
-        comparable = est.total - (0 if cpu else CUDA_CONTEXT_BYTES)
-        if r.get("status") == "ok" and r.get("measured_gib"):
-            r["error_pct"] = round(
-                (comparable / GIB - r["measured_gib"]) / r["measured_gib"] * 100, 1
-            )
+        tensors = est.total - est.breakdown["overhead"]
+        r["estimate_tensors_gib"] = round(tensors / GIB, 3)
+        if r.get("status") != "ok" or not r.get("measured_gib"):
+            continue
+        if cpu:  # peak RSS: the whole process, as the CPU estimate counts it
+            r["error_pct"] = _err(est.total, r["measured_gib"])
+        else:
+            r["error_pct"] = _err(tensors, r["max_allocated_gib"])
+            r["error_reserved_pct"] = _err(est.total - CUDA_CONTEXT_BYTES, r["max_reserved_gib"])
+            r["error_nvidia_smi_pct"] = _err(est.total, r.get("nvidia_smi_used_gib"))
+
+
+def _err(estimated_bytes: float, measured_gib: float | None) -> float | None:
+    """(estimate - measured) / measured in percent."""
+    if not measured_gib:
+        return None
+    return round((estimated_bytes / GIB - measured_gib) / measured_gib * 100, 1)
 
 
 def targets(results: list[dict]) -> dict:
@@ -497,9 +510,13 @@ def write_outputs(out_dir: Path, report: dict) -> None:
     lines = [f"# tunewiz GPU check: {report['device']}", ""]
     lines += ["## Peak memory vs estimate (GiB)", ""]
     lines += [
-        "| model | method | ckpt | seq | batch | Liger | allocated | reserved | nvidia-smi | estimate | error | status |"
+        "error: estimated tensors vs `max_memory_allocated` (CPU: the estimate vs peak RSS); "
+        "also the estimate less the CUDA context vs reserved, and the whole estimate vs nvidia-smi",
+        "",
+        "| model | method | ckpt | seq | batch | Liger | allocated | reserved | nvidia-smi "
+        "| est. tensors | est. total | error | err reserved | err smi | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += ["|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         if r.get("kind") != "memory":
             continue
@@ -507,7 +524,9 @@ def write_outputs(out_dir: Path, report: dict) -> None:
             f"| {r['model']} | {r['method']} | {'on' if r['gc'] else 'off'} | {r['seq']} | {r['batch']} "
             f"| {'on' if r['liger'] else 'off'} | {r.get('max_allocated_gib', r.get('measured_gib', '-'))} "
             f"| {r.get('max_reserved_gib', '-')} | {r.get('nvidia_smi_used_gib', '-')} "
-            f"| {r.get('estimate_gib', '-')} | {r.get('error_pct', '-')}% | {r['status']} {r.get('reason', '')} |"
+            f"| {r.get('estimate_tensors_gib', '-')} | {r.get('estimate_gib', '-')} "
+            f"| {r.get('error_pct', '-')}% | {r.get('error_reserved_pct', '-')}% "
+            f"| {r.get('error_nvidia_smi_pct', '-')}% | {r['status']} {r.get('reason', '')} |"
         )
     lines += ["", "## Training tokens/s (non-padding), LoRA", ""]
     lines += [
