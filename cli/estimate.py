@@ -74,6 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Recompute activations in the backward pass (default off).",
     )
     p.add_argument("--attention", choices=ATTENTIONS, default="sdpa")
+    p.add_argument(
+        "--liger",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="With Liger kernels (fused linear cross-entropy, RMSNorm, SwiGLU): shows the saving.",
+    )
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default 16).")
     p.add_argument(
         "--lora-targets", default="all-linear", help="all-linear, or a list such as q_proj,v_proj."
@@ -213,6 +219,7 @@ def build_report(args: argparse.Namespace) -> dict:
         objective=args.objective,
         precompute_ref=args.precompute_ref,
         freeze_layers=args.freeze_layers,
+        liger=args.liger,
     )
     methods = [args.method] if args.method else ["full", "lora", "qlora"]
     ests = {m: estimate(arch, EstimateRequest(**{**req.__dict__, "method": m})) for m in methods}
@@ -243,6 +250,8 @@ def build_report(args: argparse.Namespace) -> dict:
         "time": None,
         "rent": [],
     }
+    if args.liger and method != "inference":
+        report["without_liger"] = _without_liger(arch, req, methods, gpu_mem, args.method)
     if method != "inference":
         run_req = EstimateRequest(**{**req.__dict__, "method": method})
         if gpu_profile is not None:
@@ -258,6 +267,21 @@ def build_report(args: argparse.Namespace) -> dict:
             }
         report["rent"] = [o.to_dict() for o in rent_table(arch, run_req, tokens)]
     return report
+
+
+def _without_liger(arch, req, methods: list[str], gpu_mem: float | None, force: str | None) -> dict:
+    """The same estimates without Liger kernels, to show what they save."""
+    from core.estimate import EstimateRequest, estimate, recommend
+
+    plain = EstimateRequest(**{**req.__dict__, "liger": False})
+    out: dict = {
+        m: estimate(arch, EstimateRequest(**{**plain.__dict__, "method": m})).to_dict()["memory"]
+        for m in methods
+    }
+    if gpu_mem is not None:
+        rec = recommend(arch, plain, gpu_mem, force_method=force)
+        out["recommendation"] = rec.to_dict()
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -290,6 +314,7 @@ def print_report(r: dict) -> None:
         f"\nbatch {req['batch_size']} x {req['seq_len']} tokens, {req['precision']}, {req['optimizer']}, "
         f"attention {req['attention']}, gradient checkpointing {'on' if req['grad_checkpointing'] else 'off'}, "
         f"{req['gpus']} GPU(s), ZeRO {req['zero']}, device {req['device']}"
+        + (", Liger kernels" if req.get("liger") else "")
     )
     console.print(head)
 
@@ -305,6 +330,12 @@ def print_report(r: dict) -> None:
         *(Text(_gib(r["methods"][m]["total_gib"]), style="bold") for m in methods),
     )
     table.add_row("peak at", *(r["methods"][m]["peak_phase"] for m in methods))
+    plain = r.get("without_liger")
+    if plain:
+        table.add_row(
+            Text("without Liger", style="dim"),
+            *(Text(_gib(plain[m]["total_gib"]), style="dim") for m in methods),
+        )
     table.add_row(
         "trainable params", *(f"{r['methods'][m]['params_trainable']:,}" for m in methods)
     )
@@ -331,6 +362,15 @@ def print_report(r: dict) -> None:
         console.print(Text("Recommendation: ", style=f"bold {style}") + Text(rec["reason"]))
         for s in rec["suggestions"]:
             console.print(Text(f"  - {s}"))
+        if plain and plain.get("recommendation"):
+            p = plain["recommendation"]
+            console.print(
+                Text(
+                    f"Without Liger kernels: {p['method'] or 'nothing'} at batch {p['batch_size']}"
+                    + ("" if p["fits"] else " (does not fit)"),
+                    style="dim",
+                )
+            )
     elif r["gpu"] is None:
         console.print(Text("Give --gpu NAME or --gpu-mem GB for a recommendation.", style="dim"))
     tok = f"{r['tokens']:,} tokens" + (

@@ -30,7 +30,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from core.errors import UserError
 from core.text import visible
@@ -95,10 +95,16 @@ class ModelConfig:
         "Recompute activations in the backward pass: much less memory for ~30% more time.",
     )
     attn_implementation: str = opt(
-        "sdpa",
-        "Attention kernel: sdpa (PyTorch's fused attention), flash_attention_2 (needs the "
-        "flash-attn package), or eager (slowest, most memory).",
-        ("sdpa", "flash_attention_2", "eager"),
+        "auto",
+        "Attention kernel: auto (flash_attention_2 where flash-attn and an Ampere+ GPU are there, "
+        "else sdpa), sdpa, flash_attention_2, or eager (slowest, most memory).",
+        ("auto", "sdpa", "flash_attention_2", "eager"),
+    )
+    liger_kernel: Literal["auto", "true", "false"] = opt(
+        "auto",
+        "Liger's fused GPU kernels (no full logits, leaner RMSNorm/SwiGLU): auto uses them on CUDA "
+        "when liger-kernel is installed and supports the model.",
+        ("auto", "true", "false"),
     )
     trust_remote_code: bool = opt(
         False,
@@ -429,6 +435,9 @@ def _set_field(obj: Any, name: str, value: Any, *, where: str) -> None:
 
 def coerce(value: Any, expected: Any, *, where: str) -> Any:
     """Turn a TOML value or a command-line string into the field's type, or say why not."""
+    if get_origin(expected) is Literal:
+        # TOML's `true`/`false` for a Literal["auto", "true", "false"] option
+        return str(value).lower() if isinstance(value, bool) else value
     expected = get_args(expected)[0] if get_args(expected) else expected
     if expected is bool:
         if isinstance(value, bool):

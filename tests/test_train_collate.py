@@ -17,12 +17,22 @@ def test_padding_to_longest_masks_padding_and_counts_real_tokens():
     assert batch[TOKENS_KEY] == 4 and "position_ids" not in batch
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "flash_attention_2"])
 def test_packed_rows_give_the_same_logits_as_rows_alone(tiny_model_dir, attn):
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
+    from core import kernels
+
+    device, dtype, tol = "cpu", torch.float32, 1e-4
+    if attn == "flash_attention_2":  # the padding-free path through cu_seqlens, where it runs
+        if not kernels.flash_attention_usable(kernels.probe()):
+            pytest.skip("flash-attn needs its package and an Ampere or newer CUDA GPU")
+        device, dtype, tol = "cuda", torch.bfloat16, 2e-2
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, attn_implementation=attn, dtype=dtype
+    ).to(device)
+    model.eval()
     a, b = [11, 12, 13, 14], [21, 22, 23]
     packed = {"input_ids": a + b, "labels": a + b, "position_ids": [0, 1, 2, 3, 0, 1, 2]}
     batch = Collator(pad_token_id=0)(
@@ -40,15 +50,16 @@ def test_packed_rows_give_the_same_logits_as_rows_alone(tiny_model_dir, attn):
     ]  # padding restarts: its own sequence
     assert batch["labels"][1].tolist()[4:] == [IGNORE_INDEX] * 3
     batch.pop(TOKENS_KEY)
+    batch = {k: v.to(device) for k, v in batch.items()}
     # As in training (core.train.model sets use_cache=False): with a KV cache transformers
     # would not look for packed rows in position_ids.
     model.config.use_cache = False
     with torch.no_grad():
         out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
-        alone_a = model(input_ids=torch.tensor([a])).logits[0]
-        alone_b = model(input_ids=torch.tensor([b])).logits[0]
-    torch.testing.assert_close(out[0, :4], alone_a, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(out[0, 4:], alone_b, rtol=1e-4, atol=1e-4)  # b never saw a
+        alone_a = model(input_ids=torch.tensor([a], device=device)).logits[0]
+        alone_b = model(input_ids=torch.tensor([b], device=device)).logits[0]
+    torch.testing.assert_close(out[0, :4], alone_a, rtol=tol, atol=tol)
+    torch.testing.assert_close(out[0, 4:], alone_b, rtol=tol, atol=tol)  # b never saw a
 
 
 def test_length_grouped_order_depends_only_on_seed_and_epoch():

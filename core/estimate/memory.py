@@ -31,6 +31,7 @@ import functools
 from dataclasses import asdict, dataclass, field
 
 from core.errors import UserError
+from core.estimate import liger
 from core.profiles import ModelArch
 
 GIB = 1024**3
@@ -84,6 +85,7 @@ class EstimateRequest:
     freeze_layers: int = 2  # method freeze: the last N blocks train
     freeze_lm_head: bool = False
     freeze_embeddings: bool = False
+    liger: bool = False  # Liger kernels: fused linear cross-entropy, RMSNorm, SwiGLU (liger.py)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,15 @@ def validate(arch: ModelArch, req: EstimateRequest) -> None:
     if req.optimizer == "paged-adamw-8bit" and req.device == "cpu":
         raise UserError("paged optimizers need a CUDA GPU", where="--optimizer")
     lora_targets(arch, req.lora_targets)  # raises on unknown module names
+    if req.liger:
+        from core.kernels import LIGER_MODEL_TYPES
+
+        if req.device == "cpu":
+            raise UserError("Liger kernels need a CUDA GPU", where="--liger")
+        if arch.family not in LIGER_MODEL_TYPES:
+            raise UserError(
+                f"liger-kernel has no kernels for {arch.family} models", where="--liger"
+            )
 
 
 @functools.lru_cache(maxsize=256)
@@ -423,7 +434,7 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
         arch.norms_per_layer if arch.family != "gemma2" else 2
     )  # gemma2's post-norms see outputs
     # RMSNorm/LayerNorm keeps its (fp32) input, and its normalized output when its weight trains.
-    total += norms * (4 * h + (r * h if full else 0))
+    total += norms * _norm_saved_bytes(req, h, r, full)
     if arch.family == "gemma2":  # post-attention/post-feedforward norms: fp32 copies of outputs
         total += 2 * (4 * h + (r * h if full else 0))
     kv = _attn_kv_width(arch, req)
@@ -434,7 +445,10 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
         total += _attention_bytes(arch, req, kv)
         k = max(arch.experts_per_token, 1)
         # gate out (for SiLU), silu(gate) and up (for the product), product (for down_proj)
-        total += k * a * i * (3 + (1 if full else 0))
+        kept = 3 + (1 if full else 0)
+        if req.liger and not arch.num_experts:  # Liger patches dense gated MLPs only
+            kept = liger.gated_mlp_saved_tensors(full)
+        total += k * a * i * kept
         if arch.num_experts:
             total += a * h * k  # expert inputs gathered per token
     else:  # GPT-2: LayerNorm, Conv1D(c_attn), attention, c_proj, LayerNorm, c_fc, GeLU, c_proj
@@ -446,6 +460,14 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
     if req.method in ("lora", "qlora"):
         total += _lora_activation_bytes(arch, req)
     return total
+
+
+def _norm_saved_bytes(req: EstimateRequest, h: int, r: int, full: bool) -> float:
+    """Per token per RMSNorm: PyTorch's keeps an fp32 copy of its input (and its output when the
+    weight trains); Liger's keeps the input in its dtype and an fp32 rstd (liger.py)."""
+    if req.liger:
+        return liger.rms_norm_saved_bytes(h, r)
+    return 4 * h + (r * h if full else 0)
 
 
 def _attention_bytes(arch: ModelArch, req: EstimateRequest, kv: int) -> float:
@@ -502,9 +524,12 @@ def activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     tokens = req.batch_size * sequences_per_row(req) * req.seq_len
     layers = req.freeze_layers if req.method == "freeze" else arch.num_layers
     layer = layer_activation_bytes_per_token(arch, req) + attention_score_bytes(arch, req)
-    head = 4 * arch.hidden_size + (
-        arch.hidden_size * _compute_bytes(req) if _trains_all_weights(req) else 0
-    )
+    if req.liger:  # final norm only: fused cross-entropy keeps no lm_head input (logits_bytes)
+        head = liger.rms_norm_saved_bytes(arch.hidden_size, base_bytes(req))
+    else:
+        head = 4 * arch.hidden_size + (
+            arch.hidden_size * _compute_bytes(req) if _trains_all_weights(req) else 0
+        )
     if req.grad_checkpointing:
         # Only each layer's input stays; one layer is recomputed at a time in the backward pass.
         return tokens * (layers * base_bytes(req) * arch.hidden_size + layer + head)
@@ -517,12 +542,25 @@ def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     dpo and kto score tokens with TRL's fused LM head, in tiles of 1024 tokens x a vocabulary
     chunk, never the whole logits: about one fp32 tile and its gradient. ORPO materialises the
     logits of chosen and rejected, plus the NLL loss's log-softmax over the chosen half.
+
+    With Liger's fused linear cross-entropy (SFT): one chunk of logits, the hidden states'
+    gradient and, when the head trains, its weight gradient (`liger.flce_bytes`).
     """
     tokens = req.batch_size * req.seq_len
     if req.objective in ("dpo", "kto"):
         return 2 * 4 * min(tokens * sequences_per_row(req), 1024) * min(arch.vocab_size, 4096)
     if req.objective == "orpo":
         return 12 * arch.vocab_size * 2 * tokens + 4 * arch.vocab_size * tokens
+    if req.liger:
+        full = req.method == "full"
+        return liger.flce_bytes(
+            tokens=tokens,
+            vocab=arch.vocab_size,
+            hidden=arch.hidden_size,
+            compute_bytes=_compute_bytes(req),
+            hidden_bytes=base_bytes(req),
+            head_grad_bytes=(2 if req.precision == "bf16-true" else 4) if full else 0,
+        )
     return 12 * arch.vocab_size * tokens
 
 

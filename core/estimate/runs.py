@@ -86,7 +86,21 @@ def request_from_run_config(cfg: RunConfig, *, device: str) -> EstimateRequest:
         freeze_layers=m.freeze_trainable_layers,
         freeze_lm_head=m.freeze_train_lm_head,
         freeze_embeddings=m.freeze_train_embeddings,
+        liger=_liger_expected(cfg, device),
     )
+
+
+def _liger_expected(cfg: RunConfig, device: str) -> bool:
+    """Whether the run will use Liger kernels, as core.kernels.use_liger decides: `true` on a
+    GPU; `auto` on a GPU for a supported model when liger-kernel is installed here."""
+    from core import kernels
+
+    setting = cfg.model.liger_kernel
+    if device == "cpu" or setting == "false":
+        return False
+    if kernels.model_type_of(cfg.model.model) not in kernels.LIGER_MODEL_TYPES:
+        return False
+    return setting == "true" or kernels.package_installed("liger_kernel")
 
 
 def _run_request(cfg: RunConfig, device: str):

@@ -18,6 +18,7 @@ def training_kwargs(
     has_eval: bool,
     cuda: bool,
     packed: bool = False,
+    liger: bool = False,
 ) -> dict:
     t = cfg.training
     eval_strategy = t.eval_strategy if has_eval else "no"
@@ -61,6 +62,8 @@ def training_kwargs(
         # keeps the padding of a packed batch small.
         train_sampling_strategy="group_by_length" if packed else "random",
         # (gradient checkpointing is set up on the model, non-reentrant, in core.train.model)
+        # Liger's fused kernels (core.kernels.use_liger decides; Trainer patches the model).
+        use_liger_kernel=liger,
     )
     if cfg.distributed.distributed != "none":
         kw["ddp_find_unused_parameters"] = False
@@ -75,6 +78,8 @@ def build_training_args(
     import torch
     from transformers import TrainingArguments
 
+    from core import kernels
+
     if cfg.training.report_to == "tensorboard":
         # transformers 5 reads the TensorBoard folder from the environment (no logging_dir argument).
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(output_dir) / "tensorboard"))
@@ -87,5 +92,6 @@ def build_training_args(
             has_eval=has_eval,
             cuda=torch.cuda.is_available(),
             packed=packed,
+            liger=kernels.for_run(cfg.model)[1],
         )
     )

@@ -175,14 +175,9 @@ def check_optional_packages(cfg: RunConfig) -> None:
     """Options that need a package we do not depend on: say so now, not in train.log later."""
     import importlib.util
 
-    if cfg.model.attn_implementation == "flash_attention_2" and not importlib.util.find_spec(
-        "flash_attn"
-    ):
-        raise UserError(
-            "flash_attention_2 needs the flash-attn package",
-            where="model.attn_implementation",
-            hint="pip install flash-attn --no-build-isolation, or use sdpa (nearly as fast)",
-        )
+    from core import kernels
+
+    kernels.for_run(cfg.model)  # flash_attention_2 / liger_kernel = true where they cannot run
     if cfg.training.report_to == "tensorboard" and not (
         importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
     ):

@@ -49,10 +49,12 @@ def load_for_training(cfg: RunConfig, model_path: str, *, precision: str, adapte
     import torch
     from transformers import AutoModelForCausalLM
 
+    from core import kernels
+
     m = cfg.model
     kwargs: dict = {
         "trust_remote_code": m.trust_remote_code,
-        "attn_implementation": m.attn_implementation,
+        "attn_implementation": kernels.for_run(m)[0],
     }
     if m.method == "qlora":
         from transformers import BitsAndBytesConfig
