@@ -299,7 +299,9 @@ def _detect_for_task(sample: list[dict], cfg: DataConfig) -> tuple[str, dict, li
     when the format detected first is not one the task reads, the rows that are decide."""
     fmt, mapping, evidence = detect_format(sample, cfg.columns, cfg.format)
     accepted = TASK_FORMATS.get(cfg.task, ())
-    if cfg.format not in ("", "auto") or fmt in accepted:
+    # KTO rows also have a prompt and a completion, but half of their answers are bad ones:
+    # never read them as SFT rows (the caller refuses them with the KTO message).
+    if cfg.format not in ("", "auto") or fmt in accepted or fmt == "kto":
         return fmt, mapping, evidence
     fitting = [row for row in sample if _row_format(row, cfg)[0] in accepted]
     if not fitting:
@@ -313,10 +315,19 @@ def _detect_for_task(sample: list[dict], cfg: DataConfig) -> tuple[str, dict, li
     return fmt2, mapping2, [*evidence2, note]
 
 
+KTO_ROW_IN_SFT = (
+    "a KTO row (answer labelled true/false): its answer may be a bad one, so it is not "
+    "trained as SFT; train KTO data with --objective kto"
+)
+
+
 def _normalize_mixed(row: dict, fmt: str, mapping: dict, cfg: DataConfig):
     """normalize() in the detected format; with the format detected (not set), a row that
     does not fit it but is itself of a format the task reads (a file mixing Alpaca and
-    `messages` rows) is read in its own format instead of dropped."""
+    `messages` rows) is read in its own format instead of dropped. A KTO row (an answer
+    labelled good or bad) among SFT rows is a problem: its bad answer must not be learnt."""
+    if isinstance(row.get("label"), bool) and fmt != "kto":
+        return None, [("label", "kto_row", KTO_ROW_IN_SFT)], {}
     out = normalize(row, fmt, mapping)
     if out[0] is not None or cfg.format not in ("", "auto"):
         return out
