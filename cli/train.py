@@ -252,6 +252,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         "finished": "cyan",
         "failed": "red",
         "died": "red",
+        "damaged": "red",
         "stopped": "yellow",
     }
     for i in infos:

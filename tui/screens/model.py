@@ -17,6 +17,7 @@ from textual.worker import get_current_worker
 
 from core.config import METHODS
 from core.errors import UserError
+from core.text import visible
 from tui import backend
 from tui.screens.base import WizardScreen
 from tui.widgets.memory_bar import GIB, MemoryBar
@@ -229,7 +230,7 @@ class ModelScreen(WizardScreen):
         try:
             est, req = backend.estimate_for(self.arch, cfg, device)
         except UserError as exc:
-            self.query_one("#reason", Static).update(Text(str(exc), style="red"))
+            self.query_one("#reason", Static).update(Text(visible(exc), style="red"))
             return
         self.last_estimate = est
         on_cpu = device == "cpu"
