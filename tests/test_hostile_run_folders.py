@@ -267,11 +267,12 @@ def test_cli_runs_and_logs_survive(hostile, capsys, monkeypatch):
     no_controls(capsys.readouterr().out)
 
 
-PILOT_CASES = [(f, c) for f, c in CASES if f in ("status.json", "metrics.jsonl")] + [
+# The wizard reads status.json itself (state, title, liveness): every corruption of it; the
+# other files reach the screens through the core readers tested above, so a few kinds each.
+PILOT_CASES = [(f, c) for f, c in CASES if f == "status.json"] + [
     (f, c)
     for f, c in CASES
-    if f not in ("status.json", "metrics.jsonl")
-    and c in ("binary", "non_finite", "huge_numbers", "escapes", "wrong_types")
+    if f != "status.json" and c in ("binary", "non_finite", "escapes", "lines_of_garbage")
 ]
 
 
