@@ -135,7 +135,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
         if best_name not in names:
             # No recorded best (load_best_model_at_end off): the lowest eval loss is the best.
             scored = [c for c in numbered if c.eval_loss is not None]
-            best_name = min(scored, key=lambda c: c.eval_loss).name if scored else None
+            best_name = min(scored, key=lambda c: c.eval_loss or 0.0).name if scored else None
         for c in numbered:
             if c.name == best_name:
                 c.tags.add("best")
