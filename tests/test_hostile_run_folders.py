@@ -340,6 +340,11 @@ def test_chat_screen_opens_on_a_damaged_run(tmp_path):
         damage(run, file, "binary")
     screen = ChatScreen(str(run), None, runs_dir=tmp_path, loader=lambda *a: None)
     assert [c.name for c in screen.checkpoints] == ["checkpoint-2", "checkpoint-4", "final"]
+    # a folder renamed by hand: its name reaches the chat's labels escaped
+    evil = make_run(tmp_path, "evil\x1b]52;c;eA==\x07[b]")
+    screen = ChatScreen(str(evil), None, runs_dir=tmp_path, loader=lambda *a: None)
+    label = screen.label_for("final")
+    assert "\x1b" not in label and "\x07" not in label and "[b]" in label
 
 
 # -- property-style: any JSON value, any bytes ------------------------------------
