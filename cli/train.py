@@ -136,16 +136,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _raw_toml(path: str) -> dict:
     # Only the keys the file sets, so a preset's values survive what the file leaves out.
-    from pathlib import Path
+    from core.config import read_toml
 
-    from core.config import tomllib
-
-    try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("config file not found", where=path) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"not valid TOML: {exc}", where=path) from None
+    return read_toml(path)
 
 
 # -- commands -----------------------------------------------------------------
@@ -265,6 +258,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         "finished": "cyan",
         "failed": "red",
         "died": "red",
+        "damaged": "red",
         "stopped": "yellow",
         "preparing": "yellow",
     }

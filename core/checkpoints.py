@@ -59,7 +59,7 @@ def _trainer_state(path: Path) -> tuple[dict, list[dict]]:
     a damaged file reads as empty (the checkpoint is still listed, without losses)."""
     state, problem = read_json_object(path / "trainer_state.json")
     if problem and problem != "missing":
-        log.warning("%s/trainer_state.json is %s", path, problem)
+        log.warning("%s/trainer_state.json: %s", path, problem)
     history = state.get("log_history")
     rows = [clean_metrics_row(r) for r in history] if isinstance(history, list) else []
     return state, [r for r in rows if r is not None]

@@ -334,19 +334,7 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError("config file not found", where=str(path)) from None
-        except UnicodeDecodeError as exc:
-            raise UserError(
-                f"not a text file (byte {exc.start} is not UTF-8)", where=str(path)
-            ) from None
-        except OSError as exc:  # a folder, no permission
-            raise UserError(f"cannot read it: {exc.strerror or exc}", where=str(path)) from None
-        except (tomllib.TOMLDecodeError, RecursionError) as exc:
-            raise UserError(f"not valid TOML: {visible(str(exc))}", where=str(path)) from None
-        return cls.from_dict(raw, where=str(path))
+        return cls.from_dict(read_toml(path), where=str(path))
 
     def to_toml(self) -> str:
         """The config as TOML, each option preceded by its help line as a comment."""
@@ -375,6 +363,28 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict, or a UserError naming the file (and the line where known):
+    missing, a folder, binary, not TOML. The one reader of config, preset and gpus files."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        return tomllib.loads(data.decode("utf-8"))
+    except FileNotFoundError:
+        raise UserError("file not found", where=str(path)) from None
+    except OSError as exc:  # a folder, no permission
+        raise UserError(f"cannot read it: {exc.strerror or exc}", where=str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            "not a text file: bytes that are not UTF-8", where=f"{path}:{line}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"not valid TOML: {visible(str(exc))}", where=str(path)) from None
+    except RecursionError:
+        raise UserError("not valid TOML: nested too deeply", where=str(path)) from None
 
 
 def _inline_table(value: dict) -> str:

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from core import paths
+from core.config import read_toml
 from core.errors import UserError
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,6 @@ def user_gpus_file() -> Path:
     return paths.config_dir() / "gpus.toml"
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"not valid TOML: {exc}", where=str(path)) from None
-    except OSError as exc:
-        raise UserError(f"cannot read: {exc.strerror}", where=str(path)) from None
-
-
 def _check_gpu_entry(raw: Any, where: str, *, partial: bool) -> dict[str, Any]:
     """Validate one [[gpu]] table; `partial` entries (user overrides) need only `name`."""
     if not isinstance(raw, dict):
@@ -109,7 +101,7 @@ def _check_gpu_entry(raw: Any, where: str, *, partial: bool) -> dict[str, Any]:
 
 
 def _gpu_entries(path: Path, *, partial: bool) -> list[dict[str, Any]]:
-    data = _read_toml(path)
+    data = read_toml(path)
     extra = set(data) - {"gpu"}
     if extra:
         raise UserError(
@@ -457,7 +449,7 @@ def arch_from_config(cfg: dict[str, Any], *, name: str, where: str) -> ModelArch
 @functools.lru_cache(maxsize=1)
 def _catalog() -> dict[str, ModelArch]:
     path = paths.profiles_dir() / "models.toml"
-    data = _read_toml(path)
+    data = read_toml(path)
     return {
         key: arch_from_config(cfg, name=key, where=f"{path}: [{key!r}]")
         for key, cfg in data.items()

@@ -113,15 +113,15 @@ def read_json_object(path: str | Path) -> tuple[dict, str]:
     except OSError as exc:
         return {}, f"unreadable ({exc.strerror or exc})"
     if len(raw) > MAX_JSON_BYTES:
-        return {}, "too large to be a tunewiz file"
+        return {}, "too large for a file tunewiz writes"
     try:
         value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        return {}, "not text (binary content)"
+        return {}, "binary content, not text"
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         return {}, f"not valid JSON ({str(exc)[:80] or type(exc).__name__})"
     if not isinstance(value, dict):
-        return {}, f"holds a JSON {type(value).__name__}, not an object"
+        return {}, f"a JSON {type(value).__name__}, not an object"
     return value, ""
 
 
@@ -265,7 +265,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
     if problem == "missing":
         st = status_from_folder(run_dir)
     elif problem:
-        info.state, info.damaged = DAMAGED, f"status.json is {problem}"
+        info.state, info.damaged = DAMAGED, f"status.json: {problem}"
         return info
     f = _Fields(st)
     state = f.text("state") or "starting"

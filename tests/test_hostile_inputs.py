@@ -431,3 +431,18 @@ def test_chat_compare_and_export_honour_only_the_flag(tmp_path, monkeypatch, fla
     with pytest.raises(Loaded):
         merge_run("remote", tmp_path / "out", runs_dir=runs_dir, trust_remote_code=flag)
     assert seen == [flag, flag, flag]
+
+
+def test_binary_toml_files_name_the_file_and_line(tmp_path, capsys):
+    from core.profiles import load_gpus
+
+    path = tmp_path / "run.toml"
+    path.write_bytes(b'name = "x"\n[model]\n\xff\xfe\x00\x01binary\n')
+    assert cli_main(["train", str(path)]) == 2
+    assert f"{path}:3: not a text file" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(UserError) as err:
+        load_gpus(path)
+    assert err.value.where == f"{path}:3"
+    path.write_text("a = " + "[" * 100_000)
+    with pytest.raises(UserError, match="not valid TOML"):
+        RunConfig.load(path)

@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Input, Label, Select, Static
 
 from core.errors import UserError
+from core.text import visible
 from tui.widgets.chat_log import ChatLog
 
 if TYPE_CHECKING:
@@ -135,8 +136,8 @@ class ChatScreen(Screen):
 
     def label_for(self, which: str | None) -> str:
         if self.run_dir is None:
-            return Path(self.target).name or self.target
-        return f"{self.run_dir.name} · {which or 'final'}"
+            return visible(Path(self.target).name or self.target, newlines=False)
+        return visible(f"{self.run_dir.name} · {which or 'final'}", newlines=False)
 
     # -- layout -------------------------------------------------------------------
 
@@ -161,7 +162,7 @@ class ChatScreen(Screen):
                     tooltip="Answer the same prompt with a second model, side by side",
                 )
             else:
-                yield Label(self.label_for(self.checkpoint), id="chat-model-label")
+                yield Label(self.label_for(self.checkpoint), id="chat-model-label", markup=False)
         with Horizontal(id="chat-body"):
             yield ChatLog(id="chat-pane-a")
             yield ChatLog(id="chat-pane-b", classes="-hidden")
@@ -367,7 +368,7 @@ class ChatScreen(Screen):
         if show is not None:
             show(exc, "Chat failed")
         else:
-            self.notify(str(exc), severity="error", title="Chat failed")
+            self.notify(visible(exc), severity="error", title="Chat failed", markup=False)
 
     def _done(self) -> None:
         self.generating = False

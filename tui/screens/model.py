@@ -21,6 +21,7 @@ from core.config import METHODS
 from core.data.checks import DataFacts
 from core.errors import UserError
 from core.estimate.advice import METHOD_LABELS
+from core.text import visible
 from tui import backend
 from tui.screens.base import WizardScreen
 from tui.widgets.memory_bar import GIB, MemoryBar
@@ -348,7 +349,7 @@ class ModelScreen(WizardScreen):
         try:
             est, req = backend.estimate_for(self.arch, cfg, device)
         except UserError as exc:
-            self.query_one("#reason", Static).update(Text(str(exc), style="red"))
+            self.query_one("#reason", Static).update(Text(visible(exc), style="red"))
             return
         self.last_estimate = est
         on_cpu = device == "cpu"
