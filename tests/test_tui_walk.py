@@ -319,3 +319,39 @@ async def test_the_file_tree_starts_in_the_data_folder(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         assert Path(app.screen.query_one("#data-tree").path) == folder
+
+
+async def test_one_scan_at_a_time_and_the_newest_wins(tmp_path, monkeypatch):
+    from tui import backend
+
+    paths = []
+    for n in (3, 5):
+        path = tmp_path / f"rows{n}.jsonl"
+        path.write_text(
+            "".join(json.dumps({"prompt": f"q{i}", "completion": "a"}) + "\n" for i in range(n))
+        )
+        paths.append(path)
+    active, most = [0], [0]
+    real = backend.inspect_data
+
+    def watched(*args, **kwargs):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.2)  # long enough for the next scan to be asked for meanwhile
+            return real(*args, **kwargs)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(backend, "inspect_data", watched)
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="data"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        field = app.screen.query_one("#data-path", Input)
+        for path in paths:  # asked for while the first scan (the sample) still runs
+            field.value = str(path)
+            app.screen.action_scan()
+        await settle(app, pilot)
+        assert most[0] == 1
+        assert "5 of 5 rows usable" in text_of(app, "#data-status")
