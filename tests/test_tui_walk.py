@@ -355,3 +355,24 @@ async def test_one_scan_at_a_time_and_the_newest_wins(tmp_path, monkeypatch):
         await settle(app, pilot)
         assert most[0] == 1
         assert "5 of 5 rows usable" in text_of(app, "#data-status")
+
+
+async def test_a_dialog_gives_the_focus_back_where_it_was(tmp_path):
+    from tui.widgets.error_dialog import ErrorDialog
+
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="data"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        columns = app.screen.query_one("#data-columns", Input)
+        columns.focus()
+        await pilot.press(*"prompt")  # not a mapping: a dialog says so
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorDialog)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.focused is columns and columns.value == "prompt"
+        await pilot.press(*"=question")  # typing goes on where it was
+        assert columns.value == "prompt=question"
