@@ -104,7 +104,8 @@ def test_repl_commands_change_the_session(run_dir, monkeypatch, capsys):
     assert code == 0
     assert "(temperature = 0.2)" in captured.out
     assert "system prompt set" in captured.out
-    assert "temperature=0.2" in captured.out and "seed=3" in captured.out
+    rows = {tuple(line.split()) for line in captured.out.splitlines()}  # /settings, a table
+    assert ("temperature", "0.2") in rows and ("seed", "3") in rows
     assert "(conversation cleared)" in captured.out
     assert "unknown setting 'nope'" in captured.err
     assert "tokens/s" in captured.out
