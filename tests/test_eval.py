@@ -107,6 +107,18 @@ def test_prompt_files_in_any_data_format(tmp_path):
     alone = tmp_path / "a.jsonl"
     alone.write_text('{"prompt": "just a prompt"}\n')
     assert load_prompts(alone)[0].reference is None
+    mixed = tmp_path / "m.jsonl"
+    mixed.write_text(
+        '{"instruction": "a", "output": "A"}\n{"prompt": "b"}\n'
+        '{"instruction": "c", "output": "C"}\n{"prompt": "d", "reference": "D"}\n'
+    )
+    got = [(i.prompt, i.reference, i.where) for i in load_prompts(mixed)]
+    assert got == [
+        ("a", "A", "m.jsonl:1"),
+        ("b", None, "m.jsonl:2"),
+        ("c", "C", "m.jsonl:3"),
+        ("d", "D", "m.jsonl:4"),
+    ]
 
 
 def test_every_bad_row_is_reported_with_its_place(tmp_path):
