@@ -129,11 +129,18 @@ def _cell(value) -> str:
 
 
 def print_summary(console, result) -> None:
-    from rich.table import Table
+    from rich.table import Column, Table
     from rich.text import Text
 
     s = result.summary
-    table = Table("model", "step", "eval loss", "held-out ROUGE-L", "right held-out", "right train")
+    table = Table(
+        Column("model", no_wrap=True),  # checkpoint names must stay whole
+        "step",
+        "eval loss",
+        "held-out ROUGE-L",
+        "right held-out",
+        "right train",
+    )
     for c in s["checkpoints"]:
         table.add_row(
             Text(c["name"]),

@@ -107,6 +107,18 @@ def test_prompt_files_in_any_data_format(tmp_path):
     alone = tmp_path / "a.jsonl"
     alone.write_text('{"prompt": "just a prompt"}\n')
     assert load_prompts(alone)[0].reference is None
+    mixed = tmp_path / "m.jsonl"
+    mixed.write_text(
+        '{"instruction": "a", "output": "A"}\n{"prompt": "b"}\n'
+        '{"instruction": "c", "output": "C"}\n{"prompt": "d", "reference": "D"}\n'
+    )
+    got = [(i.prompt, i.reference, i.where) for i in load_prompts(mixed)]
+    assert got == [
+        ("a", "A", "m.jsonl:1"),
+        ("b", None, "m.jsonl:2"),
+        ("c", "C", "m.jsonl:3"),
+        ("d", "D", "m.jsonl:4"),
+    ]
 
 
 def test_every_bad_row_is_reported_with_its_place(tmp_path):
@@ -231,3 +243,35 @@ def test_run_folder_trust_remote_code_needs_the_flag(tiny_model_dir, tmp_path):
     cfg.save(run / "config.toml")
     with pytest.raises(UserError, match="--trust-remote-code"):
         make_plan(EvalRequest(str(run), prompts=None))
+
+
+def test_temperature_sweep_with_samples_is_seeded(run_dir, tmp_path):
+    def run(out):
+        req = EvalRequest(
+            str(run_dir), temperatures=[0, 1.0], samples=2, train_sample=0, max_new_tokens=5,
+            out=str(tmp_path / out),
+        )  # fmt: skip
+        return evaluate(req)
+
+    first, again = run("a"), run("b")
+    outs = first.rows[0]["outputs"]
+    assert [(o["model"], o["variant"]) for o in outs] == [
+        (m, v) for m in ("base", "final") for v in ("greedy", "t=1 #1", "t=1 #2")
+    ]
+    assert set(first.summary["metrics"]["final"]) == {"greedy", "t=1 #1", "t=1 #2"}
+    texts = [[o["text"] for o in r["outputs"]] for r in first.rows]
+    assert texts == [[o["text"] for o in r["outputs"]] for r in again.rows]  # same seed, same text
+
+
+def test_cancel_stops_generation(run_dir):
+    import threading
+
+    from core.eval import EvalCancelled
+    from core.eval.generate import generate_batched
+    from core.models import load_for_chat
+
+    loaded = load_for_chat(str(run_dir), device="cpu")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(EvalCancelled):
+        generate_batched(loaded, [[1, 2, 3]], GenerationSettings(greedy=True), cancel=cancel)

@@ -82,3 +82,26 @@ def test_hub_task_without_network_fails_before_any_model(monkeypatch):
     with pytest.raises(UserError) as info:
         prepare_tasks(["arc_easy"])
     assert "network" in str(info.value)
+
+
+def test_bench_alone_on_a_model_without_a_run(task_yaml, tiny_model_dir, tmp_path, capsys):
+    from cli import main
+
+    code = main(
+        [
+            "eval",
+            str(tiny_model_dir),
+            "--bench",
+            str(task_yaml),
+            "--limit",
+            "2",
+            "--json",
+            "--runs-dir",
+            str(tmp_path),
+        ]  # fmt: skip
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == {"heldout": 0, "train": 0}
+    (score,) = summary["bench"]["scores"]["model"]
+    assert (score["task"], score["metric"]) == ("tw_mc", "acc") and score["stderr"] is not None

@@ -232,3 +232,17 @@ def test_evaluate_snapshot(snap_compare, tmp_path, size):
         await pilot.pause()
 
     assert snap_compare(EvalApp(run), terminal_size=size, run_before=before)
+
+
+async def test_e_in_the_live_panel_opens_it_on_that_run(tmp_path):
+    from test_tui_live import LiveApp
+    from test_tui_live import make_run as make_live_run
+
+    run = make_live_run(tmp_path)
+    app = LiveApp(run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, EvaluateScreen) and app.screen.run_dir == run
+        assert "Ctrl+R runs the evaluation" in str(app.screen.query_one("#ev-status").render())

@@ -6,6 +6,7 @@ Thresholds are named here once; the README states them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.eval.metrics import RowScores, normalise, rouge_l
@@ -51,7 +52,7 @@ def categorise(
     s: RowScores,
     *,
     max_new_tokens: int,
-    training_answers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    training_answers: Sequence[tuple[str, str]] = (),
     base_scores: RowScores | None = None,
 ) -> list[Category]:
     """Every category the row falls in, each with the number that triggered it."""
@@ -84,7 +85,7 @@ def categorise(
 
 
 def copied_from(
-    output: str, reference: str | None, training_answers: list[tuple[str, str]]
+    output: str, reference: str | None, training_answers: Sequence[tuple[str, str]]
 ) -> str | None:
     """Evidence when the output reproduces the answer of a *different* training row."""
     if not output.strip():

@@ -138,8 +138,9 @@ def scores_from(results: dict) -> list[Score]:
     out = []
     for task, metrics in (results.get("results") or {}).items():
         for key, value in metrics.items():
-            metric, _, flt = key.partition(",")
-            if metric.endswith("_stderr") or not isinstance(value, (int, float)):
+            metric, comma, flt = key.partition(",")
+            # scores are "metric,filter"; "sample_len", "alias" and stderr entries are not
+            if not comma or metric.endswith("_stderr") or not isinstance(value, (int, float)):
                 continue
             stderr = metrics.get(f"{metric}_stderr,{flt}")
             out.append(

@@ -7,6 +7,7 @@ is found here, in seconds, and not after minutes of loading models.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,8 @@ def make_plan(req: EvalRequest) -> Plan:
     from core.models import find_run
 
     check_request(req)
+    if req.bench and not req.prompts:  # benchmarks alone, as asked: no generation eval
+        req = dataclasses.replace(req, heldout=False, train_sample=0)
     run_dir = find_run(req.target, req.runs_dir)
     if run_dir is not None:
         models, losses, steps = _run_plan(req, run_dir)

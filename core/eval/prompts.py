@@ -50,15 +50,21 @@ class PromptFileError(UserError):
         self.problems = problems
 
 
-def _prompt_only(row: dict) -> str | None:
-    """The prompt of a row that has no answer at all (`{"prompt": ...}`), else None."""
-    if any(k in row for k in REFERENCE_KEYS + CHAT_KEYS):
+def _simple_row(row: dict) -> EvalItem | None:
+    """A row with a prompt and either no answer or a `reference` (a column only eval files
+    have; the data loader does not know it), else None: the data loader reads the rest."""
+    answers = [k for k in REFERENCE_KEYS + CHAT_KEYS if k in row]
+    if answers not in ([], ["reference"]):
         return None
-    for key in PROMPT_KEYS:
-        value = row.get(key)
-        if isinstance(value, str) and value.strip():
-            return value if not row.get("input") else f"{value}\n\n{row['input']}"
-    return None
+    prompt = next(
+        (row[k] for k in PROMPT_KEYS if isinstance(row.get(k), str) and row[k].strip()), None
+    )
+    if prompt is None:
+        return None
+    if isinstance(row.get("input"), str) and row["input"].strip():
+        prompt = f"{prompt}\n\n{row['input']}"
+    reference = row.get("reference")
+    return EvalItem(prompt, reference if isinstance(reference, str) else None)
 
 
 def _from_messages(msgs: list[dict], where: str) -> EvalItem:
@@ -76,20 +82,23 @@ def load_prompts(path: str | Path) -> list[EvalItem]:
         raise UserError("prompts file not found", where=text)
     items: list[EvalItem] = []
     problems: list[Problem] = []
-    # rows with answers, parsed once their format is known
-    pending: list[tuple[Source, int, dict]] = []
+    # rows with answers, parsed once their format is known, then put back in file order
+    pending: list[tuple[Source, int, dict, int]] = []
     for src in resolve_sources(text):
         for loc, row, problem in read_source(src, text_split="paragraph"):
+            order = len(items) + len(pending)
             if problem is not None or row is None:
                 problems.append(problem or Problem(src.where(loc), "unreadable", "unreadable row"))
             elif src.kind == "txt":  # one prompt per line
                 lines = [ln.strip() for ln in str(row["text"]).splitlines() if ln.strip()]
                 items += [EvalItem(ln, where=src.where(loc)) for ln in lines]
-            elif (prompt := _prompt_only(row)) is not None:
-                items.append(EvalItem(prompt, where=src.where(loc)))
+            elif (item := _simple_row(row)) is not None:
+                item.where = src.where(loc)
+                items.append(item)
             else:
-                pending.append((src, loc, row))
-    items += _with_answers(pending, problems)
+                pending.append((src, loc, row, order))
+    for order, item in _with_answers(pending, problems):
+        items.insert(order, item)
     if problems:
         raise PromptFileError(text, problems)
     if not items:
@@ -97,17 +106,18 @@ def load_prompts(path: str | Path) -> list[EvalItem]:
     return items
 
 
-def _with_answers(pending: list, problems: list[Problem]) -> list[EvalItem]:
+def _with_answers(pending: list, problems: list[Problem]) -> list[tuple[int, EvalItem]]:
+    """(position in the file's order, item) for rows read through the data loader's formats."""
     if not pending:
         return []
     try:
-        fmt, mapping, _ = detect_format([row for _, _, row in pending[:200]], {})
+        fmt, mapping, _ = detect_format([row for _, _, row, _ in pending[:200]], {})
     except UserError as exc:
-        src, loc, _ = pending[0]
+        src, loc, _, _ = pending[0]
         problems.append(Problem(src.where(loc), "unknown_format", exc.message))
         return []
-    items = []
-    for src, loc, row in pending:
+    items: list[tuple[int, EvalItem]] = []
+    for src, loc, row, order in pending:
         norm, issues, _ = normalize(row, fmt, mapping)
         for fld, kind, message in issues:
             problems.append(Problem(src.where(loc, fld), kind, message))
@@ -116,7 +126,7 @@ def _with_answers(pending: list, problems: list[Problem]) -> list[EvalItem]:
         if "messages" not in norm:
             problems.append(Problem(src.where(loc), "no_prompt", "plain text has no prompt"))
             continue
-        items.append(_from_messages(norm["messages"], src.where(loc)))
+        items.append((order, _from_messages(norm["messages"], src.where(loc))))
     return items
 
 
