@@ -120,9 +120,7 @@ def prepare(
     packed = packing_enabled(cfg)
     if packed:
         train, evals = pack(train, cfg.max_seq_len), pack(evals, cfg.max_seq_len)
-        if report.token_stats:
-            report.token_stats.sequences = len(train)
-    elif report.token_stats:
+    if report.token_stats:
         report.token_stats.sequences = len(train)
     return PreparedData(
         train=train,
