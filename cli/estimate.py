@@ -96,23 +96,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def detect_gpu() -> tuple[str, float, int] | None:
     """(name, GiB, count) of this machine's first NVIDIA GPU through NVML, or None (no torch)."""
-    try:
-        import pynvml
+    from core.nvml import local_gpus
 
-        pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            if not count:
-                return None
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            name = pynvml.nvmlDeviceGetName(handle)
-            name = name.decode() if isinstance(name, bytes) else name
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1024**3
-            return name, mem, count
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no driver, no library, no GPU: all mean "none here"
-        return None
+    gpus = local_gpus()
+    return (gpus[0].name, gpus[0].memory_gib, len(gpus)) if gpus else None
 
 
 def build_report(args: argparse.Namespace) -> dict:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
+from core.nvml import LocalGpu, local_gpus
 
 log = logging.getLogger(__name__)
 
@@ -127,36 +127,9 @@ def catalog_gpus() -> list:
     return list(load_gpus())
 
 
-@dataclass
-class LocalGpu:
-    name: str
-    memory_gib: float
-
-
 def detect_gpus() -> list[LocalGpu]:
     """The GPUs on this machine through NVML (no torch); [] when there are none."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # no driver, no GPU: the common laptop case
-        return []
-    try:
-        out = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            name = name.decode() if isinstance(name, bytes) else name
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
-            out.append(LocalGpu(name, mem))
-        return out
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+    return local_gpus()
 
 
 def load_arch(model: str):
