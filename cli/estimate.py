@@ -14,7 +14,8 @@ DEFAULT_TOKENS = 10_000_000
 
 # The same tuples as core.estimate.memory's (a test checks): spelled out so that building the
 # parser imports nothing of the estimator for the other subcommands.
-PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
+ESTIMATE_METHODS = ("full", "lora", "qlora", "inference")
+ESTIMATE_PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 ATTENTIONS = ("flash", "sdpa", "eager")
 QUANTS = ("none", "int8", "nf4")
@@ -34,12 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        choices=("full", "lora", "qlora", "inference"),
+        choices=ESTIMATE_METHODS,
         help="Force a method (default: the first of full, lora, qlora that fits).",
     )
     p.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=ESTIMATE_PRECISIONS,
         help="Default: bf16-mixed on CUDA (fp16-mixed where the GPU has no bf16), fp32 on CPU.",
     )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")

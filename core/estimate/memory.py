@@ -35,8 +35,10 @@ from core.profiles import ModelArch
 
 GIB = 1024**3
 
-METHODS = ("full", "lora", "qlora", "inference")
-PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
+# Named apart from core.config's METHODS/PRECISIONS, which are what a run asks for: the
+# estimator also prices inference, and names the exact numeric regime it prices.
+ESTIMATE_METHODS = ("full", "lora", "qlora", "inference")
+ESTIMATE_PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 ATTENTIONS = ("flash", "sdpa", "eager")
 QUANTS = ("none", "int8", "nf4")
@@ -128,8 +130,8 @@ def _choice(value: str, choices: tuple[str, ...], flag: str) -> None:
 
 def validate(arch: ModelArch, req: EstimateRequest) -> None:
     """Impossible options, each named by its flag."""
-    _choice(req.method, METHODS, "--method")
-    _choice(req.precision, PRECISIONS, "--precision")
+    _choice(req.method, ESTIMATE_METHODS, "--method")
+    _choice(req.precision, ESTIMATE_PRECISIONS, "--precision")
     _choice(req.optimizer, OPTIMIZERS, "--optimizer")
     _choice(req.attention, ATTENTIONS, "--attention")
     _choice(req.quant, QUANTS, "--quant")
