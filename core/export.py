@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-def _merge_dtype(method: str, device: str, dtype: str):
+def _merge_dtype(method: str, device: str, dtype: str) -> Any:
     import torch
 
     from core.models import DTYPE_NAMES, torch_dtype

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from core.errors import UserError
 from core.profiles import ModelArch
@@ -578,7 +579,7 @@ def estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
 _REQUEST_FIELDS = frozenset(EstimateRequest.__dataclass_fields__)
 
 
-def with_(req: EstimateRequest, **changes) -> EstimateRequest:
+def with_(req: EstimateRequest, **changes: Any) -> EstimateRequest:
     """`dataclasses.replace` without its per-call overhead (the recommender calls it thousands
     of times per answer)."""
     unknown = changes.keys() - _REQUEST_FIELDS

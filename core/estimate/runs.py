@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from core.errors import UserError
 from core.estimate.advice import max_batch, recommend, suggestions
 from core.estimate.memory import GIB, EstimateRequest, estimate, with_
-from core.profiles import find_gpu, load_model_arch
+from core.profiles import ModelArch, find_gpu, load_model_arch
 
 if TYPE_CHECKING:
     from core.config import RunConfig
@@ -86,7 +86,7 @@ def request_from_run_config(cfg: RunConfig, *, device: str) -> EstimateRequest:
     )
 
 
-def _run_request(cfg: RunConfig, device: str):
+def _run_request(cfg: RunConfig, device: str) -> tuple[ModelArch, EstimateRequest]:
     arch = load_model_arch(cfg.model.model)
     req = request_from_run_config(cfg, device=device)
     if req.seq_len > arch.max_position_embeddings:
