@@ -16,7 +16,8 @@ DEFAULT_TOKENS = 10_000_000
 
 # The same tuples as core.estimate.memory's (a test checks): spelled out so that building the
 # parser imports nothing of the estimator for the other subcommands.
-PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
+ESTIMATE_METHODS = ("full", "lora", "qlora", "inference")
+ESTIMATE_PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 ATTENTIONS = ("flash", "sdpa", "eager")
 QUANTS = ("none", "int8", "nf4")
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        choices=("full", "lora", "qlora", "freeze", "inference"),
+        choices=ESTIMATE_METHODS,
         help="Force a method (default: the first of full, lora, qlora that fits).",
     )
     p.add_argument(
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=ESTIMATE_PRECISIONS,
         help="Default: bf16-mixed on CUDA (fp16-mixed where the GPU has no bf16), fp32 on CPU.",
     )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
@@ -127,23 +128,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def detect_gpu() -> tuple[str, float, int] | None:
     """(name, GiB, count) of this machine's first NVIDIA GPU through NVML, or None (no torch)."""
-    try:
-        import pynvml
+    from core.nvml import local_gpus
 
-        pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            if not count:
-                return None
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            name = pynvml.nvmlDeviceGetName(handle)
-            name = name.decode() if isinstance(name, bytes) else name
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1024**3
-            return name, mem, count
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no driver, no library, no GPU: all mean "none here"
-        return None
+    gpus = local_gpus()
+    return (gpus[0].name, gpus[0].memory_gib, len(gpus)) if gpus else None
 
 
 def build_report(args: argparse.Namespace) -> dict:

@@ -399,6 +399,11 @@ def section_fields(section: str) -> list[dataclasses.Field]:
     return list(dataclasses.fields(_SECTION_TYPES[section]))
 
 
+def field_type(section: str, name: str) -> Any:
+    """The declared type of one field (`bool`, `int`, `str | None`, ...), resolved from its annotation."""
+    return get_type_hints(_SECTION_TYPES[section])[name]
+
+
 def find_field(dotted: str) -> tuple[str | None, str]:
     """Resolve `training.learning_rate` or `learning_rate` to (section, field)."""
     if "." in dotted:

@@ -11,22 +11,24 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-def _merge_dtype(method: str, device: str, dtype: str):
+def _merge_dtype(method: str, device: str, dtype: str) -> Any:
     import torch
 
-    names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    from core.models import DTYPE_NAMES, torch_dtype
+
     if dtype != "auto":
-        if dtype not in names:
+        if dtype not in DTYPE_NAMES:
             raise UserError(
                 f"unknown dtype {dtype!r}", where="--dtype", hint="auto, fp32, fp16 or bf16"
             )
-        return names[dtype]
+        return torch_dtype(dtype)
     if method == "qlora":
         return torch.bfloat16  # the 16-bit base the 4-bit weights were quantized from
     return None  # the base's own dtype, as saved in its config

@@ -182,6 +182,17 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# The dtype names configs and flags use; torch_dtype maps them (torch imported on call).
+DTYPE_NAMES = ("bf16", "fp16", "fp32")
+
+
+def torch_dtype(name: str) -> Any:
+    """torch's dtype for `bf16`, `fp16` or `fp32`."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
 def _dtype_for(device: str):
     import torch
 
@@ -197,13 +208,11 @@ def _require(module: str, pip_name: str, why: str) -> None:
 
 def bnb_config(model_cfg, dtype):
     """The BitsAndBytesConfig a QLoRA run trained with (from its [model] settings)."""
-    import torch
     from transformers import BitsAndBytesConfig
 
     _require("bitsandbytes", "bitsandbytes", "a QLoRA model (4-bit)")
-    compute = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(
-        model_cfg.bnb_4bit_compute_dtype, dtype
-    )
+    name = model_cfg.bnb_4bit_compute_dtype
+    compute = torch_dtype(name) if name in DTYPE_NAMES else dtype
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=model_cfg.bnb_4bit_quant_type,

@@ -160,7 +160,8 @@ def test_bad_input_is_a_message_not_a_traceback(argv, words):
 
 
 def test_cli_choices_match_core():
-    assert cli_estimate.PRECISIONS == memory.PRECISIONS
+    assert cli_estimate.ESTIMATE_METHODS == memory.ESTIMATE_METHODS
+    assert cli_estimate.ESTIMATE_PRECISIONS == memory.ESTIMATE_PRECISIONS
     assert cli_estimate.OPTIMIZERS == memory.OPTIMIZERS
     assert cli_estimate.ATTENTIONS == memory.ATTENTIONS
     assert cli_estimate.QUANTS == memory.QUANTS

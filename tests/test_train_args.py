@@ -11,7 +11,9 @@ from transformers import TrainingArguments
 from transformers.training_args import OptimizerNames
 
 from core.config import RunConfig, section_fields
-from core.train.args import OPTIM_NAMES, training_kwargs
+from core.estimate.memory import OPTIMIZERS
+from core.estimate.runs import ESTIMATOR_OPTIMIZERS
+from core.train.args import TRANSFORMERS_OPTIMIZERS, training_kwargs
 from core.train.model import resolve_precision
 
 OPTIM_CHOICES = next(f for f in section_fields("training") if f.name == "optim").metadata["choices"]
@@ -40,8 +42,13 @@ def test_every_optimizer_choice_is_a_name_transformers_knows(tmp_path, ours):
     cfg = RunConfig()
     cfg.training.optim = ours
     name = kwargs(cfg, tmp_path)["optim"]
-    assert name == OPTIM_NAMES.get(ours, ours)
+    assert name == TRANSFORMERS_OPTIMIZERS.get(ours, ours)
     OptimizerNames(name)  # raises ValueError for a name transformers does not know
+
+
+@pytest.mark.parametrize("ours", OPTIM_CHOICES)
+def test_every_optimizer_choice_can_also_be_estimated(ours):
+    assert ESTIMATOR_OPTIMIZERS[ours] in OPTIMIZERS
 
 
 def test_friendlier_optimizer_name_maps_to_bitsandbytes_adamw(tmp_path):

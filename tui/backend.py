@@ -1,19 +1,21 @@
-"""The one place where the wizard calls `core/`.
+"""Where the wizard screens call the parts of `core/` that take time or import much.
 
 Screens call these plain functions (from workers when they may take time), so
 that a change in a core signature is fixed here once. Everything is imported
-inside the functions: the first frame must not wait for any of it.
+inside the functions: the first frame must not wait for any of it. Light,
+stable pieces (config, errors, run and checkpoint readers, chat sessions) are
+imported directly where they are used.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
+from core.nvml import LocalGpu, local_gpus
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +67,9 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
 
 
 def task_help() -> dict[str, str]:
-    try:
-        from core.data import TASK_HELP
+    from core.data import TASK_HELP
 
-        return dict(TASK_HELP)
-    except ImportError:
-        # The config's help line reads "instruction: ...; chat: ...; text: ...".
-        from core.config import section_fields
-
-        help_line = next(f for f in section_fields("data") if f.name == "task").metadata["help"]
-        parts = (p.split(":", 1) for p in help_line.rstrip(".").split("; "))
-        return {k.strip(): v.strip() for k, v in parts}
+    return dict(TASK_HELP)
 
 
 def task_formats() -> dict[str, tuple]:
@@ -155,36 +149,9 @@ def catalog_gpus() -> list:
     return list(load_gpus())
 
 
-@dataclass
-class LocalGpu:
-    name: str
-    memory_gib: float
-
-
 def detect_gpus() -> list[LocalGpu]:
     """The GPUs on this machine through NVML (no torch); [] when there are none."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # no driver, no GPU: the common laptop case
-        return []
-    try:
-        out = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            name = name.decode() if isinstance(name, bytes) else name
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
-            out.append(LocalGpu(name, mem))
-        return out
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+    return local_gpus()
 
 
 def load_arch(model: str):

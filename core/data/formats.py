@@ -291,12 +291,11 @@ def conversation_from_turns(turns: list, name: str, role_key: str, text_key: str
         else:
             issues.append((here, "unknown_role", f"unknown role {role_raw!r}"))
             continue
-        if text is None:
-            issues.append((here, "missing_field", f"message has no '{text_key}'"))
-            continue
         content, bad = _content(text, f"{here}.{text_key}", skipped)
         if bad:
-            issues.append(bad)
+            issues.append(
+                bad if text is not None else (here, "missing_field", f"message has no '{text_key}'")
+            )
             continue
         assert content is not None  # _content gives the text or the issue, never neither
         if not content.strip():

@@ -203,9 +203,7 @@ def prepare(
     packed = packing_enabled(cfg)
     if packed:
         train, evals = pack(train, cfg.max_seq_len), pack(evals, cfg.max_seq_len)
-        if report.token_stats:
-            report.token_stats.sequences = len(train)
-    elif report.token_stats:
+    if report.token_stats:
         report.token_stats.sequences = len(train)
     return PreparedData(
         train=train,
@@ -690,7 +688,7 @@ def _check_usable(report: DataReport, cfg: DataConfig, where: str) -> None:
             where=cfg.data,
             hint="see `tunewiz data inspect` for every problem",
         )
-    blocking = [p for p in report.problems if p.kind not in WARNING_KINDS]
+    blocking = report.blocking_problems
     if cfg.on_bad_rows == "stop" and blocking:
         listed = "; ".join(f"{p.where}: {p.message}" for p in blocking[:5])
         more = sum(n for k, n in report.problem_counts.items() if k not in WARNING_KINDS) - min(
@@ -709,7 +707,7 @@ def no_usable_reason(report: DataReport) -> str:
     if report.rows_total == 0:
         return "no rows: the data is empty"
     counts = {k: n for k, n in report.problem_counts.items() if k not in WARNING_KINDS}
-    first = next((p for p in report.problems if p.kind not in WARNING_KINDS), None)
+    first = next(iter(report.blocking_problems), None)
     summary = ", ".join(
         f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
     )

@@ -97,6 +97,7 @@ class DataReport:
 
     @property
     def blocking_problems(self) -> list[Problem]:
+        """The listed problems that stop a run under on_bad_rows = stop (not mere warnings)."""
         return [p for p in self.problems if p.kind not in WARNING_KINDS]
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from core.errors import UserError
 from core.estimate import liger
@@ -36,9 +37,11 @@ from core.profiles import ModelArch
 
 GIB = 1024**3
 
-METHODS = ("full", "lora", "qlora", "freeze", "inference")
+# Named apart from core.config's METHODS/PRECISIONS, which are what a run asks for: the
+# estimator also prices inference, and names the exact numeric regime it prices.
+ESTIMATE_METHODS = ("full", "lora", "qlora", "freeze", "inference")
 OBJECTIVES = ("sft", "dpo", "orpo", "kto")
-PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
+ESTIMATE_PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 ATTENTIONS = ("flash", "sdpa", "eager")
 QUANTS = ("none", "int8", "nf4")
@@ -136,8 +139,8 @@ def _choice(value: str, choices: tuple[str, ...], flag: str) -> None:
 
 def validate(arch: ModelArch, req: EstimateRequest) -> None:
     """Impossible options, each named by its flag."""
-    _choice(req.method, METHODS, "--method")
-    _choice(req.precision, PRECISIONS, "--precision")
+    _choice(req.method, ESTIMATE_METHODS, "--method")
+    _choice(req.precision, ESTIMATE_PRECISIONS, "--precision")
     _choice(req.optimizer, OPTIMIZERS, "--optimizer")
     _choice(req.attention, ATTENTIONS, "--attention")
     _choice(req.quant, QUANTS, "--quant")
@@ -677,7 +680,7 @@ def estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
 _REQUEST_FIELDS = frozenset(EstimateRequest.__dataclass_fields__)
 
 
-def with_(req: EstimateRequest, **changes) -> EstimateRequest:
+def with_(req: EstimateRequest, **changes: Any) -> EstimateRequest:
     """`dataclasses.replace` without its per-call overhead (the recommender calls it thousands
     of times per answer)."""
     unknown = changes.keys() - _REQUEST_FIELDS

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 from core.errors import UserError
 from core.estimate.advice import max_batch, recommend, split_batch, suggestions
 from core.estimate.memory import GIB, EstimateRequest, estimate, with_
-from core.profiles import find_gpu, load_model_arch
+from core.profiles import ModelArch, find_gpu, load_model_arch
 
 if TYPE_CHECKING:
     from core.config import RunConfig
 
-OPTIM_NAMES = {
+# Config (and transformers) optimizer names -> the estimator's --optimizer names.
+ESTIMATOR_OPTIMIZERS = {
     "adamw_torch": "adamw",
     "adamw_torch_fused": "adamw",
     "adamw_hf": "adamw",
@@ -22,7 +23,8 @@ OPTIM_NAMES = {
     "adafactor": "adafactor",
     "sgd": "sgd",
 }
-ATTN_NAMES = {
+# Config attn_implementation -> the estimator's --attention names.
+ESTIMATOR_ATTENTIONS = {
     "flash_attention_2": "flash",
     "flash_attention_3": "flash",
     "sdpa": "sdpa",
@@ -57,7 +59,7 @@ def request_from_run_config(cfg: RunConfig, *, device: str) -> EstimateRequest:
         precision = "bf16-mixed" if bf16_ok else "fp16-mixed"
     else:
         precision = {"fp32": "fp32", "bf16": "bf16-mixed", "fp16": "fp16-mixed"}[m.precision]
-    optim = OPTIM_NAMES.get(t.optim)
+    optim = ESTIMATOR_OPTIMIZERS.get(t.optim)
     if optim is None:
         raise UserError(
             f"the estimator does not know optimizer {t.optim!r}", where="training.optim"
@@ -73,7 +75,7 @@ def request_from_run_config(cfg: RunConfig, *, device: str) -> EstimateRequest:
         batch_size=t.per_device_train_batch_size,
         seq_len=cfg.data.max_seq_len,
         grad_checkpointing=m.gradient_checkpointing,
-        attention=ATTN_NAMES.get(m.attn_implementation, "sdpa"),
+        attention=ESTIMATOR_ATTENTIONS.get(m.attn_implementation, "sdpa"),
         lora_r=m.lora_r,
         lora_targets=m.lora_target_modules,
         lora_dropout=m.lora_dropout,
@@ -103,7 +105,7 @@ def _liger_expected(cfg: RunConfig, device: str) -> bool:
     return setting == "true" or kernels.package_installed("liger_kernel")
 
 
-def _run_request(cfg: RunConfig, device: str):
+def _run_request(cfg: RunConfig, device: str) -> tuple[ModelArch, EstimateRequest]:
     arch = load_model_arch(cfg.model.model)
     req = request_from_run_config(cfg, device=device)
     if req.seq_len > arch.max_position_embeddings:

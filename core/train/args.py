@@ -6,8 +6,9 @@ from pathlib import Path
 
 from core.config import RunConfig
 
-# Our friendlier option names -> the names transformers expects.
-OPTIM_NAMES = {"adamw_8bit": "adamw_bnb_8bit"}
+# Config optimizer names -> the names TrainingArguments expects, where they differ
+# (core.estimate.runs.ESTIMATOR_OPTIMIZERS maps the same config names to the estimator's).
+TRANSFORMERS_OPTIMIZERS = {"adamw_8bit": "adamw_bnb_8bit"}
 
 
 def training_kwargs(
@@ -35,7 +36,7 @@ def training_kwargs(
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        optim=OPTIM_NAMES.get(t.optim, t.optim),
+        optim=TRANSFORMERS_OPTIMIZERS.get(t.optim, t.optim),
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy=t.save_strategy,

@@ -7,6 +7,7 @@ from typing import Any
 
 from core.config import RunConfig
 from core.errors import UserError
+from core.models import torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,6 @@ def resolve_precision(precision: str, *, cuda: bool | None = None) -> str:
     if not cuda:
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def torch_dtype(name: str):
-    import torch
-
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 
 def target_modules(spec: str) -> str | list[str]:

@@ -11,7 +11,6 @@ from typing import Any
 
 from transformers import Trainer
 
-from core.train.ckpt import checkpoints, last_complete_checkpoint, truncate_metrics  # noqa: F401
 from core.train.collate import TOKENS_KEY
 
 log = logging.getLogger(__name__)

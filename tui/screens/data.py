@@ -436,7 +436,7 @@ class DataScreen(WizardScreen):
                 "The data cannot be used",
             )
             return False
-        blocking = [p for p in self.report.problems if p.kind != "too_long"]
+        blocking = self.report.blocking_problems
         if blocking and self.wizard.get("data.on_bad_rows") == "stop":
             first = blocking[0]
             self.app.show_error(

@@ -7,14 +7,14 @@ written config.toml show; choices become a Select, booleans a Switch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, get_type_hints
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, Switch
 
-from core.config import _SECTION_TYPES, section_fields
+from core.config import field_type, section_fields
 
 
 def format_value(value: Any) -> str:
@@ -45,7 +45,7 @@ class OptionRow(Vertical):
 
     def compose(self) -> ComposeResult:
         cid = f"opt-{self.section}-{self.field.name}"
-        kind = get_type_hints(_SECTION_TYPES[self.section])[self.field.name]
+        kind = field_type(self.section, self.field.name)
         with Horizontal():
             yield Label(self.field.name, classes="opt-name")
             choices = self.field.metadata.get("choices")
