@@ -12,13 +12,13 @@ import dataclasses
 import itertools
 import json
 import random
-import threading
 
 from core.config import DataConfig
 from core.data.formats import detect_format
 from core.data.load import resolve_sources
 from core.data.pipeline import (
     PREVIEW_ROWS,
+    CancelFlag,
     DataCancelled,
     PreparedData,
     _check_usable,
@@ -73,7 +73,7 @@ def scan_preference(
     tokenizer,
     objective: str,
     *,
-    cancel: threading.Event | None = None,
+    cancel: CancelFlag | None = None,
     batch_size: int = 4,
 ) -> tuple[DataReport, list[dict]]:
     """Every row read and checked; the usable ones in TRL's conversational shape."""
@@ -154,7 +154,9 @@ def _measure(rows: list[dict], tokenizer, cfg: DataConfig, report: DataReport, b
             report.add_problem(Problem(row["_where"], "template_error", str(exc)))
             continue
         # Only the completion trains: the answers inside the prompt are context.
-        spans = [sp[-len(row[s]) :] for (_, sp), s in zip(rendered, sides, strict=True)]
+        spans: list[list[tuple[int, int]] | None] = [
+            sp[-len(row[s]) :] for (_, sp), s in zip(rendered, sides, strict=True)
+        ]
         toks = tokenize_rendered([t for t, _ in rendered], spans, tokenizer, cfg.max_seq_len)
         longest = max(t.length for t in toks)
         if longest > cfg.max_seq_len:

@@ -76,7 +76,7 @@ def normalize_kto(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
         )
     if prompt is None and not issues:
         issues.append((col("prompt", "prompt"), "missing_field", "missing field 'prompt'"))
-    if issues:
+    if issues or prompt is None or completion is None:
         return None, issues, skipped
     issues = _check_completion(name, prompt, _strip_prefix(prompt, completion), strict=True)
     if issues:

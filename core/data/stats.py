@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 from core.data.report import TokenStats
 from core.data.template import IGNORE_INDEX
@@ -65,7 +66,7 @@ def histogram_edges(low: int, top: int, bins: int) -> list[int]:
     return [start + step * i for i in range(bins + 1)]
 
 
-def suggest_max_len(lengths, share: float = 0.99) -> int:
+def suggest_max_len(lengths: Sequence[int] | Any, share: float = 0.99) -> int:
     """The smallest multiple of 64 that holds `share` of the rows whole: the length of the
     ceil(share * n)-th shortest row, rounded up (a percentile would interpolate below it)."""
     import numpy as np
