@@ -154,7 +154,7 @@ def _measure(rows: list[dict], tokenizer, cfg: DataConfig, report: DataReport, b
             report.add_problem(Problem(row["_where"], "template_error", str(exc)))
             continue
         # Only the completion trains: the answers inside the prompt are context.
-        spans = [sp[-len(row[s]) :] for (_, sp), s in zip(rendered, sides, strict=True)]
+        spans: list = [sp[-len(row[s]) :] for (_, sp), s in zip(rendered, sides, strict=True)]
         toks = tokenize_rendered([t for t, _ in rendered], spans, tokenizer, cfg.max_seq_len)
         longest = max(t.length for t in toks)
         if longest > cfg.max_seq_len:
