@@ -49,6 +49,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--train-on-inputs", action="store_true", help="Train on prompts too (masking view)."
     )
+    p.add_argument(
+        "--objective",
+        choices=("sft", "dpo", "orpo", "kto"),
+        default="sft",
+        help="Read the rows as this objective will: dpo/orpo/kto check and show both answers.",
+    )
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
     p.set_defaults(func=run_inspect)
     a = sub.add_parser(
@@ -112,7 +118,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
         tokenizer = load_tokenizer(args.model)
     if args.json:
-        report = inspect_data(cfg, tokenizer, batch_size=args.batch_size)
+        report = inspect_data(cfg, tokenizer, batch_size=args.batch_size, objective=args.objective)
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
         return 0 if report.rows_ok else 1
     from rich.console import Console
@@ -124,6 +130,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             tokenizer,
             batch_size=args.batch_size,
             progress=lambda n: status.update(f"read {n:,} rows…"),
+            objective=args.objective,
         )
     print_report(Console(), report, tokenizer)
     return 0 if report.rows_ok else 1
@@ -223,7 +230,11 @@ def print_report(console, report, tokenizer=None) -> None:
         if "text" in row:
             console.print(Text(row["text"][:2000]))
         else:
-            for m in row["messages"]:
+            sides = [k for k in ("chosen", "rejected", "completion") if k in row]
+            turns = row.get("messages") or row["prompt"] + [
+                {"role": side, "content": m["content"]} for side in sides for m in row[side]
+            ]
+            for m in turns:
                 line = Text(f"{m['role']}: ", style="bold")
                 line.append(m["content"][:2000])
                 console.print(line)
