@@ -317,3 +317,25 @@ def test_gpu_load_comes_from_nvml_when_a_gpu_answers(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=no_driver))
     (sample,) = resource_meter.default_sampler()()
     assert sample.kind == "cpu" and sample.mem_total > 0
+
+
+async def test_preference_metrics_next_to_the_loss(tmp_path):
+    run_dir = make_run(tmp_path)
+    row = metric_row(61) | {
+        "rewards/chosen": 0.25,
+        "rewards/rejected": -1.5,
+        "rewards/margins": 1.75,
+        "rewards/accuracies": 0.875,
+    }
+    with open(run_dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    app = LiveApp(run_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        from rich.console import Console
+
+        console = Console(width=100, record=True, file=open(os.devnull, "w"))
+        console.print(app.screen.query_one("#live-stats", Static).content)
+        stats = console.export_text()
+        assert "chosen +0.250" in stats and "rejected -1.500" in stats
+        assert "margin +1.750" in stats and "accuracy 88%" in stats
