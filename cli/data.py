@@ -49,8 +49,35 @@ def register(subparsers) -> None:
     p.add_argument(
         "--train-on-inputs", action="store_true", help="Train on prompts too (masking view)."
     )
+    p.add_argument(
+        "--objective",
+        choices=("sft", "dpo", "orpo", "kto"),
+        default="sft",
+        help="Read the rows as this objective will: dpo/orpo/kto check and show both answers.",
+    )
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
     p.set_defaults(func=run_inspect)
+    a = sub.add_parser(
+        "augment",
+        help="Make more rows: each question rephrased by a model, plus its reverse question.",
+        description="For each row, the model writes rephrasings of the question (one per "
+        "temperature) and the reverse question; the answer is kept. New rows are written in the "
+        "input's format with `augmented_from` naming their source row. Resumable: run the same "
+        "command again after an interruption.",
+    )
+    a.add_argument("path", help="The dataset to augment (a file or `sample`).")
+    a.add_argument(
+        "--model", default="default", help="The model that rephrases (default: bundled)."
+    )
+    a.add_argument("--variants", type=int, default=3, help="Rephrasings per row (default 3).")
+    a.add_argument(
+        "--temperatures", default="0.3,0.7,1.0", help="Sampling temperature per variant, cycled."
+    )
+    a.add_argument("--no-reverse", action="store_true", help="Skip the reverse questions.")
+    a.add_argument("--out", required=True, help="Where the new rows go (JSON Lines, appended).")
+    a.add_argument("--batch-size", type=int, default=8, help="Rows per generation batch.")
+    a.add_argument("--limit", type=int, help="Only the first N usable rows.")
+    a.set_defaults(func=run_augment)
     data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
 
 
@@ -107,7 +134,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
         tokenizer = load_tokenizer(args.model)
     if args.json:
-        report = inspect_data(cfg, tokenizer, batch_size=args.batch_size)
+        report = inspect_data(cfg, tokenizer, batch_size=args.batch_size, objective=args.objective)
         sys.stdout.write(dumps_json(report.to_dict(), indent=2) + "\n")
         return 0 if report.rows_ok else 1
     from rich.console import Console
@@ -119,6 +146,7 @@ def _inspect(args: argparse.Namespace) -> int:
             tokenizer,
             batch_size=args.batch_size,
             progress=lambda n: status.update(f"read {n:,} rows…"),
+            objective=args.objective,
         )
     print_report(Console(), report, tokenizer)
     return 0 if report.rows_ok else 1
@@ -223,7 +251,38 @@ def print_report(console, report, tokenizer=None) -> None:
         if "text" in row:
             console.print(Text(visible(row["text"][:2000])))
         else:
-            for m in row["messages"]:
+            sides = [k for k in ("chosen", "rejected", "completion") if k in row]
+            turns = row.get("messages") or row["prompt"] + [
+                {"role": side, "content": m["content"]} for side in sides for m in row[side]
+            ]
+            for m in turns:
                 line = Text(f"{visible(m['role'])}: ", style="bold")
                 line.append(visible(m["content"][:2000]))
                 console.print(line)
+
+
+def run_augment(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from core.data.augment import augment, model_generator
+
+    try:
+        temps = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
+    except ValueError:
+        raise UserError("expected numbers like 0.3,0.7,1.0", where="--temperatures") from None
+    if args.variants < 0 or not temps or args.batch_size < 1:
+        raise UserError("need --variants >= 0, --batch-size >= 1 and a temperature")
+    generate = model_generator(args.model)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("augmenting", total=None)
+        report = augment(
+            args.path, generate, args.out, variants=args.variants, temperatures=temps,
+            reverse=not args.no_reverse, batch_size=args.batch_size, limit=args.limit,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+    dropped = ", ".join(f"{n} {why}" for why, n in report.dropped.items()) or "none"
+    print(
+        f"{report.written} new rows written to {args.out} from {report.rows_read} rows "
+        f"({report.rows_skipped_done} already done by an earlier run); dropped: {dropped}"
+    )
+    return 0

@@ -32,8 +32,13 @@ def test_pairs_double_the_activations_kto_does_not(arch):
 def test_logits_fused_for_dpo_and_kto_whole_for_orpo(arch):
     tokens = 2 * 256
     assert logits_bytes(arch, req()) == 12 * arch.vocab_size * tokens
-    # TRL's fused head: one 1024-token x 4096-wide fp32 tile and its gradient at most
-    assert logits_bytes(arch, req(objective="dpo")) == 2 * 4 * 1024 * 4096
+    # TRL's fused head: one fp32 tile (tokens x 32768 vocabulary columns), the hidden states'
+    # gradient, and the head's fp32 weight gradient when it trains (full)
+    tile = 4 * 2 * tokens * 32768 + 4 * 2 * tokens * arch.hidden_size
+    assert logits_bytes(arch, req(objective="dpo", method="lora")) == tile
+    head = 4 * arch.vocab_size * arch.hidden_size
+    assert logits_bytes(arch, req(objective="dpo", method="full")) == tile + head
+    assert logits_bytes(arch, req(objective="dpo")) < logits_bytes(arch, req()) / 2
     assert logits_bytes(arch, req(objective="orpo")) == 12 * arch.vocab_size * 2 * tokens + (
         4 * arch.vocab_size * tokens
     )

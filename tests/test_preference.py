@@ -134,3 +134,19 @@ def test_dpo_qlora_on_cpu_completes(tiny_model_dir, tmp_path):
     assert wait(run_dir, WAIT_S) == "finished", (run_dir / runs.LOG_FILE).read_text()[-3000:]
     assert (run_dir / "final" / "adapter_config.json").exists()
     assert [r["step"] for r in metrics(run_dir) if "loss" in r] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["dpo-lora", "dpo-full"])
+def test_chat_loads_preference_runs(started, name):
+    """Preference runs save final/ like SFT runs: chat (and so compare/eval) load them."""
+    import torch
+
+    from core.models import load_for_chat
+
+    run_dir = started[name]
+    assert wait(run_dir, WAIT_S) == "finished"
+    loaded = load_for_chat(str(run_dir), "final", device="cpu")
+    ids = loaded.tokenizer("Box 1", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = loaded.model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 3

@@ -156,3 +156,13 @@ def test_preference_options_are_checked():
     cfg.training.beta = 0.1
     validate(cfg)
     assert 'objective = "dpo"' in cfg.to_toml() and "# dpo/kto: how far" in cfg.to_toml()
+
+
+def test_cli_inspect_shows_both_sides(tmp_path, capsys):
+    from cli import main
+
+    path = write(tmp_path, GOOD + BROKEN)
+    assert main(["data", "inspect", path, "--objective", "dpo"]) == 0
+    out = capsys.readouterr().out
+    assert "6 usable" in out and "same_answers" in out
+    assert "chosen: Blue." in out and "rejected: Green." in out

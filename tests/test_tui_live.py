@@ -335,3 +335,25 @@ async def test_a_run_preparing_its_data_shows_rows_done_and_eta(tmp_path):
             "ETA 30s" in eta or "ETA 29s" in eta
         )
         assert app.screen.query_one("#live-progress", ProgressBar).percentage == 0.25
+
+
+async def test_preference_metrics_next_to_the_loss(tmp_path):
+    run_dir = make_run(tmp_path)
+    row = metric_row(61) | {
+        "rewards/chosen": 0.25,
+        "rewards/rejected": -1.5,
+        "rewards/margins": 1.75,
+        "rewards/accuracies": 0.875,
+    }
+    with open(run_dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    app = LiveApp(run_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        from rich.console import Console
+
+        console = Console(width=100, record=True, file=open(os.devnull, "w"))
+        console.print(app.screen.query_one("#live-stats", Static).content)
+        stats = console.export_text()
+        assert "chosen +0.250" in stats and "rejected -1.500" in stats
+        assert "margin +1.750" in stats and "accuracy 88%" in stats

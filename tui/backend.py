@@ -116,7 +116,9 @@ def inspect_data(cfg: RunConfig, tokenizer, cancel: threading.Event, progress=No
     from core.data import inspect_data as _inspect
 
     try:
-        return _inspect(cfg.data, tokenizer, cancel=cancel, progress=progress)
+        return _inspect(
+            cfg.data, tokenizer, cancel=cancel, progress=progress, objective=cfg.training.objective
+        )
     except DataCancelled:
         raise Cancelled() from None
 

@@ -78,14 +78,11 @@ def normalize_kto(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
         issues.append((col("prompt", "prompt"), "missing_field", "missing field 'prompt'"))
     if issues or prompt is None or completion is None:
         return None, issues, skipped
-    issues = _check_completion(name, prompt, _strip_prefix(prompt, completion), strict=True)
+    completion = _strip_prefix(prompt, completion)
+    issues = _check_completion(name, prompt, completion, strict=True)
     if issues:
         return None, issues, skipped
-    return (
-        {"prompt": prompt, "completion": _strip_prefix(prompt, completion), "label": label},
-        [],
-        skipped,
-    )
+    return {"prompt": prompt, "completion": completion, "label": label}, [], skipped
 
 
 def unpair(pair: dict) -> list[dict]:

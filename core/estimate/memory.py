@@ -542,16 +542,27 @@ def activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
 def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     """Loss buffers: fp32 log-softmax kept, its gradient, and the input gradient (3 x 4 x vocab).
 
-    dpo and kto score tokens with TRL's fused LM head, in tiles of 1024 tokens x a vocabulary
-    chunk, never the whole logits: about one fp32 tile and its gradient. ORPO materialises the
-    logits of chosen and rejected, plus the NLL loss's log-softmax over the chosen half.
+    dpo and kto score tokens with TRL's fused LM head (trl/kernels/chunked_logprob.py), never the
+    whole logits: its backward holds one fp32 tile of up to 4096 tokens x 32768 vocabulary
+    columns, the hidden states' gradient, and an fp32 gradient of the head's weight when the head
+    trains. ORPO materialises the logits of chosen and rejected, plus the NLL loss's log-softmax
+    over the chosen half.
 
     With Liger's fused linear cross-entropy (SFT): one chunk of logits, the hidden states'
     gradient and, when the head trains, its weight gradient (`liger.flce_bytes`).
     """
     tokens = req.batch_size * req.seq_len
     if req.objective in ("dpo", "kto"):
-        return 2 * 4 * min(tokens * sequences_per_row(req), 1024) * min(arch.vocab_size, 4096)
+        n = tokens * sequences_per_row(req)
+        head_trains = req.method == "full" or (
+            req.method == "freeze" and (req.freeze_lm_head or req.freeze_embeddings)
+        )
+        tile = 4 * min(n, 4096) * min(arch.vocab_size, 32768)
+        return (
+            tile
+            + 4 * n * arch.hidden_size
+            + (4 * arch.vocab_size * arch.hidden_size if head_trains else 0)
+        )
     if req.objective == "orpo":
         return 12 * arch.vocab_size * 2 * tokens + 4 * arch.vocab_size * tokens
     if req.liger:
