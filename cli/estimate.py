@@ -10,18 +10,16 @@ import json
 import sys
 
 from core.config import finite_float
+from core.estimate.memory import (
+    ATTENTIONS,
+    DEVICES,
+    ESTIMATE_METHODS,
+    ESTIMATE_PRECISIONS,
+    OPTIMIZERS,
+    QUANTS,
+)
 
 DEFAULT_TOKENS = 10_000_000
-
-
-# The same tuples as core.estimate.memory's (a test checks): spelled out so that building the
-# parser imports nothing of the estimator for the other subcommands.
-ESTIMATE_METHODS = ("full", "lora", "qlora", "inference")
-ESTIMATE_PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
-OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
-ATTENTIONS = ("flash", "sdpa", "eager")
-QUANTS = ("none", "int8", "nf4")
-DEVICES = ("cuda", "cpu")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
