@@ -40,32 +40,86 @@ def chat_template_for(tokenizer) -> str:
     return template or DEFAULT_CHAT_TEMPLATE
 
 
+# Families whose chat templates render `tools=` and `tool_calls`, for the note shown when
+# the user's model cannot (checked against their tokenizer_config.json templates).
+TOOL_TEMPLATE_FAMILIES = "Qwen2.5 / Qwen3, Llama 3.1-3.3, Mistral (v3 tokenizers), Hermes 2/3"
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "tunewiz_probe_tool",
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+    },
+}
+_PROBE_CALL = {
+    "type": "function",
+    "function": {"name": "tunewiz_probe_tool", "arguments": {"q": "tunewiz_probe_arg"}},
+}
+
+
+def template_supports_tools(tokenizer, template: str) -> bool:
+    """Whether `template` can express tools, decided by rendering, not by reading it.
+
+    A conversation with one tool definition, an assistant turn calling it, its result and an
+    answer is rendered with `tools=[...]`; the template supports tools when the output holds
+    both the tool's name from the definitions (it declares tools) and the call's argument
+    (it writes tool calls). A template that ignores either, or fails on the probe, does not.
+    """
+    if "tool" not in template:  # cheap first answer for the many templates without tools
+        return False
+    probe: list[dict] = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]},
+        {"role": "tool", "content": "ok"},
+        {"role": "assistant", "content": "done"},
+    ]
+    try:
+        text = _render(tokenizer, probe, template, False, [_PROBE_TOOL])
+    except TemplateError:
+        return False
+    # twice: once in the definitions, once in the call
+    return text.count("tunewiz_probe_tool") >= 2 and "tunewiz_probe_arg" in text
+
+
 class TemplateError(ValueError):
     """The template refused a row (e.g. it insists on strictly alternating roles)."""
 
 
-def _render(tokenizer, messages: list[dict], template: str, generation: bool) -> str:
+def _render(
+    tokenizer, messages: list[dict], template: str, generation: bool, tools: list | None = None
+) -> str:
     try:
         return tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=generation
+            messages,
+            tools=tools,
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=generation,
         )
     except Exception as exc:  # jinja raises TemplateError/others from `raise_exception`
         raise TemplateError(str(exc)) from None
 
 
-def render(messages: list[dict], tokenizer, template: str) -> tuple[str, list[tuple[int, int]]]:
-    """The conversation as text, and the (start, end) character spans of its answers."""
-    full = _render(tokenizer, messages, template, False)
+def render(
+    messages: list[dict], tokenizer, template: str, tools: list | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as text, and the (start, end) character spans of its answers.
+
+    With `tools` (definitions, for a template that supports them) every render gets them;
+    an assistant turn's span then covers its tool calls too, and `tool` turns (results) are
+    outside every span, masked as user turns are.
+    """
+    full = _render(tokenizer, messages, template, False, tools)
     spans: list[tuple[int, int]] = []
     cursor = 0
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:i], template, True)
+        before = _render(tokenizer, messages[:i], template, True, tools)
         upto = (
             full
             if i == len(messages) - 1
-            else _render(tokenizer, messages[: i + 1], template, False)
+            else _render(tokenizer, messages[: i + 1], template, False, tools)
         )
         if full.startswith(upto) and upto.startswith(before) and len(before) >= cursor:
             end = len(upto.rstrip())
@@ -75,7 +129,7 @@ def render(messages: list[dict], tokenizer, template: str) -> tuple[str, list[tu
         # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix
         # property; then find the answer text itself after the previous one.
         start = full.find(msg["content"], cursor)
-        if start < 0:
+        if start < 0 or not msg["content"]:  # nothing to find: a turn that only calls tools
             raise TemplateError(f"the chat template does not reproduce assistant turn {i}")
         end = start + len(msg["content"])
         eos = getattr(tokenizer, "eos_token", None)
@@ -84,6 +138,29 @@ def render(messages: list[dict], tokenizer, template: str) -> tuple[str, list[tu
         spans.append((start, end))
         cursor = end
     return full, spans
+
+
+def gap_tokens(
+    messages: list[dict], gaps: list[tuple[int, str]], tokenizer, template: str
+) -> list[tuple[int, str]]:
+    """(token index, what) for each part left out of a row, from `(message index, what)`.
+
+    A part left out before message k is shown before that message's first token, found by
+    rendering the messages before it (the prefix the full render starts with).
+    """
+    full = _render(tokenizer, messages, template, False)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [start for start, _end in enc["offset_mapping"]]
+    out = []
+    for index, what in gaps:
+        if index <= 0:
+            at = 0
+        elif index >= len(messages):
+            at = len(full)
+        else:
+            at = len(_render(tokenizer, messages[:index], template, False))
+        out.append((bisect.bisect_left(starts, at), what))
+    return out
 
 
 @dataclass
