@@ -40,6 +40,8 @@ ASSISTANT_ROLES = {"assistant", "gpt", "chatgpt", "bing", "bard", "model"}
 SYSTEM_ROLES = {"system", "developer"}
 TOOL_CALL_ROLES = {"function_call", "tool_call"}
 TOOL_RESULT_ROLES = {"tool", "function", "observation", "ipython", "tool_response"}
+# The names parts left out are counted under in `skipped` (images and others are too).
+TOOL_PARTS = ("tool calls", "function results", "tool definitions")
 
 Issue = tuple[str, str, str]  # (field, kind, message)
 # Shared empties for the common clean row: callers only read them.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.config import DataConfig
-from core.data.formats import FORMAT_NAMES, detect_format, normalize, suggest_task
+from core.data.formats import FORMAT_NAMES, TOOL_PARTS, detect_format, normalize, suggest_task
 from core.data.load import Source, read_source, resolve_sources
 from core.data.report import WARNING_KINDS, DataReport, Problem
 from core.data.stats import pack, packed_count, split, token_stats
@@ -418,7 +418,6 @@ def _scan(
     template = chat_template_for(tokenizer) if tokenizer is not None else None
     report.chat_template = template if not text_task else None
     job = _job(cfg, fmt, mapping, sources, tokenizer, keep)
-    tool_rows = 0
 
     # One entry per usable row (before duplicates are removed): compact arrays keep memory flat.
     hashes, srcs, locs, lengths, trained = (
@@ -441,7 +440,7 @@ def _scan(
         for part, n in done.skipped.items():
             report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
         report.boundary_merges += done.boundary_merges
-        tool_rows += done.tool_rows
+        report.tool_rows += done.tool_rows
         report.cut_lengths.extend(done.cut_lengths)
         for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
             hashes.append(key)
@@ -458,7 +457,7 @@ def _scan(
         if progress is not None:
             progress(report.rows_total)
 
-    _note_tools(report, job, tool_rows)
+    _note_tools(report, job)
     keep_mask = _mark_duplicates(hashes, srcs, locs, sources, report)
     report.rows_ok = int(keep_mask.sum())
     for index, norm, exs in previews:
@@ -504,14 +503,11 @@ def _scan(
     return report, groups
 
 
-TOOL_PARTS = ("tool calls", "function results", "tool definitions")
-
-
-def _note_tools(report: DataReport, job: _Job, tool_rows: int) -> None:
+def _note_tools(report: DataReport, job: _Job) -> None:
     """Say what became of tool calls, results and definitions, and why."""
-    if tool_rows:
+    if report.tool_rows:
         report.notes.append(
-            f"{tool_rows} rows use tools: the chat template renders them, the assistant's "
+            f"{report.tool_rows} rows use tools: the chat template renders them, the assistant's "
             "tool calls are trained, tool results and definitions are not"
         )
     elif job.template is not None and any(k in report.skipped_parts for k in TOOL_PARTS):
