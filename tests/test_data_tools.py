@@ -138,6 +138,27 @@ def test_tool_calls_are_trained_and_results_are_not(tmp_path, tools_tokenizer, r
     assert "Weather in Oslo?" in untrained and "# Tools" in untrained
 
 
+def test_a_call_rendered_differently_when_last_is_still_trained(tmp_path, tools_tokenizer):
+    """Like Qwen3, which gives only the last assistant turn an empty think block: the call
+    turn is not a prefix of the whole, and is found after its prompt instead."""
+    template = TOOLS_TEMPLATE.replace(
+        "<|im_start|>assistant\n{% if m.content %}",
+        "<|im_start|>assistant\n{% if loop.last %}<think></think>{% endif %}{% if m.content %}",
+    )
+    assert template != TOOLS_TEMPLATE
+    tools_tokenizer.chat_template, saved = template, tools_tokenizer.chat_template
+    try:
+        data = write_jsonl(tmp_path / "t.jsonl", [OPENAI_ROW])
+        prepared = prepare(
+            DataConfig(data=str(data), task="chat", validation_split=0), tools_tokenizer
+        )
+    finally:
+        tools_tokenizer.chat_template = saved
+    trained = trained_text(prepared.train[0], tools_tokenizer)
+    assert '<tool_call>{"name": "get_weather"' in trained and "<think>" not in trained
+    assert "It is -4 in Oslo." in trained and "RESULT_MINUS_FOUR" not in trained
+
+
 def test_a_template_without_tools_leaves_them_out_and_says_which_can(tmp_path, plain_tokenizer):
     data = write_jsonl(tmp_path / "t.jsonl", [OPENAI_ROW])
     report = inspect_data(DataConfig(data=str(data), task="chat"), plain_tokenizer)

@@ -52,6 +52,7 @@ _PROBE_TOOL = {
     },
 }
 _PROBE_CALL = {
+    "id": "call00001",  # Mistral's templates insist on 9-character ids
     "type": "function",
     "function": {"name": "tunewiz_probe_tool", "arguments": {"q": "tunewiz_probe_arg"}},
 }
@@ -70,7 +71,7 @@ def template_supports_tools(tokenizer, template: str) -> bool:
     probe: list[dict] = [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]},
-        {"role": "tool", "content": "ok"},
+        {"role": "tool", "content": "ok", "tool_call_id": "call00001"},
         {"role": "assistant", "content": "done"},
     ]
     try:
@@ -128,8 +129,15 @@ def render(
             continue
         # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix
         # property; then find the answer text itself after the previous one.
+        if msg.get("tool_calls"):  # its calls must be trained too, not only its text
+            span = _rewritten_turn(full, before, upto, cursor, msg["tool_calls"])
+            if span is None:
+                raise TemplateError(f"the chat template does not reproduce assistant turn {i}")
+            spans.append(span)
+            cursor = span[1]
+            continue
         start = full.find(msg["content"], cursor)
-        if start < 0 or not msg["content"]:  # nothing to find: a turn that only calls tools
+        if start < 0:
             raise TemplateError(f"the chat template does not reproduce assistant turn {i}")
         end = start + len(msg["content"])
         eos = getattr(tokenizer, "eos_token", None)
@@ -161,6 +169,26 @@ def gap_tokens(
             at = len(_render(tokenizer, messages[:index], template, False))
         out.append((bisect.bisect_left(starts, at), what))
     return out
+
+
+def _rewritten_turn(
+    full: str, before: str, upto: str, cursor: int, calls: list[dict]
+) -> tuple[int, int] | None:
+    """The span of a tool-calling turn that the template renders differently when it is last
+    (Qwen3 gives only the last turn an empty think block): the turn as rendered last, less
+    the longest leading part the full render leaves out, found right after its prompt."""
+    start = len(before)
+    if start < cursor or not upto.startswith(before) or not full.startswith(before):
+        return None
+    turn = upto[start:].rstrip()
+    names = [c.get("function", {}).get("name", "") for c in calls]
+    for k in range(len(turn)):
+        rest = turn[k:]
+        if not all(name in rest for name in names):
+            return None  # past the calls: this is not the same turn
+        if full.startswith(rest, start):
+            return start, start + len(rest)
+    return None
 
 
 @dataclass
