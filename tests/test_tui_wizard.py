@@ -358,6 +358,8 @@ async def test_data_preview_marks_tool_parts_left_out(tmp_path):
         )
         assert question < call < result < answer
         assert "left out of the text" in static_text(app, "#masking-help")
+        # The user's own row shows the call (not `assistant: None`).
+        assert "[calls]" in screen_text(app) and "None" not in screen_text(app)
         assert "cannot express tools" in static_text(app, "#data-evidence")
 
 

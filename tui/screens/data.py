@@ -494,11 +494,18 @@ def _readable(value) -> str:
     if isinstance(value, list) and all(isinstance(m, dict) for m in value):
         turns = [m for m in value if "content" in m or "value" in m]
         if turns and len(turns) == len(value):
-            return "\n".join(
-                f"{m.get('role') or m.get('from') or '?'}: {m.get('content', m.get('value'))}"
-                for m in turns
-            )
+            return "\n".join(_turn_line(m) for m in turns)
     return json.dumps(value, ensure_ascii=False, indent=1, default=str)
+
+
+def _turn_line(turn: dict) -> str:
+    """One turn as `role: text`, with the tools it calls (their JSON), never `None`."""
+    text = turn.get("content", turn.get("value"))
+    line = f"{turn.get('role') or turn.get('from') or '?'}: {'' if text is None else text}"
+    calls = turn.get("tool_calls") or turn.get("function_call")
+    if calls:
+        line += " [calls] " + json.dumps(calls, ensure_ascii=False, default=str)
+    return line
 
 
 def _progress_text(args: tuple) -> str:
