@@ -201,6 +201,10 @@ def test_supported_preview_shows_the_tool_turns(tmp_path, tools_tokenizer):
             "a tool result without a tool call before it",
         ),
         (
+            [{"role": "tool", "content": "r"}, *OPENAI_ROW["messages"]],
+            "a tool result without a tool call before it",
+        ),
+        (
             [
                 {"role": "user", "content": "q"},
                 {"role": "assistant", "content": "", "tool_calls": [{"function": {}}]},
@@ -216,3 +220,15 @@ def test_bad_tool_turns_are_problems_with_places(tmp_path, tools_tokenizer, turn
     assert report.rows_ok == 0
     assert [p.message for p in report.problems] == [message]
     assert report.problems[0].where.startswith("t.jsonl:1")
+
+
+def test_a_malformed_tools_field_matters_only_when_used(tmp_path, plain_tokenizer, tools_tokenizer):
+    row = {**OPENAI_ROW, "tools": "not json"}
+    cfg = DataConfig(data=str(write_jsonl(tmp_path / "t.jsonl", [row])), task="chat")
+    left_out = inspect_data(cfg, plain_tokenizer)
+    assert left_out.rows_ok == 1 and left_out.skipped_parts["tool definitions"] == 1
+    used = inspect_data(cfg, tools_tokenizer)
+    assert used.rows_ok == 0
+    assert [(p.where, p.message) for p in used.problems] == [
+        ("t.jsonl:1 field 'tools'", "'tools' should be a list of tool definitions")
+    ]

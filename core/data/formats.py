@@ -168,8 +168,8 @@ def normalize(
         if out is not None and isinstance(row.get("system"), str) and row["system"].strip():
             if out["messages"][0]["role"] != "system":
                 out["messages"].insert(0, {"role": "system", "content": row["system"]})
-                for k, (index, what) in enumerate(removed or ()):
-                    removed[k] = (index + 1, what)  # type: ignore[index]
+                if removed:  # the gaps move down with the messages
+                    removed[:] = [(index + 1, what) for index, what in removed]
         return _with_tools(row, out, issues, skipped, tools, removed)
     if fmt == "preference":
         return _preference(row, col, skipped)
@@ -275,18 +275,19 @@ def _conversation(row: dict, name: str, role_key: str, text_key: str, skipped: C
 
 
 def _with_tools(row: dict, out, issues: list[Issue], skipped: Counter, tools: bool, removed):
-    """The row's `tools` definitions: kept beside the messages, or left out and counted."""
+    """The row's `tools` definitions: kept beside the messages, or left out and counted
+    (a malformed field is a problem only when it would be used)."""
     defs, bad = tools_of(row)
-    if bad:
-        return None, [*issues, bad], skipped
-    if out is None or defs is None:
+    if out is None or (defs is None and bad is None):
         return out, issues, skipped
     if tools:
+        if bad:
+            return None, [*issues, bad], skipped
         out["tools"] = defs
-    else:
-        skipped["tool definitions"] += len(defs)
-        if removed is not None:
-            removed.insert(0, (0, "tools field"))
+        return out, issues, skipped
+    skipped["tool definitions"] += len(defs) if defs else 1
+    if removed is not None:
+        removed.insert(0, (0, "tools field"))
     return out, issues, skipped
 
 
@@ -359,6 +360,11 @@ def conversation_from_turns(
             issues.append(bad)
             continue
         assert content is not None  # _content gives the text or the issue, never neither
+        if calls and role != "assistant":
+            issues.append(
+                (f"{here}.tool_calls", "unknown_role", f"a {role} turn cannot call tools")
+            )
+            continue
         if not content.strip() and not calls:
             issues.append((f"{here}.{text_key}", "empty_field", f"empty {role} message"))
             continue
@@ -380,7 +386,7 @@ def check_turn_order(msgs: list[dict]) -> str | None:
         return "a system message in the middle of the conversation"
     # Tool results answer the call before them; around them the assistant may speak twice
     # in a row (call, then answer), so they are checked here and left out of the rest.
-    for a, b in zip(body, body[1:], strict=False):
+    for a, b in zip([{"role": "start"}, *body], body, strict=False):
         if b["role"] == "tool" and not (a["role"] == "tool" or a.get("tool_calls")):
             return "a tool result without a tool call before it"
     if body and body[-1]["role"] == "tool":
