@@ -368,7 +368,10 @@ def conversation_from_turns(
         if not content.strip() and not calls:
             issues.append((f"{here}.{text_key}", "empty_field", f"empty {role} message"))
             continue
-        msgs.append({"role": role, "content": content, **({"tool_calls": calls} if calls else {})})
+        message: dict = {"role": role, "content": content}
+        if calls:
+            message["tool_calls"] = calls
+        msgs.append(message)
     if issues:
         return None, issues, skipped
     order = check_turn_order(msgs)
