@@ -41,8 +41,9 @@ def chat_template_for(tokenizer) -> str:
 
 
 # Families whose chat templates render `tools=` and `tool_calls`, for the note shown when
-# the user's model cannot (checked against their tokenizer_config.json templates).
-TOOL_TEMPLATE_FAMILIES = "Qwen2.5 / Qwen3, Llama 3.1-3.3, Mistral (v3 tokenizers), Hermes 2/3"
+# the user's model cannot. Not Hermes: its tool template is a named one, and the default
+# template (the one used, see chat_template_for) has no tools.
+TOOL_TEMPLATE_FAMILIES = "Qwen2.5 / Qwen3, Llama 3.1-3.3, Mistral (v3 tokenizers)"
 _PROBE_TOOL = {
     "type": "function",
     "function": {
