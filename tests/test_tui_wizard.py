@@ -323,3 +323,49 @@ async def test_dataset_text_is_shown_literally(tmp_path):
         text = screen_text(app)
         assert "[bold]markup[/bold] #0" in text  # in the preview table, as typed
         assert "Use [red]0[/red]" in text  # in the masking preview, as typed
+
+
+async def test_data_preview_marks_tool_parts_left_out(tmp_path):
+    """The bundled model's template cannot express tools: the masking preview shows where the
+    call and its result were, so the answer does not look invented."""
+    row = {
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "1", "function": {"name": "get_weather", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "1", "content": "-4"},
+            {"role": "assistant", "content": "It is -4 in Oslo."},
+        ]
+    }
+    path = tmp_path / "tools.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="data"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        app.wizard.set("data.task", "chat")
+        await set_input(pilot, "#data-path", str(path), submit=True)
+        app.screen.query_one(TabbedContent).active = "tab-preview"
+        await settle(app, pilot)
+        masking = static_text(app, "#masking")
+        question, call, result, answer = (
+            masking.index(s)
+            for s in ("Oslo?", "[tool call removed]", "[function result removed]", "It is -4")
+        )
+        assert question < call < result < answer
+        assert "left out of the text" in static_text(app, "#masking-help")
+        # The user's own row shows the call (not `assistant: None`).
+        assert "[calls]" in screen_text(app) and "None" not in screen_text(app)
+        assert "cannot express tools" in static_text(app, "#data-evidence")
+
+
+def test_data_masking_text_says_removed_parts_literally():
+    from tui.screens.data import masking_text
+
+    text = masking_text([("a", False), ("b", True)], [(1, "tool call"), (9, "[x]")])
+    assert text.plain == "a[tool call removed]b[[x] removed]"
+    assert [s.style for s in text.spans][1] == "dim italic yellow"

@@ -3,13 +3,16 @@
 Every usable row becomes either `{"messages": [{"role", "content"}, ...]}` (roles
 system/user/assistant only) or `{"text": str}`. What a row cannot give is
 returned as problems `(field, kind, message)`; parts the project does not train
-on (tool calls, function results, images) are counted, not silently lost.
+on (images; tool calls, function results and `tools` when the chat template cannot
+express them) are counted, not silently lost. With `tools=True` (the template can),
+conversations keep them: assistant `tool_calls`, `tool` turns and `{"tools": [...]}`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from core.data.tool_turns import call_turn, result_turn, tool_calls_of, tools_of
 from core.errors import UserError
 
 FORMAT_NAMES = {
@@ -37,6 +40,8 @@ ASSISTANT_ROLES = {"assistant", "gpt", "chatgpt", "bing", "bard", "model"}
 SYSTEM_ROLES = {"system", "developer"}
 TOOL_CALL_ROLES = {"function_call", "tool_call"}
 TOOL_RESULT_ROLES = {"tool", "function", "observation", "ipython", "tool_response"}
+# The names parts left out are counted under in `skipped` (images and others are too).
+TOOL_PARTS = ("tool calls", "function results", "tool definitions")
 
 Issue = tuple[str, str, str]  # (field, kind, message)
 # Shared empties for the common clean row: callers only read them.
@@ -126,8 +131,15 @@ def suggest_task(fmt: str) -> str:
     return {"text": "text", "openai": "chat", "sharegpt": "chat"}.get(fmt, "instruction")
 
 
-def normalize(row: dict, fmt: str, mapping: dict) -> tuple[dict | None, list[Issue], Counter]:
-    """One row in the common shape, or the problems that stop it."""
+def normalize(
+    row: dict, fmt: str, mapping: dict, *, tools: bool = False, removed: list | None = None
+) -> tuple[dict | None, list[Issue], Counter]:
+    """One row in the common shape, or the problems that stop it.
+
+    `tools`: keep tool calls, results and definitions (the template can render them).
+    `removed` (when given) receives `(message index, what)` for each tool part left out,
+    the index being the kept message it stood before, for previews that show the gap.
+    """
     col = mapping.get
     skipped = _NO_SKIPS
     if fmt == "text":
@@ -147,14 +159,18 @@ def normalize(row: dict, fmt: str, mapping: dict) -> tuple[dict | None, list[Iss
     if fmt in ("openai", "sharegpt", "preference"):
         skipped = Counter()
     if fmt == "openai":
-        return _conversation(row, col("messages", "messages"), "role", "content", skipped)
+        name = col("messages", "messages")
+        out, issues, skipped = _conversation(row, name, "role", "content", skipped, tools, removed)
+        return _with_tools(row, out, issues, skipped, tools, removed)
     if fmt == "sharegpt":
         name = col("conversations", "conversations")
-        out, issues, skipped = _conversation(row, name, "from", "value", skipped)
+        out, issues, skipped = _conversation(row, name, "from", "value", skipped, tools, removed)
         if out is not None and isinstance(row.get("system"), str) and row["system"].strip():
             if out["messages"][0]["role"] != "system":
                 out["messages"].insert(0, {"role": "system", "content": row["system"]})
-        return out, issues, skipped
+                if removed:  # the gaps move down with the messages
+                    removed[:] = [(index + 1, what) for index, what in removed]
+        return _with_tools(row, out, issues, skipped, tools, removed)
     if fmt == "preference":
         return _preference(row, col, skipped)
     raise UserError(f"unknown format {fmt!r}", where="data.format", hint=", ".join(FORMAT_NAMES))
@@ -249,16 +265,48 @@ def _content(value, field: str, skipped: Counter) -> tuple[str | None, Issue | N
     return None, (field, "non_string", f"'{field}' should be text, got {type(value).__name__}")
 
 
-def _conversation(row: dict, name: str, role_key: str, text_key: str, skipped: Counter):
+def _conversation(row: dict, name: str, role_key: str, text_key: str, skipped: Counter, *how):
     turns = row.get(name)
     if turns is None:
         return None, [(name, "missing_field", f"missing field '{name}'")], skipped
     if not isinstance(turns, list):
         return None, [(name, "non_string", f"'{name}' should be a list of messages")], skipped
-    return conversation_from_turns(turns, name, role_key, text_key, skipped)
+    return conversation_from_turns(turns, name, role_key, text_key, skipped, *how)
 
 
-def conversation_from_turns(turns: list, name: str, role_key: str, text_key: str, skipped: Counter):
+def _with_tools(row: dict, out, issues: list[Issue], skipped: Counter, tools: bool, removed):
+    """The row's `tools` definitions: kept beside the messages, or left out and counted
+    (a malformed field is a problem only when it would be used)."""
+    defs, bad = tools_of(row)
+    if out is None or (defs is None and bad is None):
+        return out, issues, skipped
+    if tools:
+        if bad:
+            return None, [*issues, bad], skipped
+        out["tools"] = defs
+        return out, issues, skipped
+    skipped["tool definitions"] += len(defs) if defs else 1
+    if removed is not None:
+        removed.insert(0, (0, "tools field"))
+    return out, issues, skipped
+
+
+def conversation_from_turns(
+    turns: list,
+    name: str,
+    role_key: str,
+    text_key: str,
+    skipped: Counter,
+    tools: bool = False,
+    removed: list | None = None,
+):
+    """Turns as messages; tool parts kept with `tools`, else counted (and placed in `removed`)."""
+
+    def leave_out(kind: str, at: int) -> None:
+        skipped[kind] += 1
+        if removed is not None:
+            removed.append((at, kind[:-1]))  # "tool calls" -> "tool call"
+
     issues: list[Issue] = []
     msgs: list[dict] = []
     for i, turn in enumerate(turns):
@@ -269,16 +317,29 @@ def conversation_from_turns(turns: list, name: str, role_key: str, text_key: str
         role_raw = turn.get(role_key, turn.get("role", turn.get("from")))
         text = turn.get(text_key, turn.get("content", turn.get("value")))
         role = str(role_raw).lower() if role_raw is not None else None
-        if role in TOOL_CALL_ROLES:
-            skipped["tool calls"] += 1
-            continue
-        if role in TOOL_RESULT_ROLES:
-            skipped["function results"] += 1
-            continue
-        if turn.get("tool_calls") or turn.get("function_call"):
-            skipped["tool calls"] += 1
-            if not text:  # a message that only calls a tool: nothing to learn from it here
+        if role in TOOL_CALL_ROLES or role in TOOL_RESULT_ROLES:
+            calling = role in TOOL_CALL_ROLES
+            if not tools:
+                leave_out("tool calls" if calling else "function results", len(msgs))
                 continue
+            call, bad = call_turn(text, f"{here}.{text_key}") if calling else (None, None)
+            if bad:
+                issues.append(bad)
+            else:
+                msgs.append(call or result_turn(turn, text))
+            continue
+        calls = None
+        if turn.get("tool_calls") or turn.get("function_call"):
+            if not tools:
+                leave_out("tool calls", len(msgs) + bool(text))  # the call follows its text
+                if not text:  # a message that only calls a tool: nothing to learn from it here
+                    continue
+            else:
+                calls, bad = tool_calls_of(turn, here)
+                if bad:
+                    issues.append(bad)
+                    continue
+                text = text or ""
         if role is None:
             issues.append((here, "missing_field", f"message has no '{role_key}'"))
             continue
@@ -298,10 +359,18 @@ def conversation_from_turns(turns: list, name: str, role_key: str, text_key: str
             )
             continue
         assert content is not None  # _content gives the text or the issue, never neither
-        if not content.strip():
+        if calls and role != "assistant":
+            issues.append(
+                (f"{here}.tool_calls", "unknown_role", f"a {role} turn cannot call tools")
+            )
+            continue
+        if not content.strip() and not calls:
             issues.append((f"{here}.{text_key}", "empty_field", f"empty {role} message"))
             continue
-        msgs.append({"role": role, "content": content})
+        message: dict = {"role": role, "content": content}
+        if calls:
+            message["tool_calls"] = calls
+        msgs.append(message)
     if issues:
         return None, issues, skipped
     order = check_turn_order(msgs)
@@ -317,6 +386,14 @@ def check_turn_order(msgs: list[dict]) -> str | None:
         body.pop(0)
     if any(m["role"] == "system" for m in body):
         return "a system message in the middle of the conversation"
+    # Tool results answer the call before them; around them the assistant may speak twice
+    # in a row (call, then answer), so they are checked here and left out of the rest.
+    for a, b in zip([{"role": "start"}, *body], body, strict=False):
+        if b["role"] == "tool" and not (a["role"] == "tool" or a.get("tool_calls")):
+            return "a tool result without a tool call before it"
+    if body and body[-1]["role"] == "tool":
+        return "the conversation does not end with an assistant turn"
+    body = [m for m in body if m["role"] != "tool"]
     if not any(m["role"] == "user" for m in body):
         return "no user turn"
     if not body or body[-1]["role"] != "assistant":
@@ -324,7 +401,7 @@ def check_turn_order(msgs: list[dict]) -> str | None:
     if body[0]["role"] != "user":
         return "the conversation starts with an assistant turn"
     for a, b in zip(body, body[1:], strict=False):
-        if a["role"] == b["role"]:
+        if a["role"] == b["role"] and not (a.get("tool_calls") or b.get("tool_calls")):
             return f"two {a['role']} turns in a row"
     return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import json
 import logging
 import signal
 from array import array
@@ -18,11 +19,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.config import DataConfig
-from core.data.formats import FORMAT_NAMES, detect_format, normalize, suggest_task
+from core.data.formats import FORMAT_NAMES, TOOL_PARTS, detect_format, normalize, suggest_task
 from core.data.load import Source, read_source, resolve_sources
 from core.data.report import WARNING_KINDS, DataReport, Problem
 from core.data.stats import pack, packed_count, split, token_stats
-from core.data.template import TemplateError, chat_template_for, render, tokenize_rendered
+from core.data.template import (
+    TOOL_TEMPLATE_FAMILIES,
+    TemplateError,
+    chat_template_for,
+    gap_tokens,
+    render,
+    template_supports_tools,
+    tokenize_rendered,
+)
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -239,6 +248,8 @@ class RowView:
     source: dict | None  # the row as read: the user's own columns
     problem: str = ""  # why it is not used ("" when usable)
     example: dict | None = None  # tokenized (input_ids, labels), for the masking preview
+    # (token index, what) for tool parts left out (the template cannot express them)
+    gaps: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
 
 def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
@@ -257,16 +268,18 @@ def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
         return view
     sample = [r[2] for r in head if r[2] is not None]
     fmt, mapping, _ = detect_format(sample, cfg.columns, cfg.format)
-    norm, issues, _skipped = _normalize_mixed(row, fmt, mapping, cfg)
+    job = _job(cfg, fmt, mapping, sources, tokenizer, keep=True)
+    removed: list[tuple[int, str]] = []
+    norm, issues, _skipped = _normalize_mixed(row, fmt, mapping, cfg, job.tools, removed)
     if issues or norm is None:
         view.problem = "; ".join(msg for _f, _k, msg in issues)
     elif tokenizer is not None:
-        template = chat_template_for(tokenizer) if cfg.task != "text" else None
-        job = _Job(cfg, fmt, mapping, sources, tokenizer, template, keep=True)
         done = _Done(rows=1, problems=[], skipped={})
         toks = _tokenize([(si, loc, norm)], job, done)
         if toks[0] is not None:
             view.example = toks[0][0][0]
+            if removed and job.template is not None:
+                view.gaps = gap_tokens(norm["messages"], removed, tokenizer, job.template)
         elif done.problems:
             view.problem = done.problems[0].message
     return view
@@ -319,20 +332,29 @@ KTO_ROW_IN_SFT = (
 )
 
 
-def _normalize_mixed(row: dict, fmt: str, mapping: dict, cfg: DataConfig):
+def _normalize_mixed(
+    row: dict,
+    fmt: str,
+    mapping: dict,
+    cfg: DataConfig,
+    tools: bool = False,
+    removed: list | None = None,
+):
     """normalize() in the detected format; with the format detected (not set), a row that
     does not fit it but is itself of a format the task reads (a file mixing Alpaca and
     `messages` rows) is read in its own format instead of dropped. A KTO row (an answer
     labelled good or bad) among SFT rows is a problem: its bad answer must not be learnt."""
     if isinstance(row.get("label"), bool) and fmt != "kto":
         return None, [("label", "kto_row", KTO_ROW_IN_SFT)], {}
-    out = normalize(row, fmt, mapping)
+    out = normalize(row, fmt, mapping, tools=tools, removed=removed)
     if out[0] is not None or cfg.format not in ("", "auto"):
         return out
     own, own_mapping = _row_format(row, cfg)
     if own is None or own == fmt or own not in TASK_FORMATS.get(cfg.task, ()):
         return out
-    again = normalize(row, own, own_mapping)
+    if removed:
+        removed.clear()  # the gaps of the failed reading, not of this one
+    again = normalize(row, own, own_mapping, tools=tools, removed=removed)
     return again if again[0] is not None else out
 
 
@@ -357,6 +379,8 @@ def _empty_message(head: list, sources: list[Source]) -> str:
 def _row_key(norm: dict) -> str | tuple:
     if "text" in norm:
         return norm["text"]
+    if "tools" in norm or any("tool_calls" in m for m in norm["messages"]):
+        return json.dumps(norm, sort_keys=True, default=str)  # calls and results count too
     return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
 
 
@@ -391,6 +415,7 @@ def _scan(
     text_task = cfg.task == "text"
     template = chat_template_for(tokenizer) if tokenizer is not None else None
     report.chat_template = template if not text_task else None
+    job = _job(cfg, fmt, mapping, sources, tokenizer, keep)
 
     # One entry per usable row (before duplicates are removed): compact arrays keep memory flat.
     hashes, srcs, locs, lengths, trained = (
@@ -404,7 +429,6 @@ def _scan(
     previews: list[tuple[int, dict, list[dict]]] = []
     split_docs = 0
 
-    job = _Job(cfg, fmt, mapping, sources, tokenizer, template, keep)
     for done in _run_batches(job, _batches(itertools.chain(head, rest)), num_proc):
         if cancel is not None and cancel.is_set():
             raise DataCancelled()
@@ -414,6 +438,7 @@ def _scan(
         for part, n in done.skipped.items():
             report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
         report.boundary_merges += done.boundary_merges
+        report.tool_rows += done.tool_rows
         report.cut_lengths.extend(done.cut_lengths)
         for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
             hashes.append(key)
@@ -430,6 +455,7 @@ def _scan(
         if progress is not None:
             progress(report.rows_total)
 
+    _note_tools(report, job)
     keep_mask = _mark_duplicates(hashes, srcs, locs, sources, report)
     report.rows_ok = int(keep_mask.sum())
     for index, norm, exs in previews:
@@ -475,6 +501,20 @@ def _scan(
     return report, groups
 
 
+def _note_tools(report: DataReport, job: _Job) -> None:
+    """Say what became of tool calls, results and definitions, and why."""
+    if report.tool_rows:
+        report.notes.append(
+            f"{report.tool_rows} rows use tools: the chat template renders them, the assistant's "
+            "tool calls are trained, tool results and definitions are not"
+        )
+    elif job.template is not None and any(k in report.skipped_parts for k in TOOL_PARTS):
+        report.notes.append(
+            "this model's chat template cannot express tools, so tool calls, results and "
+            f"definitions are left out; templates that can: {TOOL_TEMPLATE_FAMILIES}"
+        )
+
+
 @dataclass
 class _Job:
     """Everything a batch needs; inherited by forked helper processes, never pickled."""
@@ -486,6 +526,15 @@ class _Job:
     tokenizer: object
     template: str | None
     keep: bool
+    tools: bool = False  # the template renders tool calls: rows keep them
+
+
+def _job(cfg: DataConfig, fmt: str, mapping: dict, sources, tokenizer, keep: bool) -> _Job:
+    template = chat_template_for(tokenizer) if tokenizer is not None else None
+    if cfg.task == "text":
+        return _Job(cfg, fmt, mapping, sources, tokenizer, None, keep)
+    tools = template is not None and template_supports_tools(tokenizer, template)
+    return _Job(cfg, fmt, mapping, sources, tokenizer, template, keep, tools)
 
 
 @dataclass
@@ -496,6 +545,7 @@ class _Done:
     problems: list[Problem]
     skipped: dict
     boundary_merges: int = 0
+    tool_rows: int = 0  # usable rows that kept tool calls or results
     cut_lengths: list[int] = dataclasses.field(default_factory=list)  # rows cut to nothing
     # per usable row: (source, loc, content hash, examples or None, length, trained tokens)
     kept: list[tuple] = dataclasses.field(default_factory=list)
@@ -556,7 +606,7 @@ def _process(job: _Job, batch: list) -> _Done:
         if problem is not None:
             done.problems.append(problem)
             continue
-        norm, issues, skipped = _normalize_mixed(row, job.fmt, job.mapping, job.cfg)
+        norm, issues, skipped = _normalize_mixed(row, job.fmt, job.mapping, job.cfg, job.tools)
         for part, n in (skipped or {}).items():
             done.skipped[part] = done.skipped.get(part, 0) + n
         if issues or norm is None:
@@ -566,6 +616,7 @@ def _process(job: _Job, batch: list) -> _Done:
             )
             continue
         good.append((si, loc, norm))
+        done.tool_rows += job.tools and _uses_tools(norm)
     if job.tokenizer is None:
         toks: list = [(None, 0, 0)] * len(good)
     else:
@@ -581,6 +632,12 @@ def _process(job: _Job, batch: list) -> _Done:
         exs = exs if job.keep or preview else None
         done.kept.append((si, loc, hash(_row_key(norm)), exs, length, n_trained))
     return done
+
+
+def _uses_tools(norm: dict) -> bool:
+    return "tools" in norm or any(
+        m["role"] == "tool" or "tool_calls" in m for m in norm.get("messages", ())
+    )
 
 
 def _tokenize(good, job: _Job, done: _Done):
@@ -609,7 +666,7 @@ def _tokenize(good, job: _Job, done: _Done):
     texts, spans, idx = [], [], []
     for i, (si, loc, norm) in enumerate(good):
         try:
-            text, row_spans = render(norm["messages"], tokenizer, job.template)
+            text, row_spans = render(norm["messages"], tokenizer, job.template, norm.get("tools"))
         except TemplateError as exc:
             done.problems.append(
                 Problem(

@@ -75,6 +75,7 @@ class DataReport:
     problems: list[Problem] = field(default_factory=list)
     problem_counts: dict[str, int] = field(default_factory=dict)
     skipped_parts: dict[str, int] = field(default_factory=dict)  # tool calls, images... not trained
+    tool_rows: int = 0  # rows whose tool calls and results are kept (the template renders them)
     preference_data: bool = False
     token_stats: TokenStats | None = None
     chat_template: str | None = None
@@ -114,6 +115,7 @@ class DataReport:
             "problems": [p.to_dict() for p in self.problems],
             "problems_listed": len(self.problems),
             "skipped_parts": dict(self.skipped_parts),
+            "tool_rows": self.tool_rows,
             "preference_data": self.preference_data,
             "token_stats": self.token_stats.to_dict() if self.token_stats else None,
             "notes": list(self.notes),

@@ -40,32 +40,88 @@ def chat_template_for(tokenizer) -> str:
     return template or DEFAULT_CHAT_TEMPLATE
 
 
+# Families whose chat templates render `tools=` and `tool_calls`, for the note shown when
+# the user's model cannot. Not Hermes: its tool template is a named one, and the default
+# template (the one used, see chat_template_for) has no tools.
+TOOL_TEMPLATE_FAMILIES = "Qwen2.5 / Qwen3, Llama 3.1-3.3, Mistral (v3 tokenizers)"
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "tunewiz_probe_tool",
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+    },
+}
+_PROBE_CALL = {
+    "id": "call00001",  # Mistral's templates insist on 9-character ids
+    "type": "function",
+    "function": {"name": "tunewiz_probe_tool", "arguments": {"q": "tunewiz_probe_arg"}},
+}
+
+
+def template_supports_tools(tokenizer, template: str) -> bool:
+    """Whether `template` can express tools, decided by rendering, not by reading it.
+
+    A conversation with one tool definition, an assistant turn calling it, its result and an
+    answer is rendered with `tools=[...]`; the template supports tools when the output holds
+    both the tool's name from the definitions (it declares tools) and the call's argument
+    (it writes tool calls). A template that ignores either, or fails on the probe, does not.
+    """
+    if "tool" not in template:  # cheap first answer for the many templates without tools
+        return False
+    probe: list[dict] = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]},
+        {"role": "tool", "content": "ok", "tool_call_id": "call00001"},
+        {"role": "assistant", "content": "done"},
+    ]
+    try:
+        text = _render(tokenizer, probe, template, False, [_PROBE_TOOL])
+    except TemplateError:
+        return False
+    # twice: once in the definitions, once in the call
+    return text.count("tunewiz_probe_tool") >= 2 and "tunewiz_probe_arg" in text
+
+
 class TemplateError(ValueError):
     """The template refused a row (e.g. it insists on strictly alternating roles)."""
 
 
-def _render(tokenizer, messages: list[dict], template: str, generation: bool) -> str:
+def _render(
+    tokenizer, messages: list[dict], template: str, generation: bool, tools: list | None = None
+) -> str:
     try:
         return tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=generation
+            messages,
+            tools=tools,
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=generation,
         )
     except Exception as exc:  # jinja raises TemplateError/others from `raise_exception`
         raise TemplateError(str(exc)) from None
 
 
-def render(messages: list[dict], tokenizer, template: str) -> tuple[str, list[tuple[int, int]]]:
-    """The conversation as text, and the (start, end) character spans of its answers."""
-    full = _render(tokenizer, messages, template, False)
+def render(
+    messages: list[dict], tokenizer, template: str, tools: list | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as text, and the (start, end) character spans of its answers.
+
+    With `tools` (definitions, for a template that supports them) every render gets them;
+    an assistant turn's span then covers its tool calls too, and `tool` turns (results) are
+    outside every span, masked as user turns are.
+    """
+    full = _render(tokenizer, messages, template, False, tools)
     spans: list[tuple[int, int]] = []
     cursor = 0
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:i], template, True)
+        before = _render(tokenizer, messages[:i], template, True, tools)
         upto = (
             full
             if i == len(messages) - 1
-            else _render(tokenizer, messages[: i + 1], template, False)
+            else _render(tokenizer, messages[: i + 1], template, False, tools)
         )
         if full.startswith(upto) and upto.startswith(before) and len(before) >= cursor:
             end = len(upto.rstrip())
@@ -74,6 +130,13 @@ def render(messages: list[dict], tokenizer, template: str) -> tuple[str, list[tu
             continue
         # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix
         # property; then find the answer text itself after the previous one.
+        if msg.get("tool_calls"):  # its calls must be trained too, not only its text
+            span = _rewritten_turn(full, before, upto, cursor, msg["tool_calls"])
+            if span is None:
+                raise TemplateError(f"the chat template does not reproduce assistant turn {i}")
+            spans.append(span)
+            cursor = span[1]
+            continue
         start = full.find(msg["content"], cursor)
         if start < 0:
             raise TemplateError(f"the chat template does not reproduce assistant turn {i}")
@@ -84,6 +147,49 @@ def render(messages: list[dict], tokenizer, template: str) -> tuple[str, list[tu
         spans.append((start, end))
         cursor = end
     return full, spans
+
+
+def gap_tokens(
+    messages: list[dict], gaps: list[tuple[int, str]], tokenizer, template: str
+) -> list[tuple[int, str]]:
+    """(token index, what) for each part left out of a row, from `(message index, what)`.
+
+    A part left out before message k is shown before that message's first token, found by
+    rendering the messages before it (the prefix the full render starts with).
+    """
+    full = _render(tokenizer, messages, template, False)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [start for start, _end in enc["offset_mapping"]]
+    out = []
+    for index, what in gaps:
+        if index <= 0:
+            at = 0
+        elif index >= len(messages):
+            at = len(full)
+        else:
+            at = len(_render(tokenizer, messages[:index], template, False))
+        out.append((bisect.bisect_left(starts, at), what))
+    return out
+
+
+def _rewritten_turn(
+    full: str, before: str, upto: str, cursor: int, calls: list[dict]
+) -> tuple[int, int] | None:
+    """The span of a tool-calling turn that the template renders differently when it is last
+    (Qwen3 gives only the last turn an empty think block): the turn as rendered last, less
+    the longest leading part the full render leaves out, found right after its prompt."""
+    start = len(before)
+    if start < cursor or not upto.startswith(before) or not full.startswith(before):
+        return None
+    turn = upto[start:].rstrip()
+    names = [c.get("function", {}).get("name", "") for c in calls]
+    for k in range(len(turn)):
+        rest = turn[k:]
+        if not all(name in rest for name in names):
+            return None  # past the calls: this is not the same turn
+        if full.startswith(rest, start):
+            return start, start + len(rest)
+    return None
 
 
 @dataclass

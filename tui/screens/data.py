@@ -34,6 +34,7 @@ from textual.worker import get_current_worker
 
 from core.config import parse_mapping, section_fields
 from core.data.checks import DataFacts
+from core.data.formats import TOOL_PARTS
 from core.errors import UserError
 from core.text import visible
 from tui import backend
@@ -306,8 +307,12 @@ class DataScreen(WizardScreen):
             evidence.append("\n• " + visible(line), style="dim")
         self.query_one("#data-evidence", Static).update(evidence)
         help_text = MASKING_HELP + (" (bundled tokenizer: approximate)" if note else "")
-        if report.skipped_parts:
-            help_text += " Tool calls and results are left out of the text."
+        if any(part in report.skipped_parts for part in TOOL_PARTS):
+            help_text += (
+                " Tool calls and results are left out of the text: [… removed] marks where."
+            )
+        elif report.tool_rows:
+            help_text += " Tool results are dimmed (not trained); tool calls are trained."
         self.query_one("#masking-help", Static).update(help_text)
         self.show_problems()
         self.show_preview(report)
@@ -383,10 +388,7 @@ class DataScreen(WizardScreen):
                 Text(visible(_readable(view.source[key]))),
                 height=None,
             )
-        text = Text()
-        for token, trained in pieces:
-            text.append(visible(token), style="black on green" if trained else "dim")
-        self.query_one("#masking", Static).update(text)
+        self.query_one("#masking", Static).update(masking_text(pieces, view.gaps))
 
     def show_tokens(self, report) -> None:
         stats = report.token_stats
@@ -451,6 +453,23 @@ class DataScreen(WizardScreen):
         return True
 
 
+def masking_text(pieces: list[tuple[str, bool]], gaps: list[tuple[int, str]]) -> Text:
+    """The masking preview: trained tokens highlighted, the rest dim, and a marker such as
+    `[tool call removed]` where a part the template cannot express was left out (`gaps`
+    holds (token index, what), the marker going before that token)."""
+    text = Text()
+    gaps = sorted(gaps, key=lambda gap: gap[0])  # stable: parts at one place keep their order
+    g = 0
+    for i, (token, trained) in enumerate(pieces):
+        while g < len(gaps) and gaps[g][0] <= i:
+            text.append(f"[{visible(gaps[g][1])} removed]", style="dim italic yellow")
+            g += 1
+        text.append(visible(token), style="black on green" if trained else "dim")
+    for _, what in gaps[g:]:  # past the end (a truncated row): still said
+        text.append(f"[{visible(what)} removed]", style="dim italic yellow")
+    return text
+
+
 def _suggestion(stats) -> str:
     """What the suggested max_seq_len keeps, exactly (it holds 99% of the rows, not always all)."""
     if stats.suggested_max_len <= stats.max_seq_len:
@@ -475,11 +494,18 @@ def _readable(value) -> str:
     if isinstance(value, list) and all(isinstance(m, dict) for m in value):
         turns = [m for m in value if "content" in m or "value" in m]
         if turns and len(turns) == len(value):
-            return "\n".join(
-                f"{m.get('role') or m.get('from') or '?'}: {m.get('content', m.get('value'))}"
-                for m in turns
-            )
+            return "\n".join(_turn_line(m) for m in turns)
     return json.dumps(value, ensure_ascii=False, indent=1, default=str)
+
+
+def _turn_line(turn: dict) -> str:
+    """One turn as `role: text`, with the tools it calls (their JSON), never `None`."""
+    text = turn.get("content", turn.get("value"))
+    line = f"{turn.get('role') or turn.get('from') or '?'}: {'' if text is None else text}"
+    calls = turn.get("tool_calls") or turn.get("function_call")
+    if calls:
+        line += " [calls] " + json.dumps(calls, ensure_ascii=False, default=str)
+    return line
 
 
 def _progress_text(args: tuple) -> str:
