@@ -501,8 +501,9 @@ def _read_txt(src: Source, f, text_split: str) -> Iterator[Record]:
     text = f.read().decode("utf-8", errors="surrogateescape")
     if text_split == "document":
         if text.strip():
-            if _SURROGATE.search(text):
-                yield 1, None, Problem(src.where(1), "non_utf8", "holds bytes that are not UTF-8")
+            if bad := _SURROGATE.search(text):
+                at = 1 + text.count("\n", 0, bad.start())  # the line with the first bad byte
+                yield at, None, Problem(src.where(at), "non_utf8", "holds bytes that are not UTF-8")
             else:
                 yield 1, {"text": text.strip("\n")}, None
         return
@@ -511,8 +512,9 @@ def _read_txt(src: Source, f, text_split: str) -> Iterator[Record]:
         line += text.count("\n", pos, m.start())
         pos = m.start()
         block = m.group()
-        if _SURROGATE.search(block):
-            yield line, None, Problem(src.where(line), "non_utf8", "holds bytes that are not UTF-8")
+        if bad := _SURROGATE.search(block):
+            at = line + block.count("\n", 0, bad.start())  # the line with the first bad byte
+            yield line, None, Problem(src.where(at), "non_utf8", "holds bytes that are not UTF-8")
         else:
             yield line, {"text": block.strip()}, None
 

@@ -385,7 +385,7 @@ class DataScreen(WizardScreen):
         for key in keys:
             table.add_row(
                 Text(visible(key), style="bold"),
-                Text(visible(_readable(view.source[key]))),
+                Text(_cell(view.source[key])),
                 height=None,
             )
         self.query_one("#masking", Static).update(masking_text(pieces, view.gaps))
@@ -484,6 +484,11 @@ def tree_root(data: str) -> str:
     folder = Path(data).expanduser()
     folder = folder if folder.is_dir() else folder.parent
     return str(folder) if str(folder) not in ("", ".") and folder.is_dir() else "."
+
+
+def _cell(value) -> str:
+    """A value of the user's row as shown: readable, with control characters made visible."""
+    return visible(_readable(value))
 
 
 def _readable(value) -> str:
