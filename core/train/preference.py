@@ -149,6 +149,7 @@ def load_reference(cfg: RunConfig, precision: str):
     """The frozen starting model, in the compute dtype (16-bit on a GPU, fp32 on the CPU)."""
     from transformers import AutoModelForCausalLM
 
+    from core import kernels
     from core.models import resolve_model
     from core.train.model import torch_dtype
 
@@ -156,7 +157,7 @@ def load_reference(cfg: RunConfig, precision: str):
         resolve_model(cfg.model.model),
         dtype=torch_dtype(precision),
         trust_remote_code=cfg.model.trust_remote_code,
-        attn_implementation=cfg.model.attn_implementation,
+        attn_implementation=kernels.for_run(cfg.model)[0],  # the same attention as the policy
     )
     ref.requires_grad_(False)
     return ref.eval()
