@@ -88,7 +88,7 @@ def memory_plan(cpu: bool, models: list[str], gpu_gib: float) -> list[dict]:
 def speed_plan(cpu: bool, models: list[str]) -> list[dict]:
     """Throughput cases: the plain script, then tunewiz's variants, per model."""
     if cpu:
-        shapes = {"tiny": (4, 128, 6)}
+        shapes = {"tiny": (4, 128, 4)}
     else:
         shapes = {"135m": (8, 1024, 12), "1b": (8, 1024, 12), "8b": (2, 2048, 10)}
         shapes = {k: v for k, v in shapes.items() if k in models}
@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         # Liger patches transformers globally: cases without it run in processes that never load it.
         for model in dict.fromkeys(c["model"] for c in mem + speed):
             for lig in (False, True):
-                group = [c for c in speed + mem if c["model"] == model and c["liger"] == lig]
+                group = [c for c in mem + speed if c["model"] == model and c["liger"] == lig]
                 print(f"  {model}, Liger {'on' if lig else 'off'}: {len(group)} cases", flush=True)
                 results += run_group(group, cache, deadline, log)
         for c in fit:  # each in its own process, with the card's memory fraction
