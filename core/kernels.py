@@ -118,6 +118,12 @@ def model_type_of(model: str) -> str:
 
     try:
         return load_model_arch(model).family
+    except Exception:  # noqa: BLE001 - offline and not in the catalog: the local HF cache
+        pass
+    try:
+        from transformers import AutoConfig
+
+        return str(AutoConfig.from_pretrained(model).model_type)
     except Exception:  # noqa: BLE001 - a missing model is reported by the model check
         return ""
 
