@@ -128,10 +128,26 @@ def model_type_of(model: str) -> str:
         return ""
 
 
+def needs_device_facts(model_cfg) -> bool:
+    """Whether the choice depends on the GPU: a kernel asked for by name, or `auto` with its
+    package installed. Otherwise the answer is sdpa and no Liger whatever the device, and the
+    launcher's checks stay free of `import torch` (about two seconds)."""
+    return (
+        model_cfg.liger_kernel == "true"
+        or model_cfg.attn_implementation == "flash_attention_2"
+        or (model_cfg.liger_kernel == "auto" and package_installed("liger_kernel"))
+        or (model_cfg.attn_implementation == "auto" and package_installed("flash_attn"))
+    )
+
+
+NO_KERNEL_PACKAGES = DeviceFacts(cuda=False)  # neither package: the device does not matter
+
+
 def for_run(model_cfg, facts: DeviceFacts | None = None) -> tuple[str, bool]:
     """(attn_implementation, use_liger_kernel) for a run's ModelConfig on this machine; raises
     UserError for a choice that cannot run here."""
-    facts = facts or probe()
+    if facts is None:
+        facts = probe() if needs_device_facts(model_cfg) else NO_KERNEL_PACKAGES
     attn = attention(model_cfg.attn_implementation, facts=facts)
     liger = use_liger(
         model_cfg.liger_kernel, model_type=model_type_of(model_cfg.model), facts=facts

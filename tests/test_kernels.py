@@ -121,6 +121,8 @@ def test_model_loading_asks_for_the_chosen_attention(monkeypatch, facts, setting
         raise _Loaded
 
     monkeypatch.setattr(kernels, "probe", lambda: facts)
+    installed = {"flash_attn": facts.flash_attn_installed, "liger_kernel": facts.liger_installed}
+    monkeypatch.setattr(kernels, "package_installed", installed.__getitem__)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
     cfg = RunConfig()
     cfg.model.attn_implementation = setting
@@ -130,6 +132,25 @@ def test_model_loading_asks_for_the_chosen_attention(monkeypatch, facts, setting
 
 
 # -- the estimator's Liger terms, worked by hand -----------------------------------------
+
+
+def test_the_default_choice_needs_no_torch_without_the_kernel_packages(monkeypatch):
+    """The launcher's checks must answer in ~2 s: without liger-kernel and flash-attn, `auto`
+    means sdpa and no Liger on any device, so deciding imports nothing heavy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from core import kernels; from core.config import ModelConfig; "
+        "print(kernels.for_run(ModelConfig()), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["('sdpa',", "False)", "False"]
+    # with a package present the device decides, so the facts are gathered (torch imported)
+    monkeypatch.setattr(kernels, "package_installed", lambda name: name == "flash_attn")
+    probed = []
+    monkeypatch.setattr(kernels, "probe", lambda: probed.append(1) or DeviceFacts(cuda=False))
+    assert kernels.for_run(RunConfig().model) == ("sdpa", False) and probed == [1]
 
 
 def test_fused_cross_entropy_chunk_follows_liger():
