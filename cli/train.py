@@ -268,8 +268,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             Text(visible(i.name, newlines=False)),
             Text(i.state, style=colours.get(i.state, "")),
             progress,
-            _num(i.last_loss),
-            _num(i.best_eval_loss),
+            runs.format_loss(i.last_loss),
+            runs.format_loss(i.best_eval_loss),
             runs.format_duration(i.elapsed_s),
             runs.format_duration(i.eta_s),
             Text(visible(i.method, newlines=False)),
@@ -285,15 +285,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if i.damaged:
             console.print(Text(f"{name}: damaged: {visible(i.damaged)}", style="red"))
     return 0
-
-
-def _num(value) -> str:
-    if value is None:
-        return "-"
-    try:
-        return f"{float(value):.4f}"
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

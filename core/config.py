@@ -522,9 +522,22 @@ def parse_mapping(text: str, *, where: str) -> dict[str, str]:
     return out
 
 
+SAMPLE_HELDOUT_NAME = "sample-heldout"  # the sample's held-out questions (profiles/datasets)
+
+
 def validate(cfg: RunConfig) -> None:
     """Checks across fields that a single field's type cannot express."""
     m, d, t, dist = cfg.model, cfg.data, cfg.training, cfg.distributed
+    if d.validation_file == SAMPLE_HELDOUT_NAME and d.data != "sample":
+        # sample-demo's validation rows are questions about the sample's island: scored against
+        # the user's own data they would measure nothing
+        raise UserError(
+            f'validation_file = "{SAMPLE_HELDOUT_NAME}" holds the sample\'s held-out questions, '
+            'which only go with data = "sample"',
+            where="data.validation_file",
+            hint='give your own validation file, or validation_file = "" with '
+            "validation_split = 0.1",
+        )
     positive = [
         ("model.lora_r", m.lora_r),
         ("data.max_seq_len", d.max_seq_len),

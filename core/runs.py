@@ -525,9 +525,19 @@ def signal_worker(run_dir: Path, st: dict, sig: int) -> bool:
     return True
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
+def format_loss(value: float | None) -> str:
+    """A loss for a table: 4 decimals, or 3 significant digits when that would be wider than a
+    column (a loss that blew up to 1e308 must not push the run names off the screen)."""
+    if value is None:
         return "-"
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3g}"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds >= 1000 * 3600:  # a clock gone wrong, not a run: keep the column narrow
+        return f"{seconds / 86400:.3g}d"
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)

@@ -93,3 +93,15 @@ def test_validate_accepts_defaults_and_checks_cross_field_rules():
     cfg.set("distributed.distributed", "ddp")
     with pytest.raises(UserError, match="num_processes"):
         validate(cfg)
+
+
+def test_the_samples_held_out_questions_go_with_the_sample_only():
+    from core.config import validate
+
+    cfg = RunConfig()
+    cfg.data.data, cfg.data.validation_file = "sample", "sample-heldout"
+    validate(cfg)
+    cfg.data.data = "mine.jsonl"
+    with pytest.raises(UserError, match="only go with") as err:
+        validate(cfg)
+    assert err.value.where == "data.validation_file"

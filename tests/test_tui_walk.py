@@ -268,8 +268,10 @@ async def test_preset_values_are_checked_against_a_tiny_file(tmp_path):
     )
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
+        app.wizard.set("data.validation_file", "")
+        app.wizard.set("data.validation_split", 4)
         await type_into(pilot, "#data-path", str(path))
-        checks = text_of(app, "#data-checks")  # sample-demo holds out 4 rows, cuts at 128
+        checks = text_of(app, "#data-checks")  # 4 rows held out; sample-demo cuts at 128
         assert "validation_split = 4 holds out 3 of 4 rows, so training sees only 1" in checks
         assert "max_seq_len = 128 cuts 4 of 4 rows (100%)" in checks
         assert "max_seq_len = 256" in checks
@@ -376,3 +378,21 @@ async def test_a_dialog_gives_the_focus_back_where_it_was(tmp_path):
         assert app.focused is columns and columns.value == "prompt"
         await pilot.press(*"=question")  # typing goes on where it was
         assert columns.value == "prompt=question"
+
+
+async def test_own_data_replaces_the_samples_held_out_questions_and_says_so(tmp_path):
+    """sample-demo validates on the sample's held-out island questions: with the user's own
+    file they would measure nothing, so part of the user's data is held out instead."""
+    rows = [{"instruction": f"Say {i}", "output": f"{i}"} for i in range(40)]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="data"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        assert app.wizard.get("data.validation_file") == "sample-heldout"  # the preset's
+        await type_into(pilot, "#data-path", str(path))
+        assert app.wizard.get("data.validation_file") == ""
+        assert app.wizard.get("data.validation_split") == 0.1
+        assert any("held-out questions" in n.message for n in app._notifications)

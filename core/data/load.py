@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import SAMPLE_HELDOUT_NAME
 from core.data.report import Problem
 from core.errors import UserError
 
@@ -80,7 +81,7 @@ def resolve_sources(data: str, *, hub_config: str = "", hub_split: str = "train"
     path = Path(text).expanduser()
     if text == "sample" and not path.exists():
         path = SAMPLE_DATASET
-    elif text == "sample-heldout" and not path.exists():
+    elif text == SAMPLE_HELDOUT_NAME and not path.exists():
         path = SAMPLE_HELDOUT
     if path.is_dir():
         files = sorted(

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.config import SAMPLE_HELDOUT_NAME
 from core.data.formats import detect_format, normalize
 from core.data.load import Source, read_source, resolve_sources
 from core.data.report import Problem
@@ -78,7 +79,7 @@ def _from_messages(msgs: list[dict], where: str) -> EvalItem:
 def load_prompts(path: str | Path) -> list[EvalItem]:
     """Every row of the file as an EvalItem; PromptFileError listing every bad row."""
     text = str(path)
-    if not Path(text).expanduser().exists() and text not in ("sample", "sample-heldout"):
+    if not Path(text).expanduser().exists() and text not in ("sample", SAMPLE_HELDOUT_NAME):
         raise UserError("prompts file not found", where=text)
     items: list[EvalItem] = []
     problems: list[Problem] = []

@@ -32,7 +32,7 @@ from textual.widgets import (
 )
 from textual.worker import get_current_worker
 
-from core.config import parse_mapping, section_fields
+from core.config import SAMPLE_HELDOUT_NAME, parse_mapping, section_fields
 from core.data.checks import DataFacts
 from core.data.formats import TOOL_PARTS
 from core.errors import UserError
@@ -209,8 +209,22 @@ class DataScreen(WizardScreen):
             return False
         self.wizard.set("data.data", path)
         self.wizard.set("data.columns", columns)
+        self.drop_sample_heldout(path)
         self.changed()
         return True
+
+    def drop_sample_heldout(self, path: str) -> None:
+        """The sample-demo preset validates on the sample's held-out questions; with the user's
+        own data those measure nothing, so hold out part of their data instead, and say so."""
+        if path == "sample" or self.wizard.get("data.validation_file") != SAMPLE_HELDOUT_NAME:
+            return
+        self.wizard.set("data.validation_file", "")
+        self.wizard.set("data.validation_split", 0.1)
+        self.notify(
+            "Validation: the sample's held-out questions do not fit your data, so 10% of it is "
+            "held out instead (data.validation_split on Settings).",
+            timeout=8,
+        )
 
     # -- scanning -----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Static
 
-from core.runs import LIVE_STATES, format_duration
+from core.runs import LIVE_STATES, format_duration, format_loss
 from core.text import visible
 from tui import backend
 from tui.screens.base import WizardScreen
@@ -106,8 +106,8 @@ class StartScreen(WizardScreen):
                 Text(_short(visible(run.name, newlines=False), NAME_WIDTH)),
                 Text(run.state, style="bold" if run.state in LIVE_STATES else ""),
                 steps,
-                _num(run.last_loss),
-                _num(run.best_eval_loss),
+                format_loss(run.last_loss),
+                format_loss(run.best_eval_loss),
                 format_duration(run.elapsed_s),
                 key=str(run.path),
             )
@@ -181,7 +181,3 @@ def shown_path(folder: Path) -> str:
 def _short(text: str, width: int) -> str:
     """Long run names keep their end (where model and method differ), not a shared prefix."""
     return text if len(text) <= width else "…" + text[-(width - 1) :]
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
