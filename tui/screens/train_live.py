@@ -18,12 +18,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Log, ProgressBar, Static
+from textual.screen import Screen
+from textual.widgets import Footer, Log, ProgressBar, Static
 
 from core import runs
 from core.errors import UserError
 from core.text import visible
+from tui.widgets.confirm import Confirm
 from tui.widgets.loss_chart import LossChart, series
 from tui.widgets.resource_meter import ResourceMeter, Sampler, bar
 from tui.widgets.run_feed import (
@@ -82,45 +83,17 @@ def summarize(rows: list[dict]) -> MetricsDigest:
     return MetricsDigest(len(rows), series(rows), latest, best, first)
 
 
-class ConfirmStop(ModalScreen[bool]):
+class ConfirmStop(Confirm):
     """Yes/no before stopping: a stop saves a checkpoint and ends the run."""
 
-    BINDINGS = [
-        Binding("y", "answer(True)", "Yes, stop"),
-        Binding("n,escape", "answer(False)", "No"),
-    ]
-    DEFAULT_CSS = """
-    ConfirmStop { align: center middle; }
-    ConfirmStop > Vertical {
-        width: 60; max-width: 95%; height: auto; border: thick $warning;
-        background: $surface; padding: 1 2;
-    }
-    ConfirmStop Horizontal { height: auto; margin-top: 1; }
-    ConfirmStop Button { margin-right: 2; }
-    """
-
     def __init__(self, run_name: str):
-        super().__init__()
+        question = Text.assemble(
+            "Stop run ",
+            (visible(run_name, newlines=False), "bold"),
+            "?\nIt saves a checkpoint and ends; you can chat with it afterwards.",
+        )
+        super().__init__(question, yes="Stop", no="Keep training")
         self.run_name = run_name
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(
-                Text.assemble(
-                    "Stop run ",
-                    (visible(self.run_name, newlines=False), "bold"),
-                    "?\nIt saves a checkpoint and ends; you can chat with it afterwards.",
-                )
-            )
-            with Horizontal():
-                yield Button("Stop (y)", variant="error", id="yes")
-                yield Button("Keep training (n)", variant="primary", id="no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, value: bool) -> None:
-        self.dismiss(value)
 
 
 class TrainLiveScreen(Screen):
