@@ -95,13 +95,11 @@ wait_for "EXITED" 10
 # Estimate before renting, offline: the hub is unroutable (port 9 refuses at once) as well as
 # flagged offline, so a look-up that ignored the flag would still fail fast, not hang.
 ESTIMATE_CMD="cd '$WORK' && $APP_ENV HF_ENDPOINT=http://127.0.0.1:9 '$BIN'; echo EXITED; sleep 60"
-# 60 rows: with the objective and freeze options the rent table sits just below a 40-row
-# screen (it scrolls there); the walk reads it without scrolling.
 if tmux has-session -t "$SESSION" 2>/dev/null; then  # the same pane, so no server restarts
-    tmux resize-window -t "$SESSION" -x 120 -y 60
+    tmux resize-window -t "$SESSION" -x 120 -y 40
     tmux respawn-pane -k -t "$SESSION" "$ESTIMATE_CMD"
 else
-    tmux new-session -d -s "$SESSION" -x 120 -y 60 "$ESTIMATE_CMD"
+    tmux new-session -d -s "$SESSION" -x 120 -y 40 "$ESTIMATE_CMD"
 fi
 wait_for "Estimate a model before renting" 20
 keys e

@@ -117,12 +117,20 @@ class ModelScreen(WizardScreen):
                         )
                         yield Static("", id="count-status", markup=False)
                 with Vertical(id="model-right"):
+                    # Estimating before renting, the rent table is the answer: on top, where
+                    # it shows without scrolling; in the full wizard the options come first.
+                    if self.wizard.estimate_only:
+                        yield from self.rent_widgets()
                     for section, names in KNOBS.items():
                         yield OptionForm(section, cfg[section], names, id=f"knobs-{section}")
-                    yield Static("What to rent", id="rent-title", classes="label")
-                    yield DataTable(id="rent", cursor_type="row", zebra_stripes=True)
+                    if not self.wizard.estimate_only:
+                        yield from self.rent_widgets()
         with Vertical(id="memory-panel"):
             yield MemoryBar(id="memory")
+
+    def rent_widgets(self) -> ComposeResult:
+        yield Static("What to rent", id="rent-title", classes="label")
+        yield DataTable(id="rent", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         # Data is priced here only on the estimate-only path; the full wizard has a data screen.
