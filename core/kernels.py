@@ -149,7 +149,8 @@ def for_run(model_cfg, facts: DeviceFacts | None = None) -> tuple[str, bool]:
     if facts is None:
         facts = probe() if needs_device_facts(model_cfg) else NO_KERNEL_PACKAGES
     attn = attention(model_cfg.attn_implementation, facts=facts)
-    liger = use_liger(
-        model_cfg.liger_kernel, model_type=model_type_of(model_cfg.model), facts=facts
-    )
-    return attn, liger
+    # The model's family matters only where Liger could run: reading it may mean a hub look-up.
+    setting = model_cfg.liger_kernel
+    could = setting == "true" or (setting == "auto" and facts.cuda and facts.liger_installed)
+    model_type = model_type_of(model_cfg.model) if could else ""
+    return attn, use_liger(setting, model_type=model_type, facts=facts)
