@@ -120,6 +120,27 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     return tokenizer
 
 
+def check_model_here_or_reachable(name: str) -> None:
+    """UserError when a hub model's files are not cached here and the hub cannot be reached:
+    the launcher's quick check, so an offline start is refused instead of failing in the
+    worker. Reads only the cache index (no transformers, no download)."""
+    resolved = resolve_model(name)
+    if Path(resolved).exists():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(resolved, "tokenizer_config.json"), str):
+        return
+    why = hub_unreachable()
+    if why:
+        raise UserError(
+            f"the model {name!r} is not on this machine and {why}",
+            where="model.model",
+            hint="offline? download the model once while online, or give a local model folder "
+            "instead of a hub id",
+        )
+
+
 #: How far another model's token count can be from the bundled tokenizer's, for the label.
 APPROX_MARGIN = "±25%"
 

@@ -229,3 +229,18 @@ def test_local_paths_are_made_absolute_for_a_reproducible_config(tmp_path, monke
     assert cfg.runs_dir == str(tmp_path / "runs")
     assert cfg.model.model == RunConfig().model.model  # a hub id stays as it is
     assert cfg.data.validation_file == ""
+
+
+def test_an_uncached_hub_model_offline_is_refused_before_any_run_folder(tmp_path, monkeypatch):
+    """Offline, a hub model whose files are not cached would only fail in the detached worker:
+    the quick checks refuse it first, with what to do, and create nothing."""
+    from core.train.launcher import launch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    cfg = RunConfig()
+    cfg.model.model, cfg.runs_dir = "Qwen/Qwen2.5-7B", str(tmp_path / "runs")
+    with pytest.raises(UserError, match="not on this machine and HF_HUB_OFFLINE is set") as err:
+        launch(cfg)
+    assert err.value.where == "model.model" and "local model folder" in err.value.hint
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

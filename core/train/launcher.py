@@ -41,10 +41,11 @@ def launch(cfg: RunConfig, *, foreground: bool = False) -> Path:
     cfg = copy.deepcopy(cfg)
     validate(cfg)
     check_optional_packages(cfg)
-    from core.models import resolve_model
+    from core.models import check_model_here_or_reachable, resolve_model
 
     model_path = resolve_model(cfg.model.model)
     arch = model_arch(cfg, model_path)
+    check_model_here_or_reachable(cfg.model.model)
     check_limits(cfg, arch)
     check_data(cfg)
     absolutize_paths(cfg)
