@@ -173,6 +173,8 @@ def test_a_bad_row_found_while_preparing_fails_the_run_with_the_checks_message(
     info = wait_done(run_dir)
     assert info.state == "failed"
     assert info.error == str(direct.value) and "bad.jsonl:301" in info.error
+    log_text = (run_dir / runs.LOG_FILE).read_text(encoding="utf-8")
+    assert "bad.jsonl:301" in log_text and "Traceback" not in log_text  # a message, not a crash
 
 
 # -- one owner per run ------------------------------------------------------------------

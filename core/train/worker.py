@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = train(run_dir, resume=resume, stop=stop)
     except BaseException as exc:  # noqa: BLE001 - every failure must end up in status.json
-        traceback.print_exc(file=sys.stdout)
+        if isinstance(exc, UserError):  # a problem with what was asked: its message is the story
+            log.error("%s", exc)
+        else:  # a crash: the traceback is what a bug report needs
+            traceback.print_exc(file=sys.stdout)
         sys.stdout.flush()
         if is_main:
             runs.write_status(
