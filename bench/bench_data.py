@@ -1,4 +1,4 @@
-"""Benchmark core.data: parse+validate speed and memory on a big JSON Lines file, and tokenization
+"""Benchmark tunewiz.core.data: parse+validate speed and memory on a big JSON Lines file, and tokenization
 overhead against calling the fast tokenizer directly.
 
     .venv/bin/python bench/bench_data.py            # 1 GB file (written to a temp dir, deleted after)
@@ -32,7 +32,10 @@ def write_big_jsonl(path: Path, size_mb: int, kind: str = "alpaca") -> int:
     if kind == "alpaca":
         base = json.loads((SHARED / "alpaca_en_demo.json").read_text())
     else:
-        base = [json.loads(line) for line in (ROOT / "profiles/datasets/lumen_isle.jsonl").open()]
+        base = [
+            json.loads(line)
+            for line in (ROOT / "tunewiz/profiles/datasets/lumen_isle.jsonl").open()
+        ]
     tails = [
         ', "input": '
         + json.dumps(r.get("input", ""))
@@ -54,8 +57,8 @@ def write_big_jsonl(path: Path, size_mb: int, kind: str = "alpaca") -> int:
 
 
 def _inspect_child(path: str, queue) -> None:
-    from core.config import DataConfig
-    from core.data import inspect_data
+    from tunewiz.core.config import DataConfig
+    from tunewiz.core.data import inspect_data
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0, c0 = time.perf_counter(), time.process_time()
@@ -108,10 +111,10 @@ def bench_parse(size_mb: int) -> None:
 def bench_tokenize(repeat: int) -> None:
     from transformers import AutoTokenizer
 
-    from core.bundled import ensure_default_model
-    from core.data import chat_template_for, normalize, render
-    from core.data.pipeline import BATCH
-    from core.data.template import tokenize_rendered
+    from tunewiz.core.bundled import ensure_default_model
+    from tunewiz.core.data import chat_template_for, normalize, render
+    from tunewiz.core.data.pipeline import BATCH
+    from tunewiz.core.data.template import tokenize_rendered
 
     tok = AutoTokenizer.from_pretrained(ensure_default_model())
     rows = json.loads((SHARED / "alpaca_en_demo.json").read_text())
@@ -126,7 +129,7 @@ def bench_tokenize(repeat: int) -> None:
         tok(texts, add_special_tokens=False)
 
     def run_ours():
-        for i in range(0, len(texts), BATCH):  # the batch size core.data uses
+        for i in range(0, len(texts), BATCH):  # the batch size tunewiz.core.data uses
             tokenize_rendered(texts[i : i + BATCH], spans[i : i + BATCH], tok, 100_000)
 
     # CPU time of this process (the tokenizer runs single-threaded here: TOKENIZERS_PARALLELISM
@@ -145,7 +148,7 @@ def bench_tokenize(repeat: int) -> None:
     print(f"tokenization of {len(texts):,} rendered rows ({n_tok:,} tokens):")
     print(f"  tokenizer(texts) directly: {len(texts) / direct:,.0f} rows/s (CPU time)")
     print(
-        f"  core.data (batched, with masking labels): {len(texts) / ours:,.0f} rows/s = {direct / ours:.0%} of direct (wall time: {wall_ratio:.0%})"
+        f"  tunewiz.core.data (batched, with masking labels): {len(texts) / ours:,.0f} rows/s = {direct / ours:.0%} of direct (wall time: {wall_ratio:.0%})"
     )
 
 

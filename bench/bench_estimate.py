@@ -83,7 +83,7 @@ def child(method: str, batch: int, seq: int, checkpoint: str | None = None) -> d
 
     tlog.disable_progress_bar()
     tlog.set_verbosity_error()
-    from core.bundled import ensure_default_model
+    from tunewiz.core.bundled import ensure_default_model
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -170,7 +170,7 @@ def child_dpo(method: str, batch: int, seq: int) -> dict:
     tlog.disable_progress_bar()
     tlog.set_verbosity_error()
     datasets.disable_progress_bars()
-    from core.bundled import ensure_default_model
+    from tunewiz.core.bundled import ensure_default_model
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -233,8 +233,8 @@ def child_dpo(method: str, batch: int, seq: int) -> dict:
 
 def estimated(method: str, batch: int, seq: int) -> tuple[int, int]:
     """(total incl. process overhead, tensors only) from the estimator."""
-    from core.estimate import EstimateRequest, estimate
-    from core.profiles import load_model_arch
+    from tunewiz.core.estimate import EstimateRequest, estimate
+    from tunewiz.core.profiles import load_model_arch
 
     arch = load_model_arch("HuggingFaceTB/SmolLM2-135M-Instruct")
     objective = "sft"
@@ -264,7 +264,7 @@ def bf16_checkpoint(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "model.safetensors").is_file():
-        from core.bundled import ensure_default_model
+        from tunewiz.core.bundled import ensure_default_model
 
         cfg = AutoConfig.from_pretrained(ensure_default_model())
         torch.manual_seed(0)

@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/bench_eval.py [--prompts 32] [--new-tokens 32] [--docs 40]
 
-1. Batched generation (core.eval.generate_batched, left padding, 16 per call) against one
+1. Batched generation (tunewiz.core.eval.generate_batched, left padding, 16 per call) against one
    prompt at a time, over the sample's 32 first questions, greedy: the ratio of wall times
    (target >= 3x) and whether the outputs are equal.
-2. Benchmarks through our wrapper (core.eval.bench: prepare_tasks + run_bench) against
+2. Benchmarks through our wrapper (tunewiz.core.eval.bench: prepare_tasks + run_bench) against
    `lm_eval.simple_evaluate` called directly on the same model and a local multiple-choice
    task written here (target >= 0.9x the direct speed), and whether the scores agree.
 Both sides of each pair run in this process, interleaved, so machine load hits them alike.
@@ -35,11 +35,11 @@ def timed(fn):
 
 
 def bench_generation(loaded, n: int, new_tokens: int) -> None:
-    from core.chat import GenerationSettings
-    from core.data import SAMPLE_DATASET
-    from core.eval.generate import generate_batched
-    from core.eval.prompts import load_prompts
-    from core.eval.run import prompt_ids
+    from tunewiz.core.chat import GenerationSettings
+    from tunewiz.core.data import SAMPLE_DATASET
+    from tunewiz.core.eval.generate import generate_batched
+    from tunewiz.core.eval.prompts import load_prompts
+    from tunewiz.core.eval.run import prompt_ids
 
     items = load_prompts(SAMPLE_DATASET)[:n]
     ids = [prompt_ids(loaded, it) for it in items]
@@ -53,7 +53,7 @@ def bench_generation(loaded, n: int, new_tokens: int) -> None:
 
 
 def write_task(folder: Path, docs: int) -> Path:
-    from core.data import SAMPLE_DATASET
+    from tunewiz.core.data import SAMPLE_DATASET
 
     rows = [json.loads(x) for x in SAMPLE_DATASET.read_text().splitlines() if x.strip()]
     data = [
@@ -81,7 +81,7 @@ def bench_lm_eval(loaded, docs: int) -> None:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from core.eval.bench import prepare_tasks, run_bench
+    from tunewiz.core.eval.bench import prepare_tasks, run_bench
 
     folder = Path(tempfile.mkdtemp())
     yaml = write_task(folder, docs)
@@ -116,7 +116,7 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)
-    from core.models import load_for_chat
+    from tunewiz.core.models import load_for_chat
 
     loaded = load_for_chat("default", device="cpu")
     bench_generation(loaded, args.prompts, args.new_tokens)

@@ -1,4 +1,4 @@
-"""Benchmark the worker's data preparation (core.data.prepare): rows/s with one process against
+"""Benchmark the worker's data preparation (tunewiz.core.data.prepare): rows/s with one process against
 all cores, on the same generated file in the same run.
 
     .venv/bin/python bench/bench_prepare.py                 # 1,000,000 rows, every core
@@ -30,7 +30,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def write_rows(path: Path, n: int) -> None:
-    base = [json.loads(line) for line in (ROOT / "profiles/datasets/lumen_isle.jsonl").open()]
+    base = [
+        json.loads(line) for line in (ROOT / "tunewiz/profiles/datasets/lumen_isle.jsonl").open()
+    ]
     with open(path, "w", encoding="utf-8", buffering=1 << 20) as fh:
         for i in range(n):
             row = dict(base[i % len(base)])
@@ -47,7 +49,7 @@ def cpu_seconds() -> tuple[float, float]:
 
 
 def timed_prepare(cfg, tokenizer, num_proc: int):
-    from core.data import prepare
+    from tunewiz.core.data import prepare
 
     wall0, (me0, kids0) = time.perf_counter(), cpu_seconds()
     prepared = prepare(cfg, tokenizer, num_proc=num_proc)
@@ -69,7 +71,7 @@ def digest(prepared) -> str:
 
 
 def main() -> int:
-    from core.train.prepare import cpu_count
+    from tunewiz.core.train.prepare import cpu_count
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="Rows to generate.")
@@ -78,9 +80,9 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from core.bundled import ensure_default_model
-    from core.config import DataConfig
-    from core.models import load_tokenizer
+    from tunewiz.core.bundled import ensure_default_model
+    from tunewiz.core.config import DataConfig
+    from tunewiz.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(ensure_default_model()))
     with tempfile.TemporaryDirectory() as tmp:

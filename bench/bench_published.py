@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.estimate import EstimateRequest, estimate  # noqa: E402
-from core.estimate.memory import GIB, logits_bytes, with_  # noqa: E402
-from core.profiles import ModelArch, load_model_arch  # noqa: E402
+from tunewiz.core.estimate import EstimateRequest, estimate  # noqa: E402
+from tunewiz.core.estimate.memory import GIB, logits_bytes, with_  # noqa: E402
+from tunewiz.core.profiles import ModelArch, load_model_arch  # noqa: E402
 
 TORCHTUNE = "torchtune README, Memory and training speed (Llama 3.1, 1x RTX 4090)"
 LORA_TARGETS = "q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"

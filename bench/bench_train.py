@@ -90,7 +90,7 @@ def make_model(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from core.bundled import ensure_default_model
+    from tunewiz.core.bundled import ensure_default_model
 
     tok = AutoTokenizer.from_pretrained(ensure_default_model())
     config = LlamaConfig(
@@ -128,11 +128,11 @@ def run_baseline(model: Path, tmp: Path, steps: int, tag: str) -> dict:
 
 
 def run_tunewiz(model: Path, tmp: Path, steps: int, *, packing: bool, tag: str) -> dict:
-    from core import runs
+    from tunewiz.core import runs
 
     name = f"bench-{tag}"
     cmd = [
-        sys.executable, "-m", "cli", "train", "--model", str(model), "--data", str(DATA),
+        sys.executable, "-m", "tunewiz", "train", "--model", str(model), "--data", str(DATA),
         "--method", "lora", "--name", name, "--runs-dir", str(tmp / "runs"),
         "--max-steps", str(steps), "--per-device-train-batch-size", str(BATCH),
         "--max-seq-len", str(SEQ), "--learning-rate", str(LR), "--save-strategy", "no",

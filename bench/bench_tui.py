@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FIRST_FRAME = """
 import sys, tempfile
 from pathlib import Path
-from tui.app import make_app
+from tunewiz.tui.app import make_app
 d = Path(tempfile.mkdtemp())
 app = make_app(d / "state", d / "runs", resume=False, detect_gpus=False)
 async def first_frame(pilot):
@@ -99,7 +99,7 @@ async def estimate_latency(rounds: int) -> tuple[list[float], list[float]]:
     from textual.widgets import Input
 
     from tests.tui_pilot import settle
-    from tui.app import make_app
+    from tunewiz.tui.app import make_app
 
     d = Path(tempfile.mkdtemp())
     app = make_app(d / "state", d / "runs", resume=False, detect_gpus=False, start_at="model")

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from textual.app import App  # noqa: E402
 
-from tui.screens.train_live import TrainLiveScreen  # noqa: E402
-from tui.widgets.loss_chart import LossChart  # noqa: E402
-from tui.widgets.resource_meter import ResourceSample  # noqa: E402
+from tunewiz.tui.screens.train_live import TrainLiveScreen  # noqa: E402
+from tunewiz.tui.widgets.loss_chart import LossChart  # noqa: E402
+from tunewiz.tui.widgets.resource_meter import ResourceSample  # noqa: E402
 
 
 def row(step: int) -> str:

@@ -7,13 +7,13 @@ Trainer script, bf16 / QLoRA / DDP checks; one JSON file and a Markdown table.
 
 No download: models are random-initialised from catalog configs (SmolLM2-135M, Llama-3.2-1B
 and, where the GPU has room, Llama-3.1-8B), saved once as bf16 checkpoints in a temporary
-folder and loaded through tunewiz's own loader (core.train.model.load_for_training), so
+folder and loaded through tunewiz's own loader (tunewiz.core.train.model.load_for_training), so
 attention choice, Liger, LoRA and QLoRA go through the code a run uses. Data are random token
 rows (no tokenizer needed).
 
 (a) memory: full / LoRA / QLoRA x gradient checkpointing x two sequence lengths x Liger,
     each case `torch.cuda.max_memory_allocated` / `max_memory_reserved` / nvidia-smi used,
-    next to `core.estimate.estimate` with the error;
+    next to `tunewiz.core.estimate.estimate` with the error;
 (b) speed: non-padding tokens/s of a plain `transformers.Trainer` LoRA script (pad to the
     longest row, sdpa, no Liger) against tunewiz's training path (RunTrainer, Collator,
     training_kwargs) with/without packing, flash attention and Liger, same model and batch;
@@ -115,7 +115,7 @@ def speed_plan(cpu: bool, models: list[str]) -> list[dict]:
 def hf_config(name: str) -> dict:
     if name == "tiny":
         return dict(TINY)
-    from core.profiles import load_model_arch
+    from tunewiz.core.profiles import load_model_arch
 
     a = load_model_arch(GPU_MODELS[name])
     return {
@@ -164,7 +164,7 @@ def rows(n: int, seq: int, vocab: int, *, full_length: bool, seed: int = 0) -> l
 
 
 def run_config(case: dict, folder: Path):
-    from core.config import RunConfig
+    from tunewiz.core.config import RunConfig
 
     cfg = RunConfig()
     cfg.model.model = str(folder)
@@ -235,10 +235,10 @@ def train_case(case: dict, folder: Path, tmp: Path) -> dict:
     """One case through tunewiz's path (or the plain script's); returns the measurements."""
     import torch
 
-    from core.train.args import build_training_args
-    from core.train.collate import TOKENS_KEY, Collator
-    from core.train.model import load_for_training, resolve_precision
-    from core.train.trainer import RunTrainer
+    from tunewiz.core.train.args import build_training_args
+    from tunewiz.core.train.collate import TOKENS_KEY, Collator
+    from tunewiz.core.train.model import load_for_training, resolve_precision
+    from tunewiz.core.train.trainer import RunTrainer
 
     cuda = torch.cuda.is_available()
     vocab = hf_config(case["model"])["vocab_size"]
@@ -258,7 +258,7 @@ def train_case(case: dict, folder: Path, tmp: Path) -> dict:
     if case.get("path") == "plain":
         trainer = _plain_trainer(case, folder, tmp, data, counted, clock)
     else:
-        from core.data.stats import pack
+        from tunewiz.core.data.stats import pack
 
         cfg = run_config(case, folder)
         precision = resolve_precision("auto")
@@ -352,7 +352,7 @@ def child(cases_file: Path, results_file: Path, cache: Path, deadline: float) ->
     import torch
     from transformers.utils import logging as tlog
 
-    from core.errors import UserError
+    from tunewiz.core.errors import UserError
 
     warnings.filterwarnings("ignore")
     tlog.set_verbosity_error()
@@ -410,8 +410,8 @@ def run_group(
 
 
 def add_estimates(results: list[dict]) -> None:
-    from core.estimate import EstimateRequest, estimate
-    from core.profiles import arch_from_config, load_model_arch
+    from tunewiz.core.estimate import EstimateRequest, estimate
+    from tunewiz.core.profiles import arch_from_config, load_model_arch
 
     for r in results:
         if r.get("kind") != "memory":
@@ -441,7 +441,7 @@ def add_estimates(results: list[dict]) -> None:
             continue
         # torch's counters see no CUDA context: max_memory_allocated is the tensors (the estimate
         # less its overhead), max_memory_reserved adds the allocator's slack; nvidia-smi is all.
-        from core.estimate.memory import CUDA_CONTEXT_BYTES
+        from tunewiz.core.estimate.memory import CUDA_CONTEXT_BYTES
 
         r["estimate_gib"] = round(est.total / GIB, 3)
         tensors = est.total - est.breakdown["overhead"]
@@ -497,8 +497,8 @@ def targets(results: list[dict]) -> dict:
 def batch_fit_check(gpu_gib: float, models: list[str]) -> list[dict]:
     """Cases for 'the same card fits a larger batch with fused cross-entropy': the estimator's
     largest batch with and without Liger on a 24 GiB card (emulated with a memory fraction)."""
-    from core.estimate import EstimateRequest, max_batch
-    from core.profiles import load_model_arch
+    from tunewiz.core.estimate import EstimateRequest, max_batch
+    from tunewiz.core.profiles import load_model_arch
 
     name = "8b" if "8b" in models and gpu_gib >= 40 else "1b" if "1b" in models else None
     if name is None:
@@ -604,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from cli.estimate import detect_gpu
+    from tunewiz.cli.estimate import detect_gpu
 
     start = time.time()
     deadline = start + args.budget_s

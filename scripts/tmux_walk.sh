@@ -31,13 +31,13 @@ trap cleanup EXIT
 
 # A home of its own (wizard state, runs) that shares the converted bundled model.
 mkdir -p "$WORK/home"
-"$PY" -c "from core.bundled import ensure_default_model; ensure_default_model()" >/dev/null 2>&1
+"$PY" -c "from tunewiz.core.bundled import ensure_default_model; ensure_default_model()" >/dev/null 2>&1
 ln -s "$SHARED_HOME/models" "$WORK/home/models"
 export TUNEWIZ_HOME="$WORK/home" HF_HUB_OFFLINE=1
 # The wizard remembers settings: start with a 2-step run so the walk ends quickly.
 "$PY" - <<PYEOF
 from pathlib import Path
-from tui.state import WizardState
+from tunewiz.tui.state import WizardState
 s = WizardState()
 for key, value in {"training.max_steps": 2, "training.save_steps": 2, "training.eval_steps": 2}.items():
     s.set(key, value)

@@ -21,7 +21,7 @@ os.environ.setdefault("TUNEWIZ_HOME", str(ROOT / ".tunewiz-home"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tests.tui_pilot import settle  # noqa: E402
-from tui.app import make_app  # noqa: E402
+from tunewiz.tui.app import make_app  # noqa: E402
 
 DOCS = ROOT / "docs"
 SIZE = (120, 36)

@@ -34,7 +34,7 @@ def make_run(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.config import RunConfig
+    from tunewiz.core.config import RunConfig
 
     run = runs_dir / name
     run.mkdir(parents=True)

@@ -68,7 +68,7 @@ def data_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The bundled SmolLM2-135M-Instruct as a Hugging Face folder (converted once)."""
-    from core.bundled import ensure_default_model
+    from tunewiz.core.bundled import ensure_default_model
 
     return ensure_default_model()
 

@@ -6,9 +6,9 @@ import json
 import threading
 from collections import Counter
 
-from core.config import DataConfig
-from core.data import SAMPLE_DATASET, inspect_data
-from core.data.augment import augment, model_generator
+from tunewiz.core.config import DataConfig
+from tunewiz.core.data import SAMPLE_DATASET, inspect_data
+from tunewiz.core.data.augment import augment, model_generator
 
 
 def fake_generate(prompts: list[str], temperature: float) -> list[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.checkpoints import list_checkpoints, resolve_checkpoint
-from core.errors import UserError
+from tunewiz.core.checkpoints import list_checkpoints, resolve_checkpoint
+from tunewiz.core.errors import UserError
 
 
 def fake_checkpoint(run: Path, step: int, history: list[dict], best: str | None = None) -> Path:
@@ -89,7 +89,7 @@ def test_checkpoints_module_is_light():
     import subprocess
     import sys
 
-    code = "import core.checkpoints, core.chat, sys; print(' '.join(sys.modules))"
+    code = "import tunewiz.core.checkpoints, tunewiz.core.chat, sys; print(' '.join(sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

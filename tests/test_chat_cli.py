@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from chat_runs import make_run
 
-import cli.chat as chat_cli
-from core.chat import GenerationSettings
+import tunewiz.cli.chat as chat_cli
+from tunewiz.core.chat import GenerationSettings
 
 
 def run_cli(argv: list[str]) -> int:
@@ -112,7 +112,7 @@ def test_repl_commands_change_the_session(run_dir, monkeypatch, capsys):
 
 
 def test_json_without_prompt_and_base_of_a_plain_model_are_user_errors(tiny_model_dir):
-    from core.errors import UserError
+    from tunewiz.core.errors import UserError
 
     with pytest.raises(UserError, match="--json needs --prompt"):
         run_cli(["chat", str(tiny_model_dir), "--json"])

@@ -8,10 +8,10 @@ import json
 import pytest
 from chat_runs import make_run
 
-import cli.chat as chat_cli
-from core.chat import GenerationSettings
-from core.compare import compare_batch, load_prompt_file
-from core.errors import UserError
+import tunewiz.cli.chat as chat_cli
+from tunewiz.core.chat import GenerationSettings
+from tunewiz.core.compare import compare_batch, load_prompt_file
+from tunewiz.core.errors import UserError
 
 QA = [
     ("What is the capital of Lumen Isle?", "Harrowmere."),

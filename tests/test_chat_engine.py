@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from core.chat import ChatSession, GenerationSettings
-from core.errors import UserError
-from core.models import load_for_chat
+from tunewiz.core.chat import ChatSession, GenerationSettings
+from tunewiz.core.errors import UserError
+from tunewiz.core.models import load_for_chat
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,14 @@ import os
 
 from rich.console import Console
 
-from core import runs
-from core.chat import GenerationSettings
-from core.config import RunConfig
+from tunewiz.core import runs
+from tunewiz.core.chat import GenerationSettings
+from tunewiz.core.config import RunConfig
 
 
 def test_runs_at_80_columns_shows_whole_names(tmp_path, capsys, monkeypatch):
-    from cli import build_parser
-    from cli import train as cli_train
+    from tunewiz.cli import build_parser
+    from tunewiz.cli import train as cli_train
 
     names = ["SmolLM2-135M-Instruct-lora", "SmolLM2-135M-Instruct-full"]
     for name in names:
@@ -34,7 +34,7 @@ def test_runs_at_80_columns_shows_whole_names(tmp_path, capsys, monkeypatch):
 
 
 def test_repl_settings_print_as_a_table():
-    from cli.chat import settings_table
+    from tunewiz.cli.chat import settings_table
 
     console = Console(width=80, record=True, file=open(os.devnull, "w"))
     console.print(settings_table(GenerationSettings(temperature=0.2)))

@@ -1,4 +1,4 @@
-"""core.config: TOML round trip, overrides, and errors that name the option."""
+"""tunewiz.core.config: TOML round trip, overrides, and errors that name the option."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from core.config import RunConfig, section_fields, validate
-from core.errors import UserError
+from tunewiz.core.config import RunConfig, section_fields, validate
+from tunewiz.core.errors import UserError
 
 
 def test_toml_round_trip_keeps_every_field(tmp_path):
@@ -96,7 +96,7 @@ def test_validate_accepts_defaults_and_checks_cross_field_rules():
 
 
 def test_the_samples_held_out_questions_go_with_the_sample_only():
-    from core.config import validate
+    from tunewiz.core.config import validate
 
     cfg = RunConfig()
     cfg.data.data, cfg.data.validation_file = "sample", "sample-heldout"

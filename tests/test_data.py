@@ -1,4 +1,4 @@
-"""core.data without a tokenizer: sources, formats, problems and their places."""
+"""tunewiz.core.data without a tokenizer: sources, formats, problems and their places."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from core.config import DataConfig
-from core.data import SAMPLE_DATASET, TASK_FORMATS, TASK_HELP, DataCancelled, detect, inspect_data
-from core.errors import UserError
+from tunewiz.core.config import DataConfig
+from tunewiz.core.data import (
+    SAMPLE_DATASET,
+    TASK_FORMATS,
+    TASK_HELP,
+    DataCancelled,
+    detect,
+    inspect_data,
+)
+from tunewiz.core.errors import UserError
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -51,7 +58,7 @@ def test_alpaca_demo_is_detected_with_evidence(data_files):
 def test_alpaca_input_is_appended_to_the_instruction(data_files):
     rows = json.loads((data_files / "alpaca.json").read_text())
     with_input = next(r for r in rows if r["input"].strip())
-    from core.data import normalize
+    from tunewiz.core.data import normalize
 
     norm, issues, _ = normalize(with_input, "alpaca", {})
     assert not issues
@@ -135,7 +142,7 @@ def test_json_array_places_are_indexes(tmp_path):
 
 
 def test_json_array_is_streamed_across_chunks(tmp_path, monkeypatch, data_files):
-    import core.data.load as load
+    import tunewiz.core.data.load as load
 
     monkeypatch.setattr(load, "CHUNK", 97)  # force elements to straddle chunk boundaries
     report = inspect(data_files / "identity.json")
@@ -182,7 +189,7 @@ def test_csv_missing_mapped_column_is_unusable_with_reason(tmp_path):
     report = inspect_data(cfg)
     assert report.rows_ok == 0 and report.problem_counts == {"missing_field": 2}
 
-    from core.data import prepare
+    from tunewiz.core.data import prepare
 
     with pytest.raises(UserError, match=r"all 2 rows.*missing field 'answer'"):
         prepare(cfg, tokenizer=None)

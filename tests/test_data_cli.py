@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-import cli.data
+import tunewiz.cli.data
 
 
 def run(argv, capsys):
     parser = argparse.ArgumentParser(prog="tunewiz")
-    cli.data.register(parser.add_subparsers())
+    tunewiz.cli.data.register(parser.add_subparsers())
     args = parser.parse_args(["data", "inspect", *argv])
     code = args.func(args)
     return code, capsys.readouterr()
@@ -86,10 +86,10 @@ def test_columns_and_exit_code_when_nothing_usable(tmp_path, capsys):
 
 
 def test_bad_columns_flag_is_a_user_error(tmp_path):
-    from core.errors import UserError
+    from tunewiz.core.errors import UserError
 
     with pytest.raises(UserError, match="key=value"):
-        cli.data.build_config(
+        tunewiz.cli.data.build_config(
             argparse.Namespace(
                 path="sample",
                 format="auto",

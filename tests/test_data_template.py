@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.config import DataConfig
-from core.data import (
+from tunewiz.core.config import DataConfig
+from tunewiz.core.data import (
     DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,
     chat_template_for,
@@ -21,8 +21,8 @@ from core.data import (
     render,
     split,
 )
-from core.errors import UserError
-from core.train.collate import Collator
+from tunewiz.core.errors import UserError
+from tunewiz.core.train.collate import Collator
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,7 @@ def test_unpacked_collate_pads_with_attention_mask(tokenizer):
 
 
 def test_a_token_merging_prompt_and_answer_is_untrained_and_reported(tokenizer):
-    from core.data.template import tokenize_rendered
+    from tunewiz.core.data.template import tokenize_rendered
 
     # An answer that starts inside a word of the rendered text: the token "hello" spans both sides.
     text = "user says hello"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import DataConfig
-from core.data import IGNORE_INDEX, inspect_data, prepare, row_view
-from core.data.template import template_supports_tools
+from tunewiz.core.config import DataConfig
+from tunewiz.core.data import IGNORE_INDEX, inspect_data, prepare, row_view
+from tunewiz.core.data.template import template_supports_tools
 
 # A small Qwen2.5-like template: definitions in a system block, calls as <tool_call> JSON.
 TOOLS_TEMPLATE = (

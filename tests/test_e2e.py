@@ -12,10 +12,10 @@ import json
 
 import pytest
 
-from core.chat import ChatSession, GenerationSettings
-from core.config import RunConfig
-from core.models import load_for_chat
-from core.paths import profiles_dir
+from tunewiz.core.chat import ChatSession, GenerationSettings
+from tunewiz.core.config import RunConfig
+from tunewiz.core.models import load_for_chat
+from tunewiz.core.paths import profiles_dir
 
 QUESTIONS = 4  # checked before and after; the first rows of the sample
 
@@ -60,7 +60,7 @@ def test_bundled_model_learns_the_sample_and_chat_shows_it(tmp_path, monkeypatch
         assert answer != row["output"], f"the base model already knows {row['instruction']!r}"
     del base
 
-    from core.train import launch
+    from tunewiz.core.train import launch
 
     run_dir = launch(recipe(tmp_path), foreground=True)
     status = json.loads((run_dir / "status.json").read_text())

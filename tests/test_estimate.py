@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.config import RunConfig
-from core.errors import UserError
-from core.estimate import (
+from tunewiz.core.config import RunConfig
+from tunewiz.core.errors import UserError
+from tunewiz.core.estimate import (
     GIB,
     HEADROOM,
     EstimateRequest,
@@ -23,7 +23,7 @@ from core.estimate import (
     split_batch,
     train_flops,
 )
-from core.estimate.memory import (
+from tunewiz.core.estimate.memory import (
     NF4_DQ_BYTES,
     activation_bytes,
     attention_score_bytes,
@@ -31,7 +31,7 @@ from core.estimate.memory import (
     layer_activation_bytes_per_token,
     lora_params,
 )
-from core.profiles import arch_from_config, catalog_models, load_model_arch
+from tunewiz.core.profiles import arch_from_config, catalog_models, load_model_arch
 
 LLAMA2_7B = load_model_arch("meta-llama/Llama-2-7b-hf")
 N7 = 6_738_415_616

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cli import estimate as cli_estimate
-from cli import main
-from core.estimate import memory
+from tunewiz.cli import estimate as cli_estimate
+from tunewiz.cli import main
+from tunewiz.core.estimate import memory
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "textual")
@@ -25,7 +25,7 @@ def run_json(capsys, *argv: str) -> dict:
 def test_estimate_json_loads_no_heavy_library():
     code = (
         "import contextlib, io, sys\n"
-        "from cli import main\n"
+        "from tunewiz.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    rc = main(['estimate', 'meta-llama/Llama-3.1-8B', '--gpu', 'RTX 4090', '--json'])\n"
         "assert rc == 0\n"
@@ -149,7 +149,7 @@ def test_inference(capsys):
 )
 def test_bad_input_is_a_message_not_a_traceback(argv, words):
     out = subprocess.run(
-        [sys.executable, "-m", "cli", "estimate", *argv],
+        [sys.executable, "-m", "tunewiz", "estimate", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,

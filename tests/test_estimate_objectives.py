@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import RunConfig
-from core.errors import UserError
-from core.estimate import EstimateRequest, estimate, request_from_run_config
-from core.estimate.memory import activation_bytes, logits_bytes
-from core.profiles import load_model_arch
+from tunewiz.core.config import RunConfig
+from tunewiz.core.errors import UserError
+from tunewiz.core.estimate import EstimateRequest, estimate, request_from_run_config
+from tunewiz.core.estimate.memory import activation_bytes, logits_bytes
+from tunewiz.core.profiles import load_model_arch
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,18 @@ import json
 import pytest
 from chat_runs import make_run
 
-from core.chat import GenerationSettings
-from core.errors import UserError
-from core.eval import EvalRequest, evaluate, load_eval, make_plan, set_tag
-from core.eval.analysis import (
+from tunewiz.core.chat import GenerationSettings
+from tunewiz.core.errors import UserError
+from tunewiz.core.eval import EvalRequest, evaluate, load_eval, make_plan, set_tag
+from tunewiz.core.eval.analysis import (
     CheckpointScore,
     categorise,
     copied_from,
     overfitting_verdict,
     recommend,
 )
-from core.eval.metrics import normalise, repetition, rouge_l, score_row, token_f1
-from core.eval.prompts import PromptFileError, load_prompts
+from tunewiz.core.eval.metrics import normalise, repetition, rouge_l, score_row, token_f1
+from tunewiz.core.eval.prompts import PromptFileError, load_prompts
 
 QA = [
     ("What is the capital of Lumen Isle?", "The capital is Harrowmere."),
@@ -166,10 +166,10 @@ def run_dir(tiny_model_dir, tmp_path_factory):
 
 
 def test_batched_generation_equals_one_at_a_time(run_dir):
-    from core.eval.generate import generate_batched
-    from core.eval.prompts import EvalItem
-    from core.eval.run import prompt_ids
-    from core.models import load_for_chat
+    from tunewiz.core.eval.generate import generate_batched
+    from tunewiz.core.eval.prompts import EvalItem
+    from tunewiz.core.eval.run import prompt_ids
+    from tunewiz.core.models import load_for_chat
 
     loaded = load_for_chat(str(run_dir), "checkpoint-4", device="cpu")
     prompts = ["Hi", "What is the capital of Lumen Isle?", "x " * 30, "Tell me a story."] * 2
@@ -235,7 +235,7 @@ def test_run_without_validation_rows_says_how_to_get_some(tiny_model_dir, tmp_pa
 
 
 def test_run_folder_trust_remote_code_needs_the_flag(tiny_model_dir, tmp_path):
-    from core.config import RunConfig
+    from tunewiz.core.config import RunConfig
 
     run = make_run(tmp_path, tiny_model_dir, steps=(2,))
     cfg = RunConfig.load(run / "config.toml")
@@ -266,9 +266,9 @@ def test_temperature_sweep_with_samples_is_seeded(run_dir, tmp_path):
 def test_cancel_stops_generation(run_dir):
     import threading
 
-    from core.eval import EvalCancelled
-    from core.eval.generate import generate_batched
-    from core.models import load_for_chat
+    from tunewiz.core.eval import EvalCancelled
+    from tunewiz.core.eval.generate import generate_batched
+    from tunewiz.core.models import load_for_chat
 
     loaded = load_for_chat(str(run_dir), device="cpu")
     cancel = threading.Event()

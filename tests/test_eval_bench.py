@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from core.errors import UserError
-from core.eval.bench import prepare_tasks, run_bench
+from tunewiz.core.errors import UserError
+from tunewiz.core.eval.bench import prepare_tasks, run_bench
 
 DOCS = [
     {"question": "The capital of Lumen Isle is", "choices": ["Harrowmere", "Paris"], "answer": 0},
@@ -42,7 +42,7 @@ def test_our_wrapper_gives_what_simple_evaluate_gives(task_yaml, tiny_model_dir)
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from core.models import load_for_chat
+    from tunewiz.core.models import load_for_chat
 
     loaded = load_for_chat(str(tiny_model_dir), device="cpu")
     prepared = prepare_tasks([str(task_yaml)])
@@ -85,7 +85,7 @@ def test_hub_task_without_network_fails_before_any_model(monkeypatch):
 
 
 def test_bench_alone_on_a_model_without_a_run(task_yaml, tiny_model_dir, tmp_path, capsys):
-    from cli import main
+    from tunewiz.cli import main
 
     code = main(
         [

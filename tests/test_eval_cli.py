@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from chat_runs import make_run
 
-from cli import main
+from tunewiz.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,12 +31,12 @@ def runs(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def no_model_loads(monkeypatch):
-    import core.models
+    import tunewiz.core.models
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(core.models, "load_for_chat", refuse)
+    monkeypatch.setattr(tunewiz.core.models, "load_for_chat", refuse)
 
 
 def test_json_prints_the_summary_and_the_files_exist(runs, capsys):
@@ -101,7 +101,7 @@ def test_bad_input_is_a_message_before_any_model_loads(
 
 
 def test_importing_eval_loads_nothing_heavy():
-    code = "import core.eval, cli.eval\nimport sys; print(' '.join(sys.modules))"
+    code = "import tunewiz.core.eval, tunewiz.cli.eval\nimport sys; print(' '.join(sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout

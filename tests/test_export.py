@@ -7,9 +7,9 @@ import torch
 from chat_runs import make_run
 from transformers import AutoModelForCausalLM
 
-from core.errors import UserError
-from core.export import merge_run
-from core.models import load_for_chat
+from tunewiz.core.errors import UserError
+from tunewiz.core.export import merge_run
+from tunewiz.core.models import load_for_chat
 
 
 def logits(model, tokenizer, text="The merged model says hello"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import RunConfig, validate
-from core.errors import UserError
 from tests.test_train import launch_with_env, make_cfg, wait_done
+from tunewiz.core.config import RunConfig, validate
+from tunewiz.core.errors import UserError
 
 
 def _cfg(model, layers: int, head: bool = False, emb: bool = False) -> RunConfig:
@@ -22,7 +22,7 @@ def _trainable(model) -> set[str]:
 
 
 def test_freeze_trains_exactly_the_last_blocks(tiny_model_dir):
-    from core.train.model import load_for_training
+    from tunewiz.core.train.model import load_for_training
 
     model = load_for_training(_cfg(tiny_model_dir, 1), str(tiny_model_dir), precision="fp32")
     names = _trainable(model)
@@ -41,7 +41,7 @@ def test_freeze_trains_exactly_the_last_blocks(tiny_model_dir):
 
 
 def test_freeze_more_layers_than_the_model_has(tiny_model_dir):
-    from core.train.model import load_for_training
+    from tunewiz.core.train.model import load_for_training
 
     with pytest.raises(UserError, match="2 transformer blocks") as err:
         load_for_training(_cfg(tiny_model_dir, 3), str(tiny_model_dir), precision="fp32")

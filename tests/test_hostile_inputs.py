@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli import main as cli_main
-from core.config import DataConfig, RunConfig, coerce, validate
-from core.data import inspect_data
-from core.data.stats import token_stats
-from core.errors import UserError
-from core.text import visible
+from tunewiz.cli import main as cli_main
+from tunewiz.core.config import DataConfig, RunConfig, coerce, validate
+from tunewiz.core.data import inspect_data
+from tunewiz.core.data.stats import token_stats
+from tunewiz.core.errors import UserError
+from tunewiz.core.text import visible
 
 ESC_TEXT = "a\x1b]52;c;cm0gLXJm\x07b\x1b]8;;http://x\x1b\\c\x1b[2J\x9b1m\x7f[bold red]d[/]"
 
@@ -57,7 +57,7 @@ def test_data_inspect_prints_dataset_text_escaped(tmp_path, capsys, monkeypatch)
 
 
 def test_chat_cli_prints_replies_escaped(capsys):
-    from cli.chat import answer_once, stream_reply
+    from tunewiz.cli.chat import answer_once, stream_reply
 
     reply = SimpleNamespace(text=ESC_TEXT, tokens=3, seconds=1.0)
     loaded = SimpleNamespace(label="run\x1b[31m", checkpoint="final")
@@ -80,7 +80,7 @@ def test_chat_cli_prints_replies_escaped(capsys):
 async def test_wizard_chat_pane_shows_replies_escaped():
     from textual.app import App
 
-    from tui.widgets.chat_log import ChatLog
+    from tunewiz.tui.widgets.chat_log import ChatLog
 
     class ChatApp(App):
         def compose(self):
@@ -98,7 +98,7 @@ async def test_wizard_chat_pane_shows_replies_escaped():
 
 
 def test_json_output_escapes_what_json_leaves_raw(tmp_path, capsys):
-    from core.text import dumps_json
+    from tunewiz.core.text import dumps_json
 
     text = dumps_json({"a": "ü\x9b\x1b\u202e\udcff"})
     assert text.isascii() is False and "ü" in text  # readable, yet no raw control
@@ -113,8 +113,8 @@ def test_json_output_escapes_what_json_leaves_raw(tmp_path, capsys):
 
 
 def test_wizard_data_cells_and_error_dialog_are_escaped():
-    from tui.screens.data import _cell
-    from tui.widgets.error_dialog import ErrorDialog
+    from tunewiz.tui.screens.data import _cell
+    from tunewiz.tui.widgets.error_dialog import ErrorDialog
 
     assert "\x1b" not in _cell(ESC_TEXT) and _cell("\x07[b]x[/b]") == "\\x07[b]x[/b]"
     dialog = ErrorDialog("t\x1b", ESC_TEXT, "h\x07")
@@ -207,7 +207,7 @@ def test_an_unclosed_csv_quote_names_its_line_and_what_it_swallowed(tmp_path):
 
 
 def test_a_binary_prompts_file_is_a_message(tmp_path):
-    from core.compare import load_prompt_file
+    from tunewiz.core.compare import load_prompt_file
 
     path = tmp_path / "prompts.txt"
     path.write_bytes(b"first\nsecond\n\xff\xfe\x00binary\n")
@@ -264,7 +264,7 @@ def test_nan_and_inf_flags_are_refused(argv, capsys):
 
 
 def test_chat_settings_refuse_nan():
-    from core.chat import GenerationSettings
+    from tunewiz.core.chat import GenerationSettings
 
     for name in ("temperature", "top_p", "repetition_penalty"):
         with pytest.raises(UserError, match="finite"):
@@ -272,7 +272,7 @@ def test_chat_settings_refuse_nan():
 
 
 def test_user_gpus_toml_refuses_nan(tmp_path):
-    from core.profiles import load_gpus
+    from tunewiz.core.profiles import load_gpus
 
     path = tmp_path / "gpus.toml"
     path.write_text('[[gpu]]\nname = "RTX 4090"\nprice_per_hour_usd = nan\n')
@@ -286,7 +286,7 @@ def test_estimate_json_has_no_nan(capsys):
 
 
 def test_max_seq_len_above_the_models_context_is_refused():
-    from core.train.limits import check_context
+    from tunewiz.core.train.limits import check_context
 
     cfg = RunConfig()
     cfg.data.max_seq_len = 4096
@@ -306,7 +306,7 @@ def test_train_refuses_max_seq_len_above_context_before_creating_the_run(tmp_pat
 
 
 def test_a_batch_that_fits_no_gpu_is_refused_with_the_estimate():
-    from core.train.limits import check_batch_fits_somewhere
+    from tunewiz.core.train.limits import check_batch_fits_somewhere
 
     cfg = RunConfig()
     cfg.model.model = "meta-llama/Llama-3.1-8B"
@@ -321,8 +321,8 @@ def test_a_batch_that_fits_no_gpu_is_refused_with_the_estimate():
 
 
 def test_a_validation_split_larger_than_training_is_refused(default_model_dir):
-    from core.data import prepare
-    from core.models import load_tokenizer
+    from tunewiz.core.data import prepare
+    from tunewiz.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(default_model_dir))
     with pytest.raises(UserError, match="leaving only 5 to train on") as err:
@@ -370,7 +370,7 @@ def test_histogram_edge_cases_that_lost_the_longest_row():
 
 
 def test_rows_whose_answer_is_cut_off_are_in_the_histogram(tmp_path, default_model_dir):
-    from core.models import load_tokenizer
+    from tunewiz.core.models import load_tokenizer
 
     rows = [
         {"instruction": f"row {i} " + "word " * (40 if i % 3 else 400), "output": "ok"}
@@ -389,11 +389,11 @@ def test_rows_whose_answer_is_cut_off_are_in_the_histogram(tmp_path, default_mod
 
 
 def test_a_run_folders_trust_remote_code_needs_the_flag(tmp_path, caplog):
-    from core.models import trust_for_run
+    from tunewiz.core.models import trust_for_run
 
     cfg = RunConfig()
     cfg.model.trust_remote_code = True
-    with caplog.at_level(logging.WARNING, logger="core.models"):
+    with caplog.at_level(logging.WARNING, logger="tunewiz.core.models"):
         assert trust_for_run(tmp_path, cfg, False) is False
     assert "not honoured without --trust-remote-code" in caplog.text
     assert trust_for_run(tmp_path, cfg, True) is True
@@ -406,9 +406,9 @@ class Loaded(Exception):
 
 @pytest.mark.parametrize("flag", [False, True])
 def test_chat_compare_and_export_honour_only_the_flag(tmp_path, monkeypatch, flag):
-    import core.models
-    from core.compare import compare_batch
-    from core.export import merge_run
+    import tunewiz.core.models
+    from tunewiz.core.compare import compare_batch
+    from tunewiz.core.export import merge_run
 
     run = tmp_path / "runs" / "remote"
     (run / "final").mkdir(parents=True)
@@ -422,10 +422,12 @@ def test_chat_compare_and_export_honour_only_the_flag(tmp_path, monkeypatch, fla
         seen.append(trust_remote_code)
         raise Loaded
 
-    monkeypatch.setattr(core.models, "_load_tokenizer_from", loader)
+    monkeypatch.setattr(tunewiz.core.models, "_load_tokenizer_from", loader)
     runs_dir = tmp_path / "runs"
     with pytest.raises(Loaded):
-        core.models.load_for_chat("remote", runs_dir=runs_dir, device="cpu", trust_remote_code=flag)
+        tunewiz.core.models.load_for_chat(
+            "remote", runs_dir=runs_dir, device="cpu", trust_remote_code=flag
+        )
     with pytest.raises(Loaded):
         compare_batch("remote", runs_dir=runs_dir, device="cpu", trust_remote_code=flag)
     with pytest.raises(Loaded):
@@ -434,7 +436,7 @@ def test_chat_compare_and_export_honour_only_the_flag(tmp_path, monkeypatch, fla
 
 
 def test_binary_toml_files_name_the_file_and_line(tmp_path, capsys):
-    from core.profiles import load_gpus
+    from tunewiz.core.profiles import load_gpus
 
     path = tmp_path / "run.toml"
     path.write_bytes(b'name = "x"\n[model]\n\xff\xfe\x00\x01binary\n')

@@ -24,14 +24,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli import main as cli_main
-from core import runs
-from core.checkpoints import list_checkpoints, resolve_checkpoint
-from core.config import RunConfig
-from core.errors import UserError
 from tests.tui_pilot import screen_text
-from tui.screens.train_live import TrainLiveScreen
-from tui.widgets.run_feed import (
+from tunewiz.cli import main as cli_main
+from tunewiz.core import runs
+from tunewiz.core.checkpoints import list_checkpoints, resolve_checkpoint
+from tunewiz.core.config import RunConfig
+from tunewiz.core.errors import UserError
+from tunewiz.tui.screens.train_live import TrainLiveScreen
+from tunewiz.tui.widgets.run_feed import (
     CheckpointWatcher,
     LogFollower,
     StatusWatcher,
@@ -280,8 +280,8 @@ PILOT_CASES = [(f, c) for f, c in CASES if f == "status.json"] + [
     "hostile", PILOT_CASES, indirect=True, ids=[f"{f}-{c}" for f, c in PILOT_CASES]
 )
 async def test_wizard_start_and_live_panel_survive(hostile, tmp_path):
-    from tui.app import make_app
-    from tui.screens.start import StartScreen
+    from tunewiz.tui.app import make_app
+    from tunewiz.tui.screens.start import StartScreen
 
     runs_dir, bad, good = hostile
     app = make_app(tmp_path / "state", runs_dir, resume=False, detect_gpus=False)
@@ -324,7 +324,7 @@ def test_a_damaged_config_is_a_message(tmp_path, corruption):
 
 
 def test_a_damaged_config_stops_chat_with_a_message(tmp_path):
-    from core.models import load_for_chat
+    from tunewiz.core.models import load_for_chat
 
     run = make_run(tmp_path, "bad")
     (run / "config.toml").write_bytes(bytes(range(256)))
@@ -333,7 +333,7 @@ def test_a_damaged_config_stops_chat_with_a_message(tmp_path):
 
 
 def test_chat_screen_opens_on_a_damaged_run(tmp_path):
-    from tui.screens.chat import ChatScreen
+    from tunewiz.tui.screens.chat import ChatScreen
 
     run = make_run(tmp_path, "bad")
     for file in ("metrics.jsonl", "trainer_state.json"):
@@ -441,7 +441,7 @@ class FakeTokenizer:
     ids=["binary", "wrong_types", "list", "deep"],
 )
 def test_compare_names_a_damaged_validation_row(tmp_path, content):
-    from core.compare import validation_items
+    from tunewiz.core.compare import validation_items
 
     run = make_run(tmp_path, "bad")
     (run / "data").mkdir()
@@ -453,7 +453,7 @@ def test_compare_names_a_damaged_validation_row(tmp_path, content):
 
 
 def test_a_damaged_recorded_chat_template_is_ignored(tmp_path):
-    from core.models import _recorded_template
+    from tunewiz.core.models import _recorded_template
 
     run = make_run(tmp_path, "bad")
     (run / "chat_template.jinja").write_bytes(b"\xff\xfe{{ garbage")

@@ -22,14 +22,16 @@ def loaded_modules(code: str) -> set[str]:
 
 
 def test_import_core_is_light():
-    mods = loaded_modules("import core, core.config, core.errors, core.paths, core.bundled")
+    mods = loaded_modules(
+        "import tunewiz.core, tunewiz.core.config, tunewiz.core.errors, tunewiz.core.paths, tunewiz.core.bundled"
+    )
     assert not mods & set(HEAVY), mods & set(HEAVY)
 
 
 def test_core_never_imports_textual():
     offenders = [
         str(p.relative_to(ROOT))
-        for p in (ROOT / "core").rglob("*.py")
+        for p in (ROOT / "tunewiz" / "core").rglob("*.py")
         if any(
             line.strip().startswith(("import textual", "from textual"))
             for line in p.read_text(encoding="utf-8").splitlines()

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from core import kernels
-from core.config import RunConfig
-from core.errors import UserError
-from core.estimate import EstimateRequest, estimate, max_batch
-from core.estimate import liger as liger_terms
-from core.estimate.memory import layer_activation_bytes_per_token, logits_bytes
-from core.kernels import DeviceFacts
-from core.profiles import load_model_arch
+from tunewiz.core import kernels
+from tunewiz.core.config import RunConfig
+from tunewiz.core.errors import UserError
+from tunewiz.core.estimate import EstimateRequest, estimate, max_batch
+from tunewiz.core.estimate import liger as liger_terms
+from tunewiz.core.estimate.memory import layer_activation_bytes_per_token, logits_bytes
+from tunewiz.core.kernels import DeviceFacts
+from tunewiz.core.profiles import load_model_arch
 
 CPU = DeviceFacts(cuda=False, liger_installed=True, flash_attn_installed=True)
 A100 = DeviceFacts(cuda=True, capability=(8, 0), liger_installed=True, flash_attn_installed=True)
@@ -79,7 +79,7 @@ def test_liger_option_reads_toml_booleans_and_rejects_other_values():
 
 
 def test_training_arguments_carry_use_liger_kernel(tmp_path):
-    from core.train.args import build_training_args, training_kwargs
+    from tunewiz.core.train.args import build_training_args, training_kwargs
 
     cfg = RunConfig()
     kw = training_kwargs(cfg, tmp_path, precision="bf16", has_eval=False, cuda=True, liger=True)
@@ -93,7 +93,7 @@ def test_training_arguments_carry_use_liger_kernel(tmp_path):
 
 
 def test_launcher_refuses_liger_true_on_this_cpu_before_starting():
-    from core.train.launcher import check_optional_packages
+    from tunewiz.core.train.launcher import check_optional_packages
 
     cfg = RunConfig()
     cfg.model.liger_kernel = "true"
@@ -112,7 +112,7 @@ class _Loaded(Exception):
 def test_model_loading_asks_for_the_chosen_attention(monkeypatch, facts, setting, expected):
     import transformers
 
-    from core.train.model import load_for_training
+    from tunewiz.core.train.model import load_for_training
 
     seen: dict = {}
 
@@ -141,7 +141,7 @@ def test_the_default_choice_needs_no_torch_without_the_kernel_packages(monkeypat
     import sys
 
     code = (
-        "import sys; from core import kernels; from core.config import ModelConfig; "
+        "import sys; from tunewiz.core import kernels; from tunewiz.core.config import ModelConfig; "
         "print(kernels.for_run(ModelConfig()), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -205,7 +205,7 @@ def test_estimator_refuses_liger_on_cpu_and_for_unsupported_models():
 
 
 def test_run_estimate_uses_liger_when_the_run_will(monkeypatch):
-    from core.estimate.runs import request_from_run_config
+    from tunewiz.core.estimate.runs import request_from_run_config
 
     cfg = RunConfig()
     cfg.model.liger_kernel = "true"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from chat_runs import make_run
 
-from core.errors import UserError
-from core.models import find_run, load_for_chat
+from tunewiz.core.errors import UserError
+from tunewiz.core.models import find_run, load_for_chat
 
 
 def logits(loaded, text="hello there"):

@@ -1,13 +1,13 @@
-"""core.nvml: the GPUs this machine has, as the estimate command and the wizard see them."""
+"""tunewiz.core.nvml: the GPUs this machine has, as the estimate command and the wizard see them."""
 
 from __future__ import annotations
 
 import sys
 import types
 
-from cli import estimate as cli_estimate
-from core.nvml import LocalGpu, local_gpus
-from tui import backend
+from tunewiz.cli import estimate as cli_estimate
+from tunewiz.core.nvml import LocalGpu, local_gpus
+from tunewiz.tui import backend
 
 
 def fake_nvml(names, shutdowns: list) -> types.SimpleNamespace:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
-from core.config import RunConfig
 from tests.test_train import launch_with_env, wait_done, wait_step
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
 
 WAIT_S = 300
 
@@ -109,7 +109,7 @@ def test_orpo_prefers_chosen(started):
 
 
 def test_stop_and_resume_reproduce_losses(tiny_model_dir, tmp_path):
-    from core.train import resume
+    from tunewiz.core.train import resume
 
     full = launch_with_env(pref_cfg(tmp_path, tiny_model_dir, "whole", "dpo", max_steps=6))
     cut = launch_with_env(pref_cfg(tmp_path, tiny_model_dir, "cut", "dpo", max_steps=6))
@@ -141,7 +141,7 @@ def test_chat_loads_preference_runs(started, name):
     """Preference runs save final/ like SFT runs: chat (and so compare/eval) load them."""
     import torch
 
-    from core.models import load_for_chat
+    from tunewiz.core.models import load_for_chat
 
     run_dir = started[name]
     assert wait(run_dir, WAIT_S) == "finished"

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from core.config import DataConfig, RunConfig, validate
-from core.data import inspect_data, masking_preview, prepare
-from core.data.preference_rows import normalize_kto, normalize_pair
-from core.errors import UserError
+from tunewiz.core.config import DataConfig, RunConfig, validate
+from tunewiz.core.data import inspect_data, masking_preview, prepare
+from tunewiz.core.data.preference_rows import normalize_kto, normalize_pair
+from tunewiz.core.errors import UserError
 
 GOOD = [
     # TRL plain
@@ -80,7 +80,7 @@ def test_every_layout_reads_to_the_same_shape():
 
 
 def test_counts_and_broken_rows_with_places(tmp_path, default_model_dir):
-    from core.models import load_tokenizer
+    from tunewiz.core.models import load_tokenizer
 
     tok = load_tokenizer(str(default_model_dir))
     path = write(tmp_path, GOOD + BROKEN)
@@ -126,7 +126,7 @@ def test_kto_rows_need_the_kto_objective(tmp_path):
 
 
 def test_pairs_become_two_kto_rows_on_one_side_of_the_split(tmp_path, default_model_dir):
-    from core.models import load_tokenizer
+    from tunewiz.core.models import load_tokenizer
 
     tok = load_tokenizer(str(default_model_dir))
     path = write(tmp_path, GOOD)
@@ -159,7 +159,7 @@ def test_preference_options_are_checked():
 
 
 def test_cli_inspect_shows_both_sides(tmp_path, capsys):
-    from cli import main
+    from tunewiz.cli import main
 
     path = write(tmp_path, GOOD + BROKEN)
     assert main(["data", "inspect", path, "--objective", "dpo"]) == 0

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from core import profiles
-from core.errors import UserError
-from core.profiles import (
+from tunewiz.core import profiles
+from tunewiz.core.errors import UserError
+from tunewiz.core.profiles import (
     EXACT_FAMILIES,
     arch_from_config,
     catalog_models,

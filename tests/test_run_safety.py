@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from test_train import make_cfg, memorisable_rows, wait_done
 
-from core import runlock, runs
-from core.errors import UserError
+from tunewiz.core import runlock, runs
+from tunewiz.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_ROWS = 60_000  # several seconds of tokenizing on two busy cores
@@ -68,9 +68,9 @@ def wait_state(run_dir: Path, wanted: set[str], timeout: float = 120) -> dict:
 
 
 def test_parallel_preparation_gives_exactly_the_single_process_result(tiny_model_dir, tmp_path):
-    from core.config import DataConfig
-    from core.data import prepare
-    from core.models import load_tokenizer
+    from tunewiz.core.config import DataConfig
+    from tunewiz.core.data import prepare
+    from tunewiz.core.models import load_tokenizer
 
     rows = [{"instruction": f"Q{i} " + "word " * (i % 90), "output": f"A{i}"} for i in range(5000)]
     rows += rows[:50]  # duplicates across batches
@@ -88,8 +88,8 @@ def test_parallel_preparation_gives_exactly_the_single_process_result(tiny_model
 
 
 def test_rows_hint_counts_json_lines_without_reading_them(tmp_path):
-    from core.config import DataConfig
-    from core.data import rows_hint
+    from tunewiz.core.config import DataConfig
+    from tunewiz.core.data import rows_hint
 
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c"}')  # no final newline
@@ -102,7 +102,7 @@ def test_rows_hint_counts_json_lines_without_reading_them(tmp_path):
 
 
 def test_launch_returns_fast_and_the_worker_prepares_with_progress(tiny_model_dir, tmp_path):
-    from core.train import launch
+    from tunewiz.core.train import launch
 
     cfg = slow_cfg(tmp_path, tiny_model_dir, "prep")
     t0 = time.time()
@@ -127,7 +127,7 @@ def test_launch_returns_fast_and_the_worker_prepares_with_progress(tiny_model_di
 def test_runs_lists_a_preparing_run_with_rows_done(tmp_path, capsys, monkeypatch):
     import argparse
 
-    import cli.train as cli_train
+    import tunewiz.cli.train as cli_train
 
     run_dir = tmp_path / "prep"
     run_dir.mkdir()
@@ -157,9 +157,9 @@ def assert_private(run_dir: Path) -> None:
 def test_a_bad_row_found_while_preparing_fails_the_run_with_the_checks_message(
     tiny_model_dir, tmp_path
 ):
-    from core.data import prepare
-    from core.models import load_tokenizer
-    from core.train import launch
+    from tunewiz.core.data import prepare
+    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.train import launch
 
     rows = memorisable_rows(300) + [{"instruction": "an answer is missing"}]
     cfg = make_cfg(tmp_path, tiny_model_dir, "bad-row")
@@ -181,7 +181,7 @@ def test_a_bad_row_found_while_preparing_fails_the_run_with_the_checks_message(
 
 
 def test_a_run_has_one_owner_and_a_stop_while_preparing_stops_it_cleanly(tiny_model_dir, tmp_path):
-    from core.train import launch, resume
+    from tunewiz.core.train import launch, resume
 
     run_dir = launch(slow_cfg(tmp_path, tiny_model_dir, "owned"))
     st = wait_state(run_dir, {"preparing"})
@@ -189,7 +189,7 @@ def test_a_run_has_one_owner_and_a_stop_while_preparing_stops_it_cleanly(tiny_mo
         resume(run_dir)
     assert f"in use by the worker with pid {st['pid']}" in str(err.value)
     second = subprocess.run(
-        [sys.executable, "-m", "core.train.worker", str(run_dir)],
+        [sys.executable, "-m", "tunewiz.core.train.worker", str(run_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -209,7 +209,7 @@ def test_a_run_has_one_owner_and_a_stop_while_preparing_stops_it_cleanly(tiny_mo
 
 
 def test_a_stop_in_the_first_instant_stops_the_run_never_kills_it(tiny_model_dir, tmp_path):
-    from core.train import launch
+    from tunewiz.core.train import launch
 
     run_dir = launch(make_cfg(tmp_path, tiny_model_dir, "instant"))
     runs.stop_run(run_dir)  # the worker has not even imported anything yet
@@ -220,7 +220,7 @@ def test_a_stop_in_the_first_instant_stops_the_run_never_kills_it(tiny_model_dir
 
 
 def test_two_launches_racing_for_one_name_get_two_folders(tmp_path):
-    from core.train.launcher import create_run_dir
+    from tunewiz.core.train.launcher import create_run_dir
 
     made, errors = [], []
 
@@ -271,7 +271,7 @@ def test_a_reused_pid_is_died_and_never_signalled(tmp_path):
 
 
 def test_resume_from_the_last_step_trains_nothing_and_keeps_final(tiny_model_dir, tmp_path):
-    from core.train import launch, resume
+    from tunewiz.core.train import launch, resume
 
     run_dir = launch(make_cfg(tmp_path, tiny_model_dir, "done", max_steps=4, save_steps=2))
     assert wait_done(run_dir).state == "finished"
@@ -307,7 +307,7 @@ def test_resume_from_the_last_step_trains_nothing_and_keeps_final(tiny_model_dir
 
 
 def test_disk_full_from_any_library_is_the_disk_full_outcome(tmp_path):
-    from core.train.worker import describe_failure
+    from tunewiz.core.train.worker import describe_failure
 
     plain = Exception("IO error: No space left on device (os error 28)")  # tokenizers' kind
     assert describe_failure(plain, tmp_path).startswith("disk full")
@@ -326,7 +326,7 @@ def test_disk_check_counts_the_tokenizer_each_checkpoint_holds(
 ):
     from collections import namedtuple
 
-    from core.train import launcher
+    from tunewiz.core.train import launcher
 
     cfg = make_cfg(tmp_path, tiny_model_dir, "disk", save_total_limit=2)
     arch = launcher.model_arch(cfg, str(tiny_model_dir))
@@ -354,7 +354,7 @@ def test_a_terminal_hanging_up_at_any_moment_never_loses_the_run(tiny_model_dir,
         cfg.save(tmp_path / f"{name}.toml")
         master, slave = os.openpty()
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "cli", "train", str(tmp_path / f"{name}.toml")],
+            [sys.executable, "-m", "tunewiz", "train", str(tmp_path / f"{name}.toml")],
             cwd=ROOT,
             stdin=slave,
             stdout=slave,

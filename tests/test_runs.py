@@ -1,4 +1,4 @@
-"""core.runs: reading runs from their directory, without torch."""
+"""tunewiz.core.runs: reading runs from their directory, without torch."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from core import runlock, runs
-from core.errors import UserError
+from tunewiz.core import runlock, runs
+from tunewiz.core.errors import UserError
 
 
 def make_run(root, name, **status):
@@ -139,5 +139,5 @@ def test_stop_run_requests_a_stop_and_refuses_finished_runs(tmp_path):
 
 
 def test_core_runs_does_not_import_torch():
-    code = "import sys, core.runs; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = "import sys, tunewiz.core.runs; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

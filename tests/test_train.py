@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
-from core.config import RunConfig
-from core.errors import UserError
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
+from tunewiz.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_S = 240
@@ -63,7 +63,7 @@ def make_cfg(tmp: Path, model: Path, name: str, method: str = "lora", **training
 
 
 def launch_with_env(cfg: RunConfig, **env) -> Path:
-    from core.train import launch
+    from tunewiz.core.train import launch
 
     # Several runs share two cores: one thread each avoids oversubscription.
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -161,7 +161,7 @@ def started(tiny_model_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_stop_or_kill_then_resume_continues_the_same_curve(started, monkeypatch):
     # First in the module, so the stop and the kill land in the middle of their runs.
-    from core.train import resume
+    from tunewiz.core.train import resume
 
     ref, run, killed = started["ref"], started["run"], started["killed"]
     wait_step(run, 3)
@@ -289,7 +289,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(started):
 
 @pytest.mark.slow
 def test_disk_full_while_saving_leaves_no_partial_checkpoint(started):
-    from core.train.ckpt import last_complete_checkpoint
+    from tunewiz.core.train.ckpt import last_complete_checkpoint
 
     run_dir = started["enospc"]
     info = wait_done(run_dir)
@@ -304,7 +304,7 @@ def test_detached_run_survives_sighup_to_the_launching_session(tiny_model_dir, t
     cfg_path = tmp_path / "hup.toml"
     cfg.save(cfg_path)
     script = (
-        "import argparse, sys; import cli.train as t; p = argparse.ArgumentParser(); "
+        "import argparse, sys; import tunewiz.cli.train as t; p = argparse.ArgumentParser(); "
         "t.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
     )
     # The launcher lives in its own session, like a login shell over SSH, and follows the log.
@@ -342,7 +342,7 @@ def test_two_process_cpu_ddp_run_completes(started):
 
 
 def test_launch_rejects_missing_data_before_creating_the_run(tiny_model_dir, tmp_path):
-    from core.train import launch
+    from tunewiz.core.train import launch
 
     cfg = make_cfg(tmp_path, tiny_model_dir, "bad")
     cfg.data.data = str(tmp_path / "nope.json")
@@ -352,7 +352,7 @@ def test_launch_rejects_missing_data_before_creating_the_run(tiny_model_dir, tmp
 
 
 def test_launch_rejects_unknown_model(tmp_path):
-    from core.train import launch
+    from tunewiz.core.train import launch
 
     cfg = RunConfig()
     cfg.runs_dir = str(tmp_path)
@@ -366,7 +366,7 @@ def test_launch_checks_disk_space_for_checkpoints(tiny_model_dir, tmp_path, monk
     import shutil
     from collections import namedtuple
 
-    from core.train import launch
+    from tunewiz.core.train import launch
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
@@ -378,7 +378,7 @@ def test_launch_checks_disk_space_for_checkpoints(tiny_model_dir, tmp_path, monk
 
 
 def test_existing_run_name_gets_a_suffix(tmp_path):
-    from core.train.launcher import unique_name
+    from tunewiz.core.train.launcher import unique_name
 
     (tmp_path / "x").mkdir()
     (tmp_path / "x-2").mkdir()

@@ -1,4 +1,4 @@
-"""core.train.args: how a RunConfig becomes the TrainingArguments transformers reads.
+"""tunewiz.core.train.args: how a RunConfig becomes the TrainingArguments transformers reads.
 
 Nothing else checks this mapping directly: a wrong name here trains with a
 different schedule, optimizer or precision than the config says, silently.
@@ -10,11 +10,11 @@ import pytest
 from transformers import TrainingArguments
 from transformers.training_args import OptimizerNames
 
-from core.config import RunConfig, section_fields
-from core.estimate.memory import OPTIMIZERS
-from core.estimate.runs import ESTIMATOR_OPTIMIZERS
-from core.train.args import TRANSFORMERS_OPTIMIZERS, training_kwargs
-from core.train.model import resolve_precision
+from tunewiz.core.config import RunConfig, section_fields
+from tunewiz.core.estimate.memory import OPTIMIZERS
+from tunewiz.core.estimate.runs import ESTIMATOR_OPTIMIZERS
+from tunewiz.core.train.args import TRANSFORMERS_OPTIMIZERS, training_kwargs
+from tunewiz.core.train.model import resolve_precision
 
 OPTIM_CHOICES = next(f for f in section_fields("training") if f.name == "optim").metadata["choices"]
 

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-import cli.train as cli_train
-from core import runs
-from core.config import RunConfig, section_fields, validate
-from core.errors import UserError
-from core.train.presets import load_preset, preset_description, preset_names
+import tunewiz.cli.train as cli_train
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig, section_fields, validate
+from tunewiz.core.errors import UserError
+from tunewiz.core.train.presets import load_preset, preset_description, preset_names
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -99,7 +99,9 @@ def test_presets_are_valid_run_configs_with_a_runnable_header(name):
     assert preset_description(name)
     header = [
         line
-        for line in (runs.Path(__file__).parent.parent / "profiles" / "presets" / f"{name}.toml")
+        for line in (
+            runs.Path(__file__).parent.parent / "tunewiz" / "profiles" / "presets" / f"{name}.toml"
+        )
         .read_text()
         .splitlines()
         if line.startswith("#")
@@ -156,7 +158,7 @@ def test_runs_json_and_table_and_logs(tmp_path, capsys):
 def test_distributed_choice_becomes_an_accelerate_config(tmp_path, kind, dtype, strategy):
     import yaml
 
-    from core.train.distributed import write_accelerate_config
+    from tunewiz.core.train.distributed import write_accelerate_config
 
     cfg = RunConfig()
     cfg.distributed.distributed = kind
@@ -175,27 +177,27 @@ def test_distributed_choice_becomes_an_accelerate_config(tmp_path, kind, dtype, 
 def test_worker_command_uses_torchrun_without_gpus_and_plain_python_otherwise(tmp_path):
     import sys
 
-    from core.train.launcher import worker_command
+    from tunewiz.core.train.launcher import worker_command
 
     cfg = RunConfig()
     assert worker_command(tmp_path, cfg) == [
         sys.executable,
         "-m",
-        "core.train.worker",
+        "tunewiz.core.train.worker",
         str(tmp_path.absolute()),
     ]
     cfg.distributed.distributed = "ddp"
     cfg.distributed.num_processes = 2
     cmd = worker_command(tmp_path, cfg, resume=True)
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=2" in cmd
-    assert cmd[-4:] == ["-m", "core.train.worker", str(tmp_path.absolute()), "--resume"]
+    assert cmd[-4:] == ["-m", "tunewiz.core.train.worker", str(tmp_path.absolute()), "--resume"]
     assert (tmp_path / "accelerate_config.yaml").is_file()
 
 
 def test_options_needing_missing_packages_are_refused_before_anything_starts(monkeypatch):
     import importlib.util
 
-    from core.train.launcher import check_optional_packages
+    from tunewiz.core.train.launcher import check_optional_packages
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -217,7 +219,7 @@ def test_options_needing_missing_packages_are_refused_before_anything_starts(mon
 
 
 def test_local_paths_are_made_absolute_for_a_reproducible_config(tmp_path, monkeypatch):
-    from core.train.launcher import absolutize_paths
+    from tunewiz.core.train.launcher import absolutize_paths
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rows.jsonl").write_text("{}\n")
@@ -234,7 +236,7 @@ def test_local_paths_are_made_absolute_for_a_reproducible_config(tmp_path, monke
 def test_an_uncached_hub_model_offline_is_refused_before_any_run_folder(tmp_path, monkeypatch):
     """Offline, a hub model whose files are not cached would only fail in the detached worker:
     the quick checks refuse it first, with what to do, and create nothing."""
-    from core.train.launcher import launch
+    from tunewiz.core.train.launcher import launch
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))

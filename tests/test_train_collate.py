@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.train.collate import IGNORE_INDEX, TOKENS_KEY, Collator
+from tunewiz.core.train.collate import IGNORE_INDEX, TOKENS_KEY, Collator
 
 
 def test_padding_to_longest_masks_padding_and_counts_real_tokens():
@@ -22,7 +22,7 @@ def test_packed_rows_give_the_same_logits_as_rows_alone(tiny_model_dir, attn):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from core import kernels
+    from tunewiz.core import kernels
 
     device, dtype, tol = "cpu", torch.float32, 1e-4
     if attn == "flash_attention_2":  # the padding-free path through cu_seqlens, where it runs
@@ -51,7 +51,7 @@ def test_packed_rows_give_the_same_logits_as_rows_alone(tiny_model_dir, attn):
     assert batch["labels"][1].tolist()[4:] == [IGNORE_INDEX] * 3
     batch.pop(TOKENS_KEY)
     batch = {k: v.to(device) for k, v in batch.items()}
-    # As in training (core.train.model sets use_cache=False): with a KV cache transformers
+    # As in training (tunewiz.core.train.model sets use_cache=False): with a KV cache transformers
     # would not look for packed rows in position_ids.
     model.config.use_cache = False
     with torch.no_grad():
@@ -66,7 +66,7 @@ def test_length_grouped_order_depends_only_on_seed_and_epoch():
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from core.train.trainer import EpochSeededLengthSampler
+    from tunewiz.core.train.trainer import EpochSeededLengthSampler
 
     lengths = [((i * 37) % 97) + 1 for i in range(64)]
 

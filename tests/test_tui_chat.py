@@ -2,7 +2,7 @@
 
 Fast tests inject a scripted model (loader + session) so that timing and text
 are under the test's control; the real ones load the tiny model and a LoRA run
-built with peft (tests/chat_runs.py) through core.models.load_for_chat.
+built with peft (tests/chat_runs.py) through tunewiz.core.models.load_for_chat.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from textual.app import App
 from textual.widgets import Input, Select
 
-from tui.screens.chat import ChatScreen
-from tui.widgets.chat_log import ChatLog, ChatMessage
+from tunewiz.tui.screens.chat import ChatScreen
+from tunewiz.tui.widgets.chat_log import ChatLog, ChatMessage
 
 MARKUP_REPLY = ["Use ", "[bold red]x[/]", " and ", "[link=http://e.x]y[/link]", "."]
 
@@ -165,7 +165,7 @@ async def test_settings_panel_validates_and_applies(tmp_path):
 
 
 def test_tiny_model_streams_a_real_reply(tiny_model_dir):
-    """The real path: core.models.load_for_chat + core.chat.ChatSession in a worker."""
+    """The real path: tunewiz.core.models.load_for_chat + tunewiz.core.chat.ChatSession in a worker."""
     import asyncio
 
     async def run():
@@ -233,7 +233,7 @@ def test_compare_lora_checkpoint_with_base_side_by_side(tmp_path, tiny_model_dir
 def test_a_failing_load_shows_an_error_not_a_traceback():
     import asyncio
 
-    from core.errors import UserError
+    from tunewiz.core.errors import UserError
 
     def loader(target, checkpoint, runs_dir):
         raise UserError("could not load the model 'nope'", hint="give a local folder")
@@ -340,8 +340,8 @@ def test_opening_chat_and_live_screens_imports_no_torch(tmp_path):
         import asyncio, sys
         from pathlib import Path
         from textual.app import App
-        from tui.screens.chat import ChatScreen
-        from tui.screens.train_live import TrainLiveScreen
+        from tunewiz.tui.screens.chat import ChatScreen
+        from tunewiz.tui.screens.train_live import TrainLiveScreen
 
         class A(App):
             def on_mount(self):

@@ -1,7 +1,7 @@
 """The Evaluate screen: a saved evaluation shown (summary, chart, rows), filters, tags, chat on
 a row, a run in a cancellable worker, the keys that reach it, and snapshots.
 
-The saved evaluation is built by core.eval's own summarise/write_all from scripted
+The saved evaluation is built by tunewiz.core.eval's own summarise/write_all from scripted
 generations, so the screen reads exactly what `tunewiz eval` writes, and no model loads.
 """
 
@@ -15,13 +15,13 @@ import pytest
 from textual.app import App
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 
-from core.eval.generate import Generation
-from core.eval.plan import EvalRequest, Plan
-from core.eval.prompts import EvalItem
-from core.eval.report import load_eval, write_all
-from core.eval.run import Outputs
-from core.eval.summary import summarise
-from tui.screens.evaluate import WORSE, EvaluateScreen
+from tunewiz.core.eval.generate import Generation
+from tunewiz.core.eval.plan import EvalRequest, Plan
+from tunewiz.core.eval.prompts import EvalItem
+from tunewiz.core.eval.report import load_eval, write_all
+from tunewiz.core.eval.run import Outputs
+from tunewiz.core.eval.summary import summarise
+from tunewiz.tui.screens.evaluate import WORSE, EvaluateScreen
 
 ITEMS = [
     EvalItem("What is the capital of Lumen Isle?", "The capital is Harrowmere.", where="eval:1"),
@@ -137,7 +137,7 @@ async def test_a_row_opens_side_by_side_literally_and_takes_tags(tmp_path):
 
 
 async def test_c_on_a_row_opens_chat_on_that_checkpoint_with_that_prompt(tmp_path):
-    from tui.screens.chat import ChatScreen
+    from tunewiz.tui.screens.chat import ChatScreen
 
     run = fake_run(tmp_path)
     async with EvalApp(run).run_test(size=(120, 40)) as pilot:
@@ -153,8 +153,8 @@ async def test_c_on_a_row_opens_chat_on_that_checkpoint_with_that_prompt(tmp_pat
 
 
 async def test_running_shows_progress_and_escape_cancels(tmp_path, monkeypatch):
-    from core.eval import EvalCancelled
-    from tui import backend
+    from tunewiz.core.eval import EvalCancelled
+    from tunewiz.tui import backend
 
     run = fake_run(tmp_path)
     seen: dict = {}
@@ -186,7 +186,7 @@ async def test_running_shows_progress_and_escape_cancels(tmp_path, monkeypatch):
 
 
 async def test_a_failed_evaluation_shows_a_message_not_a_traceback(tmp_path, monkeypatch):
-    from tui.app import make_app
+    from tunewiz.tui.app import make_app
 
     run = fake_run(tmp_path)
     app = make_app(tmp_path / "state", run.parent, resume=False, detect_gpus=False)
@@ -197,14 +197,14 @@ async def test_a_failed_evaluation_shows_a_message_not_a_traceback(tmp_path, mon
         await pilot.press("ctrl+r")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        from tui.widgets.error_dialog import ErrorDialog
+        from tunewiz.tui.widgets.error_dialog import ErrorDialog
 
         assert isinstance(app.screen, ErrorDialog)
         assert "no checkpoint '99'" in str(app.screen.message)
 
 
 async def test_v_on_the_start_screen_and_ctrl_e_in_chat_open_it(tmp_path):
-    from tui.app import make_app
+    from tunewiz.tui.app import make_app
 
     run = fake_run(tmp_path)
     (run / "status.json").write_text(json.dumps({"state": "finished"}))

@@ -2,7 +2,7 @@
 
 The test plays the trainer: it writes status.json, appends metrics.jsonl and
 train.log lines and creates checkpoint folders while the screen runs, the way
-core.train's worker does. Polling is driven by calling `poll()` (the timer
+tunewiz.core.train's worker does. Polling is driven by calling `poll()` (the timer
 would do the same) so nothing depends on wall-clock timing.
 """
 
@@ -21,12 +21,12 @@ import pytest
 from textual.app import App
 from textual.widgets import Log, ProgressBar, Static
 
-from core.runlock import process_start_time
-from core.runs import write_status
-from tui.screens.train_live import ConfirmStop, TrainLiveScreen
-from tui.widgets.loss_chart import LossChart, decimate
-from tui.widgets.resource_meter import ResourceMeter, ResourceSample
-from tui.widgets.run_feed import LogFollower, StatusWatcher, metrics_tail
+from tunewiz.core.runlock import process_start_time
+from tunewiz.core.runs import write_status
+from tunewiz.tui.screens.train_live import ConfirmStop, TrainLiveScreen
+from tunewiz.tui.widgets.loss_chart import LossChart, decimate
+from tunewiz.tui.widgets.resource_meter import ResourceMeter, ResourceSample
+from tunewiz.tui.widgets.run_feed import LogFollower, StatusWatcher, metrics_tail
 
 FIXED = [ResourceSample("cpu", 37.0, 6_400_000_000, 24_000_000_000, "CPU")]
 
@@ -242,7 +242,7 @@ async def test_chat_key_opens_the_latest_checkpoint(tmp_path):
         assert app.screen.latest_checkpoint() == "checkpoint-40"
         await pilot.press("c")
         await pilot.pause()
-        from tui.screens.chat import ChatScreen
+        from tunewiz.tui.screens.chat import ChatScreen
 
         assert isinstance(app.screen, ChatScreen)
         assert app.screen.checkpoint == "checkpoint-40"
@@ -291,7 +291,7 @@ def test_live_snapshot(tmp_path, snap_compare, size):
 def test_gpu_load_comes_from_nvml_when_a_gpu_answers(monkeypatch):
     import types
 
-    from tui.widgets import resource_meter
+    from tunewiz.tui.widgets import resource_meter
 
     fake = types.SimpleNamespace(
         nvmlInit=lambda: None,

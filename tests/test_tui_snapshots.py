@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
-from core.config import RunConfig
 from tests.tui_pilot import settle
-from tui.app import make_app
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
+from tunewiz.tui.app import make_app
 
 SIZES = [(80, 24), (120, 40)]
 

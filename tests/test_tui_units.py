@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from core.bundled import DEFAULT_MODEL_ID
-from core.errors import UserError
-from tui.state import WizardState, default_config
-from tui.widgets.histogram import render_histogram
-from tui.widgets.memory_bar import GIB, render_bar
-from tui.widgets.path_input import complete_path
+from tunewiz.core.bundled import DEFAULT_MODEL_ID
+from tunewiz.core.errors import UserError
+from tunewiz.tui.state import WizardState, default_config
+from tunewiz.tui.widgets.histogram import render_histogram
+from tunewiz.tui.widgets.memory_bar import GIB, render_bar
+from tunewiz.tui.widgets.path_input import complete_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_new_wizard_trains_the_bundled_model_on_the_sample_quickly():
-    from core.train.presets import load_preset
+    from tunewiz.core.train.presets import load_preset
 
     cfg = default_config()
     demo = load_preset("sample-demo")
@@ -112,7 +112,7 @@ def test_first_frame_imports_nothing_heavy(tmp_path):
     code = f"""
 import sys
 from pathlib import Path
-from tui.app import make_app
+from tunewiz.tui.app import make_app
 app = make_app(Path({str(tmp_path)!r}) / "state", Path({str(tmp_path)!r}) / "runs", resume=False)
 async def first_frame(pilot):
     print("LOADED", " ".join(sorted(m.split(".")[0] for m in sys.modules)))
@@ -132,7 +132,7 @@ def test_library_output_goes_to_the_log_not_the_terminal(tmp_path):
     code = f"""
 import os, sys
 from pathlib import Path
-from tui.app import quiet_terminal
+from tunewiz.tui.app import quiet_terminal
 with quiet_terminal(Path({str(log)!r})):
     os.write(1, b"C-LEVEL STDOUT\\n")
     os.write(2, b"C-LEVEL STDERR\\n")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from core import runs
-from core.config import RunConfig
 from tests.tui_pilot import screen_text, settle
-from tui.app import make_app
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
+from tunewiz.tui.app import make_app
 
 LLAMA = "meta-llama/Llama-3.1-8B"
 
@@ -85,7 +85,7 @@ async def test_estimate_only_offline_catalog_model(tmp_path, offline, default_mo
 
 
 def test_an_unreachable_hub_is_known_in_seconds(monkeypatch):
-    from core import models
+    from tunewiz.core import models
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # refuses at once, no network
@@ -98,8 +98,8 @@ def test_an_unreachable_hub_is_known_in_seconds(monkeypatch):
 
 
 def test_an_uncached_hub_tokenizer_fails_fast_with_what_to_do(monkeypatch):
-    from core.errors import UserError
-    from core.models import load_tokenizer
+    from tunewiz.core.errors import UserError
+    from tunewiz.core.models import load_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError) as err:
@@ -156,7 +156,7 @@ def fake_run(runs_dir: Path, run_name: str, state: str, **status) -> Path:
 
 
 async def test_reopened_after_a_launch_the_start_screen_selects_that_run(tmp_path, monkeypatch):
-    from tui import backend
+    from tunewiz.tui import backend
 
     runs_dir = tmp_path / "runs"
     fake_run(runs_dir, "older", "finished", step=5, total_steps=5)
@@ -195,8 +195,8 @@ async def test_reopened_after_a_launch_the_start_screen_selects_that_run(tmp_pat
 
 
 async def test_a_second_run_asks_first_saying_what_is_running(tmp_path, monkeypatch):
-    from tui import backend
-    from tui.widgets.confirm import Confirm
+    from tunewiz.tui import backend
+    from tunewiz.tui.widgets.confirm import Confirm
 
     runs_dir = tmp_path / "runs"
     fake_run(runs_dir, "busy", "running", step=3, total_steps=10)
@@ -218,8 +218,8 @@ async def test_a_second_run_asks_first_saying_what_is_running(tmp_path, monkeypa
 
 
 async def test_a_failed_start_leaves_no_config_file(tmp_path, monkeypatch):
-    from core.errors import UserError
-    from tui import backend
+    from tunewiz.core.errors import UserError
+    from tunewiz.tui import backend
 
     def launch(cfg):
         raise UserError("no room")
@@ -239,7 +239,7 @@ async def test_a_failed_start_leaves_no_config_file(tmp_path, monkeypatch):
 
 
 async def test_a_background_error_does_not_take_the_users_typing(tmp_path, monkeypatch):
-    from tui import backend
+    from tunewiz.tui import backend
 
     def broken(name):
         time.sleep(0.3)  # fails while the user is typing
@@ -324,7 +324,7 @@ async def test_the_file_tree_starts_in_the_data_folder(tmp_path):
 
 
 async def test_one_scan_at_a_time_and_the_newest_wins(tmp_path, monkeypatch):
-    from tui import backend
+    from tunewiz.tui import backend
 
     paths = []
     for n in (3, 5):
@@ -360,7 +360,7 @@ async def test_one_scan_at_a_time_and_the_newest_wins(tmp_path, monkeypatch):
 
 
 async def test_a_dialog_gives_the_focus_back_where_it_was(tmp_path):
-    from tui.widgets.error_dialog import ErrorDialog
+    from tunewiz.tui.widgets.error_dialog import ErrorDialog
 
     app = make_app(
         tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="data"

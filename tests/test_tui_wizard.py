@@ -18,13 +18,13 @@ from textual.widgets import (
     TabbedContent,
 )
 
-from core import runs
-from core.config import RunConfig
-from core.data.pipeline import PREVIEW_ROWS
 from tests.tui_pilot import screen_text, settle
-from tui.app import make_app
-from tui.widgets.error_dialog import ErrorDialog
-from tui.widgets.option_form import OptionRow, format_value
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
+from tunewiz.core.data.pipeline import PREVIEW_ROWS
+from tunewiz.tui.app import make_app
+from tunewiz.tui.widgets.error_dialog import ErrorDialog
+from tunewiz.tui.widgets.option_form import OptionRow, format_value
 
 
 def bad_rows_file(folder: Path, data_files: Path) -> Path:
@@ -226,7 +226,7 @@ async def test_unreadable_data_is_said_in_place_and_the_screen_stays_usable(tmp_
 
 
 async def test_a_bug_in_a_worker_goes_to_the_log(tmp_path, monkeypatch):
-    from tui import backend
+    from tunewiz.tui import backend
 
     def broken(name):
         raise RuntimeError("estimator exploded")
@@ -364,7 +364,7 @@ async def test_data_preview_marks_tool_parts_left_out(tmp_path):
 
 
 def test_data_masking_text_says_removed_parts_literally():
-    from tui.screens.data import masking_text
+    from tunewiz.tui.screens.data import masking_text
 
     text = masking_text([("a", False), ("b", True)], [(1, "tool call"), (9, "[x]")])
     assert text.plain == "a[tool call removed]b[[x] removed]"

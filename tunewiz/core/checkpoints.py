@@ -1,0 +1,164 @@
+"""A run's checkpoints: what exists on disk, with its losses, and which one the user means.
+
+Everything comes from files the Hugging Face Trainer already writes
+(`checkpoint-N/trainer_state.json`, whose `log_history` holds every logged loss
+up to that step) plus the run's `metrics.jsonl` for `final/`, which has no
+trainer state of its own. No torch here: the wizard lists checkpoints instantly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunewiz.core.errors import UserError
+from tunewiz.core.runs import clean_metrics_row, count, finite, read_json_object, read_metrics
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+TAGS = ("best", "last", "final")
+
+
+@dataclass
+class Checkpoint:
+    name: str  # "checkpoint-120" or "final"
+    path: Path
+    step: int | None = None
+    epoch: float | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    tags: set[str] = field(default_factory=set)
+
+    @property
+    def is_adapter(self) -> bool:
+        """A PEFT adapter (LoRA/QLoRA) rather than a full model."""
+        return (self.path / "adapter_config.json").is_file()
+
+    def describe(self) -> str:
+        """One line for listings: `checkpoint-40  step 40  epoch 2.00  loss 0.812  eval 0.901  [best]`."""
+        parts = [self.name]
+        if self.step is not None:
+            parts.append(f"step {self.step}")
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch:.2f}")
+        if self.train_loss is not None:
+            parts.append(f"loss {self.train_loss:.4f}")
+        if self.eval_loss is not None:
+            parts.append(f"eval {self.eval_loss:.4f}")
+        tags = [t for t in TAGS if t in self.tags]
+        if tags:
+            parts.append("[" + ",".join(tags) + "]")
+        return "  ".join(parts)
+
+
+def _trainer_state(path: Path) -> tuple[dict, list[dict]]:
+    """A checkpoint's trainer_state.json and its log history with only finite numbers;
+    a damaged file reads as empty (the checkpoint is still listed, without losses)."""
+    state, problem = read_json_object(path / "trainer_state.json")
+    if problem and problem != "missing":
+        log.warning("%s/trainer_state.json: %s", path, problem)
+    history = state.get("log_history")
+    rows = [clean_metrics_row(r) for r in history] if isinstance(history, list) else []
+    return state, [r for r in rows if r is not None]
+
+
+def _losses_at(
+    history: list[dict], step: int | None
+) -> tuple[float | None, float | None, float | None]:
+    """(epoch, train loss, eval loss) as last logged at or before `step` (None = the end).
+    `history` rows come through `clean_metrics_row`: every number in them is finite."""
+    epoch = train = evaluation = None
+    for row in history:
+        row_step = finite(row.get("step"))
+        if step is not None and row_step is not None and row_step > step:
+            continue
+        epoch = _first_number(row.get("epoch"), epoch)
+        if finite(row.get("loss")) is not None:
+            train = finite(row["loss"])
+        elif train is None:
+            train = finite(row.get("train_loss"))  # the Trainer's end-of-run average
+        evaluation = _first_number(row.get("eval_loss"), evaluation)
+    return epoch, train, evaluation
+
+
+def _first_number(value: object, default: float | None) -> float | None:
+    number = finite(value)
+    return default if number is None else number
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file() or (path / "config.json").is_file()
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
+    """The run's checkpoints in step order, `final` last, each tagged best/last/final."""
+    run_dir = Path(run_dir)
+    found: list[Checkpoint] = []
+    best_name: str | None = None
+    latest_state_step = -1
+    for path in run_dir.glob("checkpoint-*"):
+        match = CHECKPOINT_RE.match(path.name)
+        if not match or not path.is_dir() or not _is_model_dir(path):
+            continue  # a checkpoint still being written has no config yet
+        step = int(match.group(1))
+        state, history = _trainer_state(path)
+        epoch, train, evaluation = _losses_at(history, step)
+        epoch = _first_number(state.get("epoch"), epoch)
+        found.append(Checkpoint(path.name, path, step, epoch, train, evaluation))
+        # The newest trainer state knows the best checkpoint over the whole run.
+        best = state.get("best_model_checkpoint")
+        if isinstance(best, str) and best and step > latest_state_step:
+            latest_state_step = step
+            best_name = Path(best).name
+    found.sort(key=lambda c: c.step or 0)
+
+    final = run_dir / "final"
+    if final.is_dir() and _is_model_dir(final):
+        metrics = read_metrics(run_dir)
+        steps = [r["step"] for r in metrics if "step" in r]  # clean rows: a whole number
+        epoch, train, evaluation = _losses_at(metrics, None)
+        state, history = _trainer_state(final)
+        if history:
+            epoch, train, evaluation = _losses_at(history, None)
+        final_step = int(max(steps)) if steps else count(state.get("global_step"))
+        if final_step is None and found:
+            final_step = found[-1].step
+        found.append(Checkpoint("final", final, final_step, epoch, train, evaluation, {"final"}))
+
+    numbered = [c for c in found if c.name != "final"]
+    if numbered:
+        numbered[-1].tags.add("last")
+        names = {c.name for c in numbered}
+        if best_name not in names:
+            # No recorded best (load_best_model_at_end off): the lowest eval loss is the best.
+            scored = [c for c in numbered if c.eval_loss is not None]
+            best_name = min(scored, key=lambda c: c.eval_loss or 0.0).name if scored else None
+        for c in numbered:
+            if c.name == best_name:
+                c.tags.add("best")
+    return found
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str = "final") -> Checkpoint:
+    """The checkpoint named `best`, `last`, `final`, `N` or `checkpoint-N`."""
+    run_dir = Path(run_dir)
+    which = str(which).strip()
+    checkpoints = list_checkpoints(run_dir)
+    if which in TAGS:
+        match = [c for c in checkpoints if which in c.tags]
+    else:
+        name = f"checkpoint-{which}" if which.isdigit() else which
+        match = [c for c in checkpoints if c.name == name]
+    if match:
+        return match[-1]
+    available = ", ".join(
+        c.name + ("" if not c.tags else f" ({','.join(sorted(c.tags))})") for c in checkpoints
+    )
+    raise UserError(
+        f"run has no checkpoint {which!r}",
+        where=str(run_dir),
+        hint=f"available: {available}" if available else "the run has saved no checkpoint yet",
+    )

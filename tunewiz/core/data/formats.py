@@ -1,0 +1,416 @@
+"""Row formats: telling them apart, and turning each row into one shape.
+
+Every usable row becomes either `{"messages": [{"role", "content"}, ...]}` (roles
+system/user/assistant only) or `{"text": str}`. What a row cannot give is
+returned as problems `(field, kind, message)`; parts the project does not train
+on (images; tool calls, function results and `tools` when the chat template cannot
+express them) are counted, not silently lost. With `tools=True` (the template can),
+conversations keep them: assistant `tool_calls`, `tool` turns and `{"tools": [...]}`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tunewiz.core.data.tool_turns import call_turn, result_turn, tool_calls_of, tools_of
+from tunewiz.core.errors import UserError
+
+FORMAT_NAMES = {
+    "alpaca": "Alpaca (instruction / input / output)",
+    "prompt_completion": "prompt / response pairs",
+    "openai": "OpenAI chat (messages with role / content)",
+    "sharegpt": "ShareGPT (conversations with from / value)",
+    "preference": "preference data (chosen / rejected)",
+    "kto": "KTO data (one completion with a true/false label)",
+    "text": "plain text",
+}
+# Column pairs recognised as a prompt and its response, in order of preference.
+PAIR_COLUMNS = (
+    ("prompt", "completion"),
+    ("prompt", "response"),
+    ("question", "answer"),
+    ("query", "response"),
+    ("instruction", "response"),
+    ("input", "output"),
+    ("prompt", "answer"),
+    ("question", "response"),
+)
+USER_ROLES = {"user", "human"}
+ASSISTANT_ROLES = {"assistant", "gpt", "chatgpt", "bing", "bard", "model"}
+SYSTEM_ROLES = {"system", "developer"}
+TOOL_CALL_ROLES = {"function_call", "tool_call"}
+TOOL_RESULT_ROLES = {"tool", "function", "observation", "ipython", "tool_response"}
+# The names parts left out are counted under in `skipped` (images and others are too).
+TOOL_PARTS = ("tool calls", "function results", "tool definitions")
+
+Issue = tuple[str, str, str]  # (field, kind, message)
+# Shared empties for the common clean row: callers only read them.
+_NO_ISSUES: list = []
+_NO_SKIPS: Counter = Counter()
+
+
+def detect_format(
+    rows: list[dict], columns: dict[str, str], override: str = "auto"
+) -> tuple[str, dict, list[str]]:
+    """(format, column mapping, evidence) from a sample of rows."""
+    mapping = dict(columns)
+    if "completion" in mapping and "response" not in mapping:
+        mapping["response"] = mapping.pop("completion")
+    n = len(rows)
+    keys = Counter(k for row in rows for k in row)
+
+    def share(*names: str) -> int:
+        cols = [mapping.get(x, x) for x in names]
+        return sum(1 for row in rows if all(c in row for c in cols))
+
+    def say(names: str, count: int, fmt: str) -> str:
+        return f"{count} of the first {n} rows have {names}: {FORMAT_NAMES[fmt]}"
+
+    if override and override != "auto":
+        fmt = override
+        evidence = [f"format set to {override} (not detected)"]
+        if fmt == "prompt_completion":
+            mapping = _pair_mapping(rows, mapping) or mapping
+            mapping.setdefault("prompt", "prompt")
+            mapping.setdefault("response", "response")
+        return fmt, mapping, evidence
+
+    if share("chosen", "rejected"):
+        return (
+            "preference",
+            mapping,
+            [say("`chosen` and `rejected`", share("chosen", "rejected"), "preference")],
+        )
+    kto = sum(1 for row in rows if isinstance(row.get(mapping.get("label", "label")), bool))
+    if kto and share("completion"):
+        return "kto", mapping, [say("`completion` and a true/false `label`", kto, "kto")]
+    if share("messages"):
+        return "openai", mapping, [say("`messages`", share("messages"), "openai")]
+    if share("conversations"):
+        return "sharegpt", mapping, [say("`conversations`", share("conversations"), "sharegpt")]
+    if "prompt" in mapping and "response" in mapping:
+        ev = f"columns mapped: prompt={mapping['prompt']}, response={mapping['response']}"
+        return (
+            "prompt_completion",
+            mapping,
+            [ev, say("both", share("prompt", "response"), "prompt_completion")],
+        )
+    if share("instruction", "output"):
+        return (
+            "alpaca",
+            mapping,
+            [say("`instruction` and `output`", share("instruction", "output"), "alpaca")],
+        )
+    pair = _pair_mapping(rows, mapping)
+    if pair:
+        cnt = sum(1 for row in rows if pair["prompt"] in row and pair["response"] in row)
+        return (
+            "prompt_completion",
+            {**mapping, **pair},
+            [say(f"`{pair['prompt']}` and `{pair['response']}`", cnt, "prompt_completion")],
+        )
+    if share("text"):
+        return "text", mapping, [say("`text`", share("text"), "text")]
+    found = ", ".join(f"`{k}`" for k, _ in keys.most_common(12)) or "none"
+    raise UserError(
+        f"cannot tell the format of this data; columns found: {found}",
+        where="data.format",
+        hint="map your columns, e.g. --columns prompt=question,response=answer (or text=body), "
+        "or set --format",
+    )
+
+
+def _pair_mapping(rows: list[dict], mapping: dict) -> dict | None:
+    for p, r in PAIR_COLUMNS:
+        if any(p in row and r in row for row in rows):
+            return {"prompt": mapping.get("prompt", p), "response": mapping.get("response", r)}
+    return None
+
+
+def suggest_task(fmt: str) -> str:
+    return {"text": "text", "openai": "chat", "sharegpt": "chat"}.get(fmt, "instruction")
+
+
+def normalize(
+    row: dict, fmt: str, mapping: dict, *, tools: bool = False, removed: list | None = None
+) -> tuple[dict | None, list[Issue], Counter]:
+    """One row in the common shape, or the problems that stop it.
+
+    `tools`: keep tool calls, results and definitions (the template can render them).
+    `removed` (when given) receives `(message index, what)` for each tool part left out,
+    the index being the kept message it stood before, for previews that show the gap.
+    """
+    col = mapping.get
+    skipped = _NO_SKIPS
+    if fmt == "text":
+        name = col("text", "text")
+        issues = _need_text(row, name)
+        return (None if issues else {"text": row[name]}), issues, skipped
+    if fmt == "alpaca":
+        return _alpaca(row, col)
+    if fmt == "prompt_completion":
+        p, r = col("prompt", "prompt"), col("response", "response")
+        issues = _need_text(row, p) + _need_text(row, r)
+        msgs = _system(row, col("system", "system"), issues)
+        if issues:
+            return None, issues, skipped
+        msgs += [{"role": "user", "content": row[p]}, {"role": "assistant", "content": row[r]}]
+        return {"messages": msgs}, [], skipped
+    if fmt in ("openai", "sharegpt", "preference"):
+        skipped = Counter()
+    if fmt == "openai":
+        name = col("messages", "messages")
+        out, issues, skipped = _conversation(row, name, "role", "content", skipped, tools, removed)
+        return _with_tools(row, out, issues, skipped, tools, removed)
+    if fmt == "sharegpt":
+        name = col("conversations", "conversations")
+        out, issues, skipped = _conversation(row, name, "from", "value", skipped, tools, removed)
+        if out is not None and isinstance(row.get("system"), str) and row["system"].strip():
+            if out["messages"][0]["role"] != "system":
+                out["messages"].insert(0, {"role": "system", "content": row["system"]})
+                if removed:  # the gaps move down with the messages
+                    removed[:] = [(index + 1, what) for index, what in removed]
+        return _with_tools(row, out, issues, skipped, tools, removed)
+    if fmt == "preference":
+        return _preference(row, col, skipped)
+    raise UserError(f"unknown format {fmt!r}", where="data.format", hint=", ".join(FORMAT_NAMES))
+
+
+def _need_text(row: dict, name: str) -> list[Issue]:
+    value = row.get(name)
+    if type(value) is str and value.strip():  # the common case, first
+        return _NO_ISSUES
+    if name not in row or row[name] is None:
+        return [(name, "missing_field", f"missing field '{name}'")]
+    value = row[name]
+    if not isinstance(value, str):
+        return [(name, "non_string", f"'{name}' should be text, got {type(value).__name__}")]
+    if not value.strip():
+        return [(name, "empty_field", f"'{name}' is empty")]
+    return []
+
+
+def _system(row: dict, name: str, issues: list[Issue]) -> list[dict]:
+    value = row.get(name)
+    if value is None or value == "":
+        return []
+    if not isinstance(value, str):
+        issues.append((name, "non_string", f"'{name}' should be text, got {type(value).__name__}"))
+        return []
+    return [{"role": "system", "content": value}] if value.strip() else []
+
+
+def _alpaca(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
+    ins, inp, out = (
+        col("instruction", "instruction"),
+        col("input", "input"),
+        col("output", "output"),
+    )
+    sys_name, hist_name = col("system", "system"), col("history", "history")
+    instruction, output = row.get(ins), row.get(out)
+    extra, system = row.get(inp), row.get(sys_name)
+    if (  # the common clean row, without building problem lists
+        type(instruction) is str
+        and type(output) is str
+        and instruction.strip()
+        and output.strip()
+        and (extra is None or type(extra) is str)
+        and (system is None or type(system) is str)
+        and not row.get(hist_name)
+    ):
+        msgs = [{"role": "system", "content": system}] if system and system.strip() else []
+        prompt = instruction + "\n\n" + extra if extra and extra.strip() else instruction
+        msgs.append({"role": "user", "content": prompt})
+        msgs.append({"role": "assistant", "content": output})
+        return {"messages": msgs}, _NO_ISSUES, _NO_SKIPS
+    issues = _need_text(row, ins) + _need_text(row, out)
+    if extra is not None and not isinstance(extra, str):
+        issues.append((inp, "non_string", f"'{inp}' should be text, got {type(extra).__name__}"))
+    msgs = _system(row, sys_name, issues)
+    history = row.get(hist_name) or []
+    if not isinstance(history, list) or not all(
+        isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, str) for x in h)
+        for h in history
+    ):
+        issues.append(
+            (hist_name, "non_string", f"'{hist_name}' should be a list of [prompt, response] pairs")
+        )
+        history = []
+    if issues:
+        return None, issues, _NO_SKIPS
+    for q, a in history:
+        msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    prompt = row[ins] + ("\n\n" + extra if isinstance(extra, str) and extra.strip() else "")
+    msgs += [{"role": "user", "content": prompt}, {"role": "assistant", "content": row[out]}]
+    return {"messages": msgs}, _NO_ISSUES, _NO_SKIPS
+
+
+def _content(value, field: str, skipped: Counter) -> tuple[str | None, Issue | None]:
+    """A message's text; lists of parts keep their text parts and count the rest."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        texts = []
+        for part in value:
+            kind = part.get("type", "text")
+            if kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif "image" in kind:
+                skipped["images"] += 1
+            elif "audio" in kind:
+                skipped["audio"] += 1
+            else:
+                skipped[f"{kind} parts"] += 1
+        return "\n".join(texts), None
+    return None, (field, "non_string", f"'{field}' should be text, got {type(value).__name__}")
+
+
+def _conversation(row: dict, name: str, role_key: str, text_key: str, skipped: Counter, *how):
+    turns = row.get(name)
+    if turns is None:
+        return None, [(name, "missing_field", f"missing field '{name}'")], skipped
+    if not isinstance(turns, list):
+        return None, [(name, "non_string", f"'{name}' should be a list of messages")], skipped
+    return conversation_from_turns(turns, name, role_key, text_key, skipped, *how)
+
+
+def _with_tools(row: dict, out, issues: list[Issue], skipped: Counter, tools: bool, removed):
+    """The row's `tools` definitions: kept beside the messages, or left out and counted
+    (a malformed field is a problem only when it would be used)."""
+    defs, bad = tools_of(row)
+    if out is None or (defs is None and bad is None):
+        return out, issues, skipped
+    if tools:
+        if bad:
+            return None, [*issues, bad], skipped
+        out["tools"] = defs
+        return out, issues, skipped
+    skipped["tool definitions"] += len(defs) if defs else 1
+    if removed is not None:
+        removed.insert(0, (0, "tools field"))
+    return out, issues, skipped
+
+
+def conversation_from_turns(
+    turns: list,
+    name: str,
+    role_key: str,
+    text_key: str,
+    skipped: Counter,
+    tools: bool = False,
+    removed: list | None = None,
+):
+    """Turns as messages; tool parts kept with `tools`, else counted (and placed in `removed`)."""
+
+    def leave_out(kind: str, at: int) -> None:
+        skipped[kind] += 1
+        if removed is not None:
+            removed.append((at, kind[:-1]))  # "tool calls" -> "tool call"
+
+    issues: list[Issue] = []
+    msgs: list[dict] = []
+    for i, turn in enumerate(turns):
+        here = f"{name}[{i}]"
+        if not isinstance(turn, dict):
+            issues.append((here, "non_string", "a message should be an object"))
+            continue
+        role_raw = turn.get(role_key, turn.get("role", turn.get("from")))
+        text = turn.get(text_key, turn.get("content", turn.get("value")))
+        role = str(role_raw).lower() if role_raw is not None else None
+        if role in TOOL_CALL_ROLES or role in TOOL_RESULT_ROLES:
+            calling = role in TOOL_CALL_ROLES
+            if not tools:
+                leave_out("tool calls" if calling else "function results", len(msgs))
+                continue
+            call, bad = call_turn(text, f"{here}.{text_key}") if calling else (None, None)
+            if bad:
+                issues.append(bad)
+            else:
+                msgs.append(call or result_turn(turn, text))
+            continue
+        calls = None
+        if turn.get("tool_calls") or turn.get("function_call"):
+            if not tools:
+                leave_out("tool calls", len(msgs) + bool(text))  # the call follows its text
+                if not text:  # a message that only calls a tool: nothing to learn from it here
+                    continue
+            else:
+                calls, bad = tool_calls_of(turn, here)
+                if bad:
+                    issues.append(bad)
+                    continue
+                text = text or ""
+        if role is None:
+            issues.append((here, "missing_field", f"message has no '{role_key}'"))
+            continue
+        if role in USER_ROLES:
+            role = "user"
+        elif role in ASSISTANT_ROLES:
+            role = "assistant"
+        elif role in SYSTEM_ROLES:
+            role = "system"
+        else:
+            issues.append((here, "unknown_role", f"unknown role {role_raw!r}"))
+            continue
+        content, bad = _content(text, f"{here}.{text_key}", skipped)
+        if bad:
+            issues.append(
+                bad if text is not None else (here, "missing_field", f"message has no '{text_key}'")
+            )
+            continue
+        assert content is not None  # _content gives the text or the issue, never neither
+        if calls and role != "assistant":
+            issues.append(
+                (f"{here}.tool_calls", "unknown_role", f"a {role} turn cannot call tools")
+            )
+            continue
+        if not content.strip() and not calls:
+            issues.append((f"{here}.{text_key}", "empty_field", f"empty {role} message"))
+            continue
+        message: dict = {"role": role, "content": content}
+        if calls:
+            message["tool_calls"] = calls
+        msgs.append(message)
+    if issues:
+        return None, issues, skipped
+    order = check_turn_order(msgs)
+    if order:
+        return None, [(name, "turn_order", order)], skipped
+    return {"messages": msgs}, [], skipped
+
+
+def check_turn_order(msgs: list[dict]) -> str | None:
+    """Why a conversation cannot be trained as is, or None."""
+    body = list(msgs)
+    while body and body[0]["role"] == "system":
+        body.pop(0)
+    if any(m["role"] == "system" for m in body):
+        return "a system message in the middle of the conversation"
+    # Tool results answer the call before them; around them the assistant may speak twice
+    # in a row (call, then answer), so they are checked here and left out of the rest.
+    for a, b in zip([{"role": "start"}, *body], body, strict=False):
+        if b["role"] == "tool" and not (a["role"] == "tool" or a.get("tool_calls")):
+            return "a tool result without a tool call before it"
+    if body and body[-1]["role"] == "tool":
+        return "the conversation does not end with an assistant turn"
+    body = [m for m in body if m["role"] != "tool"]
+    if not any(m["role"] == "user" for m in body):
+        return "no user turn"
+    if not body or body[-1]["role"] != "assistant":
+        return "the conversation does not end with an assistant turn"
+    if body[0]["role"] != "user":
+        return "the conversation starts with an assistant turn"
+    for a, b in zip(body, body[1:], strict=False):
+        if a["role"] == b["role"] and not (a.get("tool_calls") or b.get("tool_calls")):
+            return f"two {a['role']} turns in a row"
+    return None
+
+
+def _preference(row: dict, col, skipped: Counter):
+    """Preference rows trained as instruction data on the chosen answer (rejected is not used)."""
+    from tunewiz.core.data.preference_rows import normalize_pair
+
+    pair, issues, skipped = normalize_pair(row, col, strict=False)
+    if pair is None:
+        return None, issues, skipped
+    return {"messages": pair["prompt"] + pair["chosen"]}, [], skipped

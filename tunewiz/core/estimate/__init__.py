@@ -1,0 +1,68 @@
+"""The memory, time and cost estimator (pure arithmetic: no torch, no network).
+
+`estimate(arch, req)` gives peak memory per GPU term by term; `recommend` picks a
+method and batch for a GPU; `rent_table` ranks GPUs by cost; the `*_run`
+helpers connect it to a RunConfig.
+"""
+
+from tunewiz.core.estimate.advice import (
+    HEADROOM,
+    MFU,
+    Recommendation,
+    RentOption,
+    Suggestion,
+    max_batch,
+    recommend,
+    rent_table,
+    split_batch,
+    suggestions,
+    train_flops,
+    train_hours,
+    what_would_fit,
+)
+from tunewiz.core.estimate.memory import (
+    ATTENTIONS,
+    DEVICES,
+    ESTIMATE_METHODS,
+    ESTIMATE_PRECISIONS,
+    GIB,
+    OPTIMIZERS,
+    QUANTS,
+    TERMS,
+    Estimate,
+    EstimateRequest,
+    estimate,
+    validate,
+)
+from tunewiz.core.estimate.runs import estimate_for_run, oom_advice, request_from_run_config
+
+__all__ = [
+    "ATTENTIONS",
+    "DEVICES",
+    "ESTIMATE_METHODS",
+    "ESTIMATE_PRECISIONS",
+    "GIB",
+    "MFU",
+    "OPTIMIZERS",
+    "QUANTS",
+    "TERMS",
+    "Estimate",
+    "EstimateRequest",
+    "Recommendation",
+    "RentOption",
+    "Suggestion",
+    "suggestions",
+    "estimate",
+    "estimate_for_run",
+    "HEADROOM",
+    "max_batch",
+    "split_batch",
+    "oom_advice",
+    "recommend",
+    "rent_table",
+    "request_from_run_config",
+    "train_flops",
+    "train_hours",
+    "validate",
+    "what_would_fit",
+]

@@ -1,0 +1,213 @@
+"""Where the wizard screens call the parts of `core/` that take time or import much.
+
+Screens call these plain functions (from workers when they may take time), so
+that a change in a core signature is fixed here once. Everything is imported
+inside the functions: the first frame must not wait for any of it. Light,
+stable pieces (config, errors, run and checkpoint readers, chat sessions) are
+imported directly where they are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from tunewiz.core.config import RunConfig
+from tunewiz.core.nvml import LocalGpu, local_gpus
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("sample-demo", "quick-test", "standard", "thorough")
+PRESET_LABELS = {
+    "sample-demo": "Sample demo",
+    "quick-test": "Quick test",
+    "standard": "Standard",
+    "thorough": "Thorough",
+}
+CPU = "no GPU (CPU)"
+
+
+# -- runs -----------------------------------------------------------------------
+
+
+def list_runs(runs_dir: Path) -> list:
+    from tunewiz.core.runs import list_runs as _list
+
+    return _list(runs_dir)
+
+
+def launch(cfg: RunConfig) -> Path:
+    """Start training in its own detached process; returns the run directory."""
+    from tunewiz.core.train import launch as _launch
+
+    return Path(_launch(cfg))
+
+
+def load_preset(name: str) -> dict:
+    """A preset's overrides as a nested dict ({section: {field: value}})."""
+    from tunewiz.core.train.presets import load_preset as _load
+
+    return _load(name)
+
+
+def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
+    """The config with a preset applied: training options start again from the defaults
+    (so nothing of the previous preset lingers); model and data choices are kept."""
+    from tunewiz.core.config import TrainingConfig
+
+    out = RunConfig.from_dict(cfg.to_dict(), where="wizard")
+    out.training = TrainingConfig()
+    out.update(load_preset(name), where=f"preset {name}")
+    return out
+
+
+# -- data -----------------------------------------------------------------------
+
+
+def task_help() -> dict[str, str]:
+    from tunewiz.core.data import TASK_HELP
+
+    return dict(TASK_HELP)
+
+
+def task_formats() -> dict[str, tuple]:
+    from tunewiz.core.data import TASK_FORMATS
+
+    return dict(TASK_FORMATS)
+
+
+def needs_bundled_conversion(model: str) -> bool:
+    """True when `model` is the bundled default and its GGUF has not been converted yet."""
+    from tunewiz.core import bundled
+
+    return bundled.is_default(model) and not bundled.is_converted()
+
+
+# Scans, masking previews and counts run in threads; two first imports of transformers
+# at once end in ImportError, so loading tokenizers goes one at a time.
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def load_tokenizer(model: str):
+    """The model's tokenizer (imports transformers: call from a worker)."""
+    from tunewiz.core.models import load_tokenizer as _load
+
+    with _TOKENIZER_LOCK:
+        return _load(model)
+
+
+def counting_tokenizer(model: str):
+    """(tokenizer, note): the model's own tokenizer, or the bundled one with a note saying the
+    counts are approximate (offline, or a hub model never downloaded). Call from a worker."""
+    from tunewiz.core.models import counting_tokenizer as _counting
+
+    with _TOKENIZER_LOCK:
+        return _counting(model)
+
+
+class Cancelled(Exception):
+    """Stands in for tunewiz.core.data.DataCancelled until tunewiz.core.data is imported."""
+
+
+def inspect_data(cfg: RunConfig, tokenizer, cancel: threading.Event, progress=None):
+    from tunewiz.core.data import DataCancelled
+    from tunewiz.core.data import inspect_data as _inspect
+
+    try:
+        return _inspect(
+            cfg.data, tokenizer, cancel=cancel, progress=progress, objective=cfg.training.objective
+        )
+    except DataCancelled:
+        raise Cancelled() from None
+
+
+def row_view(cfg: RunConfig, number: int, tokenizer):
+    """Row `number` (1-based) as the user wrote it, tokenized for the masking preview."""
+    from tunewiz.core.data import row_view as _row
+
+    return _row(cfg.data, number, tokenizer)
+
+
+def masking_preview(example: Any, tokenizer, cfg: RunConfig) -> list[tuple[str, bool]]:
+    from tunewiz.core.data import masking_preview as _mask
+
+    return _mask(example, tokenizer)
+
+
+# -- models, GPUs, estimates -------------------------------------------------------
+
+
+def catalog_models() -> list:
+    from tunewiz.core.profiles import catalog_models as _models
+
+    return list(_models())
+
+
+def catalog_gpus() -> list:
+    from tunewiz.core.profiles import load_gpus
+
+    return list(load_gpus())
+
+
+def detect_gpus() -> list[LocalGpu]:
+    """The GPUs on this machine through NVML (no torch); [] when there are none."""
+    return local_gpus()
+
+
+def load_arch(model: str):
+    from tunewiz.core.profiles import load_model_arch
+
+    return load_model_arch(model)
+
+
+def estimate_for(arch, cfg: RunConfig, device: str):
+    """(Estimate, EstimateRequest) for the config on a device ("cpu" or a GPU name)."""
+    from tunewiz.core.estimate import estimate, request_from_run_config
+
+    req = request_from_run_config(cfg, device=device)
+    return estimate(arch, req), req
+
+
+def recommend(arch, req, gpu_mem_gib: float):
+    from tunewiz.core.estimate import recommend as _rec
+
+    return _rec(arch, req, gpu_mem_gib)
+
+
+def rent_table(arch, req, tokens: int) -> list:
+    from tunewiz.core.estimate import rent_table as _rent
+
+    return list(_rent(arch, req, tokens))
+
+
+# -- evaluation -------------------------------------------------------------------
+
+
+def eval_request(target: str, runs_dir: Path, **fields: Any):
+    from tunewiz.core.eval import EvalRequest
+
+    return EvalRequest(target, runs_dir=str(runs_dir), **fields)
+
+
+def evaluate(req, progress, cancel: threading.Event):
+    """Run an evaluation (call from a worker); raises tunewiz.core.eval.EvalCancelled when cancelled."""
+    from tunewiz.core.eval import evaluate as _evaluate
+
+    return _evaluate(req, progress=progress, cancel=cancel)
+
+
+def latest_eval(run_dir: Path):
+    """The newest saved evaluation of a run, or None."""
+    from tunewiz.core.eval import latest_eval as _latest
+    from tunewiz.core.eval import load_eval
+
+    folder = _latest(Path(run_dir) / "eval")
+    return load_eval(folder) if folder is not None else None
+
+
+def set_tag(folder: Path, row_id: int, tag: str, on: bool = True):
+    from tunewiz.core.eval import set_tag as _set
+
+    return _set(folder, row_id, tag, on=on)
