@@ -7,11 +7,9 @@ contains `[bold red]` prints those characters, it does not turn red.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-import warnings
 
+from tunewiz.cli.common import add_runs_dir, quiet_libraries
 from tunewiz.core.config import finite_float
 from tunewiz.core.text import dumps_json, visible
 
@@ -112,9 +110,7 @@ def add_settings(parser: argparse.ArgumentParser, *, greedy_default: bool = Fals
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--runs-dir", default=None, help="Folder that holds the runs (default: runs)."
-    )
+    add_runs_dir(parser)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="Allow Python code shipped with the model."
@@ -135,32 +131,13 @@ def settings_from(args):
     return s
 
 
-def _runs_dir(args) -> str:
-    from tunewiz.core.paths import default_runs_dir
-
-    return args.runs_dir or str(default_runs_dir())
-
-
-def _quiet() -> None:
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    # bitsandbytes warns at import on CPUs without its optional `kernels` package: noise for chat.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    # Deprecation notices from transformers/peft internals mean nothing to someone chatting.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
 def _load(args, target: str, checkpoint: str | None):
     from tunewiz.core.models import load_for_chat
 
     return load_for_chat(
         target,
         checkpoint,
-        runs_dir=_runs_dir(args),
+        runs_dir=args.runs_dir,
         device=args.device,
         trust_remote_code=args.trust_remote_code,
     )
@@ -189,7 +166,7 @@ def cmd_chat(args) -> int:
         from tunewiz.core.errors import UserError
 
         raise UserError("--json needs --prompt (one answer as one JSON object)", where="--json")
-    _quiet()
+    quiet_libraries()
     with err.status("loading the model..."):
         main = _load(args, args.target, args.checkpoint)
         other = _load_compare(args, main) if args.compare else None
@@ -344,7 +321,7 @@ def cmd_compare(args) -> int:
     from tunewiz.core.compare import compare_batch
 
     settings = settings_from(args)
-    _quiet()
+    quiet_libraries()
     err = Console(stderr=True)
 
     def progress(label: str, done: int, total: int) -> None:
@@ -358,7 +335,7 @@ def cmd_compare(args) -> int:
         out_dir=args.out,
         settings=settings,
         limit=args.limit,
-        runs_dir=_runs_dir(args),
+        runs_dir=args.runs_dir,
         device=args.device,
         progress=progress,
         trust_remote_code=args.trust_remote_code,
@@ -378,12 +355,12 @@ def cmd_export(args) -> int:
 
     from tunewiz.core.export import merge_run
 
-    _quiet()
+    quiet_libraries()
     out = merge_run(
         args.run,
         args.merge,
         checkpoint=args.checkpoint,
-        runs_dir=_runs_dir(args),
+        runs_dir=args.runs_dir,
         dtype=args.dtype,
         overwrite=args.overwrite,
         push_to_hub=args.push_to_hub,

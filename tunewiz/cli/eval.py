@@ -7,7 +7,8 @@ import json
 import sys
 import time
 
-from tunewiz.cli.chat import _quiet, _runs_dir, add_common
+from tunewiz.cli.chat import add_common
+from tunewiz.cli.common import quiet_libraries
 
 
 def register(subparsers) -> None:
@@ -79,7 +80,7 @@ def request_from(args):
         bench=_split(args.bench),
         limit=args.limit,
         base=not args.no_base,
-        runs_dir=_runs_dir(args),
+        runs_dir=args.runs_dir,
         device=args.device,
         trust_remote_code=args.trust_remote_code,
         seed=args.seed,
@@ -96,7 +97,7 @@ def cmd_eval(args) -> int:
 
     req = request_from(args)
     make_plan(req)  # every input checked (in seconds) before the slow imports and loads
-    _quiet()
+    quiet_libraries()
     err = Console(stderr=True)
     result = evaluate(req, progress=progress_printer(err))
     if args.json:
@@ -198,8 +199,8 @@ def cmd_tag(args) -> int:
 
     folder = Path(args.eval_dir) if args.eval_dir else None
     if folder is None:
-        run_dir = find_run(args.target, _runs_dir(args))
-        root = (run_dir / "eval") if run_dir else Path(_runs_dir(args)) / "eval"
+        run_dir = find_run(args.target, args.runs_dir)
+        root = (run_dir / "eval") if run_dir else Path(args.runs_dir) / "eval"
         folder = latest_eval(root)
         if folder is None:
             raise UserError(

@@ -1,7 +1,7 @@
 """`tunewiz train | runs | logs | stop | resume`: start runs and look after them, headless.
 
 Every config option is also a flag (`training.max_steps` -> `--max-steps`), generated
-from tunewiz.core.config so the help lines and choices are the same as in the wizard.
+from the config dataclasses in tunewiz.core.config, so the help lines and choices are the same as in the wizard.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 import sys
 import time
 
+from tunewiz.cli.common import add_runs_dir
 from tunewiz.core.config import RunConfig, section_fields
 from tunewiz.core.errors import UserError
 from tunewiz.core.text import dumps_json, visible
@@ -37,20 +38,20 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("runs", help="List runs with state, progress, loss and ETA.")
     p.add_argument("--json", action="store_true", help="Machine-readable output.")
-    _runs_dir_flag(p)
+    add_runs_dir(p)
     p.set_defaults(func=cmd_runs)
 
     p = subparsers.add_parser("logs", help="Show a run's log (train.log).")
     p.add_argument("run", metavar="RUN", help="Run name or folder.")
     p.add_argument("-f", "--follow", action="store_true", help="Keep printing as the run goes on.")
     p.add_argument("-n", "--lines", type=int, default=50, help="How many last lines to show.")
-    _runs_dir_flag(p)
+    add_runs_dir(p)
     p.set_defaults(func=cmd_logs)
 
     p = subparsers.add_parser("stop", help="Stop a run gracefully (it saves a checkpoint first).")
     p.add_argument("run", metavar="RUN", help="Run name or folder.")
     p.add_argument("--wait", action="store_true", help="Wait until the run has stopped.")
-    _runs_dir_flag(p)
+    add_runs_dir(p)
     p.set_defaults(func=cmd_stop)
 
     p = subparsers.add_parser(
@@ -60,16 +61,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--foreground", action="store_true", help="Stream the run's log here until it ends."
     )
-    _runs_dir_flag(p)
+    add_runs_dir(p)
     p.set_defaults(func=cmd_resume)
-
-
-def _runs_dir_flag(p: argparse.ArgumentParser) -> None:
-    from tunewiz.core.paths import default_runs_dir
-
-    p.add_argument(
-        "--runs-dir", default=str(default_runs_dir()), help="Folder that holds all runs."
-    )
 
 
 # -- flags from the config dataclasses ----------------------------------------
