@@ -46,6 +46,7 @@ OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 ATTENTIONS = ("flash", "sdpa", "eager")
 QUANTS = ("none", "int8", "nf4")
 DEVICES = ("cuda", "cpu")
+ZERO_STAGES = (0, 1, 2, 3)  # DeepSpeed ZeRO; 3 also stands for FSDP's full sharding
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
 
 #: CUDA context + cuBLAS/cuDNN workspaces, measured as `nvidia-smi` memory minus
