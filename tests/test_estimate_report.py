@@ -180,3 +180,12 @@ def test_fits_is_for_the_batch_asked_the_recommendation_may_split_it():
     rec = r.recommendation
     assert rec is not None and rec.fits and rec.batch_size is not None and rec.batch_size < 4
     assert r.request.batch_size == 4 and r.fits is False
+
+
+def test_forced_freeze_is_recommended_in_words():
+    """--method freeze with a GPU crashed (no label for freeze in the recommendation's words)."""
+    r = build_report(
+        ReportRequest("gpt2", OPTIONS, method="freeze", gpu_mem_gib=24), detect=not_asked
+    )
+    assert r.recommendation is not None and r.recommendation.method == "freeze"
+    assert r.recommendation.reason.startswith("freeze fits in 24 GiB at batch 1")

@@ -31,6 +31,11 @@ METHOD_ORDER = ("full", "lora", "qlora")
 METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 
 
+def method_label(method: str) -> str:
+    """A method as people write it; one without a label (freeze, inference) by its CLI name."""
+    return METHOD_LABELS.get(method, method)
+
+
 @dataclass(frozen=True)
 class Recommendation:
     method: str | None
@@ -99,13 +104,13 @@ def recommend(
             est = estimate(arch, with_(r, batch_size=b))
             rows = f"{fits} row{'s' if fits != 1 else ''}"
             why = (
-                f"{METHOD_LABELS[method]} fits in {gpu_mem_gib:g} GiB at batch {b} "
+                f"{method_label(method)} fits in {gpu_mem_gib:g} GiB at batch {b} "
                 f"({gib(est.total)} at the peak, keeping {HEADROOM:.0%} of the card free; "
                 f"up to {rows} per step would fit)"
             )
             if method != methods[0]:
                 why += "; " + ", ".join(
-                    f"{METHOD_LABELS[m]} does not fit even at batch 1"
+                    f"{method_label(m)} does not fit even at batch 1"
                     for m in methods[: methods.index(method)]
                 )
             if accum > 1:
