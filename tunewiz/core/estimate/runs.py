@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from tunewiz.core.errors import UserError
 from tunewiz.core.estimate.advice import max_batch, recommend, split_batch, suggestions
 from tunewiz.core.estimate.memory import GIB, EstimateRequest, estimate, with_
-from tunewiz.core.estimate.report import default_precision
+from tunewiz.core.estimate.report import default_precision, machine_ram_gib
 from tunewiz.core.profiles import ModelArch, find_gpu, load_model_arch
 
 if TYPE_CHECKING:
@@ -115,12 +115,7 @@ def _run_request(cfg: RunConfig, device: str) -> tuple[ModelArch, EstimateReques
 
 def _memory_available(device: str, gpu_mem_gib: float | None) -> float | None:
     if gpu_mem_gib is None and device.strip().lower() == "cpu":
-        try:
-            import psutil
-
-            return psutil.virtual_memory().total / GIB
-        except Exception:  # noqa: BLE001
-            return None
+        return machine_ram_gib()
     return gpu_mem_gib
 
 
