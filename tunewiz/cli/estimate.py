@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # rich is imported only to print, after the estimate
     from rich.table import Table
     from rich.text import Text
 
-#: The flags' defaults are the estimator's, but for the batch: a question about one row per
-#: step would hide the activations that decide most answers.
+#: The flags' defaults are the estimator's own (one copy), but for the batch: the command
+#: asks about 4 rows per step unless told, as it always has.
 DEFAULTS = EstimateRequest(batch_size=4)
 
 
