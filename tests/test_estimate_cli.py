@@ -164,3 +164,32 @@ def test_cli_choices_are_cores():
     assert cli_estimate.ESTIMATE_METHODS is memory.ESTIMATE_METHODS
     assert "freeze" in cli_estimate.ESTIMATE_METHODS
     assert cli_estimate.OPTIMIZERS is memory.OPTIMIZERS
+
+
+def test_every_flag_offers_cores_choices_and_defaults():
+    """No choice list or default of the estimator is retyped in the CLI (the batch excepted)."""
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    cli_estimate.register(sub)
+    actions = {a.dest: a for a in sub.choices["estimate"]._actions}
+    core = {
+        "method": memory.ESTIMATE_METHODS,
+        "objective": memory.OBJECTIVES,
+        "precision": memory.ESTIMATE_PRECISIONS,
+        "optimizer": memory.OPTIMIZERS,
+        "attention": memory.ATTENTIONS,
+        "quant": memory.QUANTS,
+        "zero": memory.ZERO_STAGES,
+        "device": memory.DEVICES,
+    }
+    assert {d for d, a in actions.items() if a.choices} == set(core)
+    for dest, choices in core.items():
+        assert actions[dest].choices is choices, dest
+    defaults = memory.EstimateRequest()
+    for dest, action in actions.items():
+        # method and precision default to None: the report chooses them
+        if dest in defaults.__dict__ and dest not in ("batch_size", "method", "precision"):
+            assert action.default == getattr(defaults, dest), dest
+    assert actions["batch_size"].default == 4
+    assert actions["method"].default is None and actions["precision"].default is None

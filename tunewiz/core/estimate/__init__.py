@@ -1,8 +1,9 @@
 """The memory, time and cost estimator (pure arithmetic: no torch, no network).
 
 `estimate(arch, req)` gives peak memory per GPU term by term; `recommend` picks a
-method and batch for a GPU; `rent_table` ranks GPUs by cost; the `*_run`
-helpers connect it to a RunConfig.
+method and batch for a GPU; `rent_table` ranks GPUs by cost; `build_report` puts them
+together for a model and a GPU (what `tunewiz estimate` shows); the `*_run` helpers
+connect it to a RunConfig.
 """
 
 from tunewiz.core.estimate.advice import (
@@ -26,14 +27,17 @@ from tunewiz.core.estimate.memory import (
     ESTIMATE_METHODS,
     ESTIMATE_PRECISIONS,
     GIB,
+    OBJECTIVES,
     OPTIMIZERS,
     QUANTS,
     TERMS,
+    ZERO_STAGES,
     Estimate,
     EstimateRequest,
     estimate,
     validate,
 )
+from tunewiz.core.estimate.report import EstimateReport, ReportRequest, build_report
 from tunewiz.core.estimate.runs import estimate_for_run, oom_advice, request_from_run_config
 
 __all__ = [
@@ -43,11 +47,16 @@ __all__ = [
     "ESTIMATE_PRECISIONS",
     "GIB",
     "MFU",
+    "OBJECTIVES",
     "OPTIMIZERS",
     "QUANTS",
     "TERMS",
+    "ZERO_STAGES",
     "Estimate",
+    "EstimateReport",
     "EstimateRequest",
+    "ReportRequest",
+    "build_report",
     "Recommendation",
     "RentOption",
     "Suggestion",

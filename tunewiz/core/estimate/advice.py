@@ -11,6 +11,7 @@ al. 2020). GPUs reach a fraction of their peak, the model FLOPs utilisation
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from tunewiz.core.errors import UserError
 from tunewiz.core.estimate.memory import GIB, Estimate, EstimateRequest, estimate, with_
@@ -30,6 +31,11 @@ METHOD_ORDER = ("full", "lora", "qlora")
 METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 
 
+def method_label(method: str) -> str:
+    """A method as people write it; one without a label (freeze, inference) by its CLI name."""
+    return METHOD_LABELS.get(method, method)
+
+
 @dataclass(frozen=True)
 class Recommendation:
     method: str | None
@@ -39,7 +45,7 @@ class Recommendation:
     estimate: Estimate | None = None  # for the recommended method and batch
     suggestions: tuple[str, ...] = field(default=())  # what would fit, when nothing does
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
             "batch_size": self.batch_size,
@@ -98,13 +104,13 @@ def recommend(
             est = estimate(arch, with_(r, batch_size=b))
             rows = f"{fits} row{'s' if fits != 1 else ''}"
             why = (
-                f"{METHOD_LABELS[method]} fits in {gpu_mem_gib:g} GiB at batch {b} "
+                f"{method_label(method)} fits in {gpu_mem_gib:g} GiB at batch {b} "
                 f"({gib(est.total)} at the peak, keeping {HEADROOM:.0%} of the card free; "
                 f"up to {rows} per step would fit)"
             )
             if method != methods[0]:
                 why += "; " + ", ".join(
-                    f"{METHOD_LABELS[m]} does not fit even at batch 1"
+                    f"{method_label(m)} does not fit even at batch 1"
                     for m in methods[: methods.index(method)]
                 )
             if accum > 1:
@@ -133,10 +139,10 @@ def gib(n_bytes: float) -> str:
 @dataclass(frozen=True)
 class Suggestion:
     text: str  # in CLI words
-    changes: dict  # EstimateRequest fields to change (gpu_mem_gib for "a bigger GPU")
+    changes: dict[str, Any]  # EstimateRequest fields to change (gpu_mem_gib for "a bigger GPU")
 
 
-def _describe(changes: dict, req: EstimateRequest) -> str:
+def _describe(changes: dict[str, Any]) -> str:
     words = []
     if changes.get("method"):
         words.append(f"train with {changes['method'].upper()} (--method {changes['method']})")
@@ -148,10 +154,22 @@ def _describe(changes: dict, req: EstimateRequest) -> str:
 
 
 def suggestions(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> list[Suggestion]:
-    """Concrete changes that make batch 1 fit, nearest (fewest, smallest changes) first."""
-    mem = gpu_mem_gib * GIB
+    """Concrete changes that make batch 1 fit, nearest (fewest, smallest changes) first: up to
+    three of a lighter method, gradient checkpointing and shorter sequences; then, on CUDA, more
+    GPUs of this size with ZeRO-3, and the smallest bigger catalog GPU."""
     r1 = with_(req, batch_size=1)
-    out: list[Suggestion] = []
+    out = _lighter_settings(arch, r1, gpu_mem_gib * GIB)
+    if req.device == "cuda":
+        out += [
+            s for s in (_more_gpus(arch, r1, gpu_mem_gib), _bigger_gpu(arch, r1, gpu_mem_gib)) if s
+        ]
+    return out
+
+
+def _setting_combos(req: EstimateRequest) -> list[tuple[str, bool, int]]:
+    """(method, gradient checkpointing, seq_len) that differ from `req`, fewest changes first, then
+    the longest sequence, then the heaviest method: a lighter method (full -> lora -> qlora),
+    checkpointing on, and the sequence halved down to 128 tokens."""
     methods = [req.method] + {"full": ["lora", "qlora"], "lora": ["qlora"]}.get(req.method, [])
     seqs = [req.seq_len]
     while seqs[-1] > 128:
@@ -161,54 +179,64 @@ def suggestions(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> li
         for gc in sorted({req.grad_checkpointing, True}):
             for si, seq in enumerate(seqs):
                 n_changes = (mi > 0) + (gc != req.grad_checkpointing) + (si > 0)
-                combos.append((n_changes, si, mi, method, gc, seq))
+                if n_changes:
+                    combos.append((n_changes, si, mi, method, gc, seq))
     combos.sort(key=lambda c: c[:3])
+    return [(method, gc, seq) for *_order, method, gc, seq in combos]
+
+
+def _lighter_settings(arch: ModelArch, r1: EstimateRequest, mem: float) -> list[Suggestion]:
+    """Up to three combinations from `_setting_combos` that fit `mem` bytes at batch 1, the
+    nearest of each kind (which of method, checkpointing and sequence length they change)."""
+    out: list[Suggestion] = []
     seen_kinds = set()
-    for n_changes, _si, _mi, method, gc, seq in combos:
-        if n_changes == 0:
-            continue
-        kind = (method != req.method, gc != req.grad_checkpointing, seq != req.seq_len)
+    for method, gc, seq in _setting_combos(r1):
+        if len(out) >= 3:
+            break
+        kind = (method != r1.method, gc != r1.grad_checkpointing, seq != r1.seq_len)
         if kind in seen_kinds:
             continue
         if _fits(arch, with_(r1, method=method, grad_checkpointing=gc, seq_len=seq), mem):
             seen_kinds.add(kind)
-            changes: dict = {}
-            if method != req.method:
+            changes: dict[str, Any] = {}
+            if method != r1.method:
                 changes["method"] = method
-            if gc != req.grad_checkpointing:
+            if gc != r1.grad_checkpointing:
                 changes["grad_checkpointing"] = gc
-            if seq != req.seq_len:
+            if seq != r1.seq_len:
                 changes["seq_len"] = seq
-            out.append(Suggestion(_describe(changes, req), changes))
-        if len(out) >= 3:
-            break
-    if req.device == "cuda":
-        gcs = sorted({req.grad_checkpointing, True})
-        for n, gc in ((n, gc) for n in (2, 4, 8) for gc in gcs):
-            if _fits(arch, with_(r1, gpus=n, zero=3, grad_checkpointing=gc), mem):
-                extra = " and gradient checkpointing" if gc != req.grad_checkpointing else ""
-                out.append(
-                    Suggestion(
-                        f"{n} GPUs of this size with ZeRO-3/FSDP{extra} (--gpus {n} --zero 3)",
-                        {"gpus": n, "zero": 3, "grad_checkpointing": gc},
-                    )
-                )
-                break
-        bigger = sorted(
-            (g for g in load_gpus() if g.memory_gib > gpu_mem_gib),
-            key=lambda g: (g.memory_gib, g.price_per_hour_usd),
-        )
-        for gpu, gc in ((g, gc) for gc in gcs for g in bigger):
-            if _fits(arch, with_(r1, gpus=1, zero=0, grad_checkpointing=gc), gpu.memory_gib * GIB):
-                extra = " with gradient checkpointing" if gc != req.grad_checkpointing else ""
-                out.append(
-                    Suggestion(
-                        f"a bigger GPU: {gpu.name} ({gpu.memory_gib:g} GiB){extra}",
-                        {"gpu_mem_gib": gpu.memory_gib, "grad_checkpointing": gc},
-                    )
-                )
-                break
+            out.append(Suggestion(_describe(changes), changes))
     return out
+
+
+def _more_gpus(arch: ModelArch, r1: EstimateRequest, gpu_mem_gib: float) -> Suggestion | None:
+    """The fewest GPUs of this size (2, 4 or 8) that fit with ZeRO-3, checkpointing only if needed."""
+    for n, gc in ((n, gc) for n in (2, 4, 8) for gc in sorted({r1.grad_checkpointing, True})):
+        if _fits(arch, with_(r1, gpus=n, zero=3, grad_checkpointing=gc), gpu_mem_gib * GIB):
+            extra = " and gradient checkpointing" if gc != r1.grad_checkpointing else ""
+            return Suggestion(
+                f"{n} GPUs of this size with ZeRO-3/FSDP{extra} (--gpus {n} --zero 3)",
+                {"gpus": n, "zero": 3, "grad_checkpointing": gc},
+            )
+    return None
+
+
+def _bigger_gpu(arch: ModelArch, r1: EstimateRequest, gpu_mem_gib: float) -> Suggestion | None:
+    """The smallest (then cheapest) catalog GPU bigger than this one that fits alone, without
+    checkpointing when it can."""
+    bigger = sorted(
+        (g for g in load_gpus() if g.memory_gib > gpu_mem_gib),
+        key=lambda g: (g.memory_gib, g.price_per_hour_usd),
+    )
+    gcs = sorted({r1.grad_checkpointing, True})
+    for gpu, gc in ((g, gc) for gc in gcs for g in bigger):
+        if _fits(arch, with_(r1, gpus=1, zero=0, grad_checkpointing=gc), gpu.memory_gib * GIB):
+            extra = " with gradient checkpointing" if gc != r1.grad_checkpointing else ""
+            return Suggestion(
+                f"a bigger GPU: {gpu.name} ({gpu.memory_gib:g} GiB){extra}",
+                {"gpu_mem_gib": gpu.memory_gib, "grad_checkpointing": gc},
+            )
+    return None
 
 
 def what_would_fit(arch: ModelArch, req: EstimateRequest, gpu_mem_gib: float) -> list[str]:
@@ -256,7 +284,7 @@ class RentOption:
     price_date: str
     price_source: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 

@@ -46,6 +46,7 @@ OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 ATTENTIONS = ("flash", "sdpa", "eager")
 QUANTS = ("none", "int8", "nf4")
 DEVICES = ("cuda", "cpu")
+ZERO_STAGES = (0, 1, 2, 3)  # DeepSpeed ZeRO; 3 also stands for FSDP's full sharding
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
 
 #: CUDA context + cuBLAS/cuDNN workspaces, measured as `nvidia-smi` memory minus
@@ -587,8 +588,107 @@ def kv_cache_bytes(arch: ModelArch, req: EstimateRequest) -> float:
 # ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Tensors:
+    """One step's tensors per device: each term at its largest, their sum at the peak, and when."""
+
+    breakdown: dict[str, float]  # bytes per term; ZeRO-3 divides the weights, so floats
+    at_peak: float
+    phase: str  # "backward" | "optimizer step" | "inference"
+    notes: tuple[str, ...] = ()
+
+
+def _inference_tensors(arch: ModelArch, req: EstimateRequest) -> _Tensors:
+    """Weights, the KV cache and the prefill's intermediates, and the last position's logits."""
+    weights = weight_bytes(arch, req)
+    cache = kv_cache_bytes(arch, req)
+    tokens = req.batch_size * req.seq_len
+    a = _compute_bytes(req)
+    # prefill transient: one layer's widest intermediates for the whole prompt
+    prefill = (
+        tokens
+        * a
+        * (
+            arch.q_dim
+            + 2 * arch.kv_dim
+            + 3 * arch.intermediate_size * max(arch.experts_per_token, 1)
+        )
+    )
+    # generate() keeps only the last position
+    logits = 4 * arch.vocab_size * req.batch_size
+    breakdown = {
+        "weights": weights,
+        "gradients": 0,
+        "optimizer": 0,
+        "activations": cache + prefill,
+        "logits": logits,
+    }
+    note = "activations = KV cache for batch x seq-len tokens + the prefill's intermediates"
+    return _Tensors(breakdown, sum(breakdown.values()), "inference", (note,))
+
+
+def _training_tensors(arch: ModelArch, req: EstimateRequest) -> _Tensors:
+    """Every term per device after ZeRO sharding; the peak is the larger of the backward pass's
+    start (activations + logits) and the optimizer step (gradients + its temporaries), on top of
+    the weights and optimizer states, which are alive throughout."""
+    notes: list[str] = []
+    weights = weight_bytes(arch, req)
+    grads: float = gradient_bytes(arch, req)
+    optim: float = optimizer_bytes(arch, req)
+    temp: float = optimizer_step_temp(arch, req)
+    weights += reference_bytes(arch, req)
+    if reference_bytes(arch, req):
+        notes.append(f"{req.objective}: a frozen copy of the model is the reference")
+    acts = activation_bytes(arch, req)
+    logits = logits_bytes(arch, req)
+    weights, grads, optim, temp = _per_device(arch, req, weights, grads, optim, temp)
+    if req.gpus > 1 and req.zero == 0:
+        notes.append("DDP keeps a second copy of the gradients in its all-reduce buckets")
+    if req.method == "qlora":
+        # MatMul4Bit dequantizes one matrix at a time into the compute dtype
+        widest = max(a * b for a, b, _ in arch.linear_shapes().values())
+        acts += widest * _compute_bytes(req)
+    backward = acts + logits
+    step = grads + temp
+    breakdown = {
+        "weights": weights,
+        "gradients": grads,
+        "optimizer": optim + temp,
+        "activations": acts,
+        "logits": logits,
+    }
+    return _Tensors(
+        breakdown,
+        weights + optim + max(backward, step),
+        "backward" if backward >= step else "optimizer step",
+        tuple(notes),
+    )
+
+
+def _per_device(
+    arch: ModelArch, req: EstimateRequest, weights: float, grads: float, optim: float, temp: float
+) -> tuple[float, float, float, float]:
+    """(weights, gradients, optimizer states, step temporaries) on one of `req.gpus` devices:
+    ZeRO-1 shards the optimizer, ZeRO-2 the gradients too, ZeRO-3 the weights too; plain DDP
+    keeps a second copy of the gradients."""
+    g = req.gpus
+    if req.zero >= 1:
+        optim /= g
+        temp /= g
+    if req.zero >= 2:
+        grads /= g
+    if req.zero >= 3:
+        # each rank keeps 1/g of the weights plus the gathered layer it works on (and the next, prefetched)
+        layer_w = arch.params_per_layer() * (2 if req.precision != "fp32" else 4)
+        weights = weights / g + 2 * layer_w
+    if req.gpus > 1 and req.zero == 0:
+        grads *= 2  # DDP all-reduces through its own gradient buckets
+    return weights, grads, optim, temp
+
+
 def estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
-    """Peak memory per GPU for one step of `req` on `arch` (pure arithmetic, microseconds)."""
+    """Peak memory per GPU for one step of `req` on `arch` (pure arithmetic, microseconds):
+    the tensors of an inference or a training step, plus the device's overhead."""
     validate(arch, req)
     notes: list[str] = []
     if not arch.exact:
@@ -597,74 +697,13 @@ def estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
         )
     n_total = arch.num_params()
     n_train = trainable_params(arch, req)
-    # Bytes per device; ZeRO-3 divides the weights, so they may become a float.
-    weights: float = weight_bytes(arch, req)
-    if req.method == "inference":
-        cache = kv_cache_bytes(arch, req)
-        tokens = req.batch_size * req.seq_len
-        a = _compute_bytes(req)
-        # prefill transient: one layer's widest intermediates for the whole prompt
-        prefill = (
-            tokens
-            * a
-            * (
-                arch.q_dim
-                + 2 * arch.kv_dim
-                + 3 * arch.intermediate_size * max(arch.experts_per_token, 1)
-            )
-        )
-        # generate() keeps only the last position (a float: the training branch's is one)
-        logits: float = 4 * arch.vocab_size * req.batch_size
-        breakdown = {
-            "weights": weights,
-            "gradients": 0,
-            "optimizer": 0,
-            "activations": cache + prefill,
-            "logits": logits,
-        }
-        tensors = sum(breakdown.values())
-        notes.append(
-            "activations = KV cache for batch x seq-len tokens + the prefill's intermediates"
-        )
-        phase = "inference"
-    else:
-        weights = weight_bytes(arch, req)
-        grads: float = gradient_bytes(arch, req)
-        optim: float = optimizer_bytes(arch, req)
-        temp: float = optimizer_step_temp(arch, req)
-        weights += reference_bytes(arch, req)
-        if reference_bytes(arch, req):
-            notes.append(f"{req.objective}: a frozen copy of the model is the reference")
-        acts = activation_bytes(arch, req)
-        logits = logits_bytes(arch, req)
-        g = req.gpus
-        if req.zero >= 1:
-            optim /= g
-            temp /= g
-        if req.zero >= 2:
-            grads /= g
-        if req.zero >= 3:
-            # each rank keeps 1/g of the weights plus the gathered layer it works on (and the next, prefetched)
-            layer_w = arch.params_per_layer() * (2 if req.precision != "fp32" else 4)
-            weights = weights / g + 2 * layer_w
-        if req.gpus > 1 and req.zero == 0:
-            grads *= 2  # DDP all-reduces through its own gradient buckets
-            notes.append("DDP keeps a second copy of the gradients in its all-reduce buckets")
-        if req.method == "qlora":
-            # MatMul4Bit dequantizes one matrix at a time into the compute dtype
-            widest = max(a * b for a, b, _ in arch.linear_shapes().values())
-            acts += widest * _compute_bytes(req)
-        backward = acts + logits
-        step = grads + temp
-        phase = "backward" if backward >= step else "optimizer step"
-        breakdown = {
-            "weights": weights,
-            "gradients": grads,
-            "optimizer": optim + temp,
-            "activations": acts,
-            "logits": logits,
-        }
-        tensors = weights + optim + max(backward, step)
+    peak = (
+        _inference_tensors(arch, req) if req.method == "inference" else _training_tensors(arch, req)
+    )
+    notes.extend(peak.notes)
+    breakdown = dict(peak.breakdown)
+    tensors = peak.at_peak
+    phase = peak.phase
     if req.device == "cuda":
         overhead = CUDA_CONTEXT_BYTES + ALLOCATOR_RESERVE * tensors
     else:

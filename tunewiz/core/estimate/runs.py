@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from tunewiz.core.errors import UserError
 from tunewiz.core.estimate.advice import max_batch, recommend, split_batch, suggestions
 from tunewiz.core.estimate.memory import GIB, EstimateRequest, estimate, with_
+from tunewiz.core.estimate.report import default_precision, machine_ram_gib
 from tunewiz.core.profiles import ModelArch, find_gpu, load_model_arch
 
 if TYPE_CHECKING:
@@ -53,10 +54,8 @@ def request_from_run_config(cfg: RunConfig, *, device: str) -> EstimateRequest:
     """
     m, t, dist = cfg.model, cfg.training, cfg.distributed
     device, bf16_ok = _device_kind(device)
-    if device == "cpu":
-        precision = "fp32"
-    elif m.precision == "auto":
-        precision = "bf16-mixed" if bf16_ok else "fp16-mixed"
+    if device == "cpu" or m.precision == "auto":
+        precision = default_precision(device, bf16_ok)
     else:
         precision = {"fp32": "fp32", "bf16": "bf16-mixed", "fp16": "fp16-mixed"}[m.precision]
     optim = ESTIMATOR_OPTIMIZERS.get(t.optim)
@@ -116,12 +115,7 @@ def _run_request(cfg: RunConfig, device: str) -> tuple[ModelArch, EstimateReques
 
 def _memory_available(device: str, gpu_mem_gib: float | None) -> float | None:
     if gpu_mem_gib is None and device.strip().lower() == "cpu":
-        try:
-            import psutil
-
-            return psutil.virtual_memory().total / GIB
-        except Exception:  # noqa: BLE001
-            return None
+        return machine_ram_gib()
     return gpu_mem_gib
 
 

@@ -20,7 +20,7 @@ from textual.worker import get_current_worker
 from tunewiz.core.config import METHODS
 from tunewiz.core.data.checks import DataFacts
 from tunewiz.core.errors import UserError
-from tunewiz.core.estimate.advice import METHOD_LABELS
+from tunewiz.core.estimate.advice import method_label
 from tunewiz.core.text import visible
 from tunewiz.tui import backend
 from tunewiz.tui.screens.base import WizardScreen
@@ -425,7 +425,7 @@ class ModelScreen(WizardScreen):
                 f"{row.price_per_hour_usd:.2f}",
             )
         title = Text("What to rent", style="bold")
-        title.append(f" for {METHOD_LABELS.get(method, method)}, cheapest first:\n")
+        title.append(f" for {method_label(method)}, cheapest first:\n")
         title.append(f"{tokens:,} tokens", style="bold")
         title.append(f" ({how})", style="dim")
         self.query_one("#rent-title", Static).update(title)
