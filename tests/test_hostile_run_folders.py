@@ -35,8 +35,6 @@ from tunewiz.tui.widgets.run_feed import (
     CheckpointWatcher,
     LogFollower,
     StatusWatcher,
-    metrics_tail,
-    read_estimate_bytes,
 )
 
 ESC = "\x1b"
@@ -225,8 +223,8 @@ def test_core_readers_survive(hostile):
     CheckpointWatcher(bad).poll()
     for line in LogFollower(bad / "train.log").read_new():
         no_controls(line)
-    metrics_tail(bad / "metrics.jsonl").read_new()
-    estimate = read_estimate_bytes(bad)
+    runs.MetricsTail(bad / "metrics.jsonl").read_new()
+    estimate = runs.read_estimate_bytes(bad)
     assert estimate is None or 0 < estimate < 10**18
 
 

@@ -22,11 +22,11 @@ from textual.app import App
 from textual.widgets import Log, ProgressBar, Static
 
 from tunewiz.core.runlock import process_start_time
-from tunewiz.core.runs import write_status
+from tunewiz.core.runs import MetricsTail, write_status
 from tunewiz.tui.screens.train_live import ConfirmStop, TrainLiveScreen
 from tunewiz.tui.widgets.loss_chart import LossChart, decimate
 from tunewiz.tui.widgets.resource_meter import ResourceMeter, ResourceSample
-from tunewiz.tui.widgets.run_feed import LogFollower, StatusWatcher, metrics_tail
+from tunewiz.tui.widgets.run_feed import LogFollower, StatusWatcher
 
 FIXED = [ResourceSample("cpu", 37.0, 6_400_000_000, 24_000_000_000, "CPU")]
 
@@ -250,7 +250,7 @@ async def test_chat_key_opens_the_latest_checkpoint(tmp_path):
 
 def test_followers_read_only_what_is_new(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    tail = metrics_tail(path)
+    tail = MetricsTail(path)
     assert tail.read_new() == []
     path.write_text('{"step": 1}\n{"step": 2}\n{"st')
     assert [r["step"] for r in tail.read_new()] == [1, 2]

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 STATES = ("starting", "preparing", "running", "finished", "failed", "stopped", "died")
 LIVE_STATES = ("starting", "preparing", "running")
-FINAL_STATES = ("finished", "failed", "stopped")
 DAMAGED = "damaged"  # shown instead of a state when status.json cannot be read
 
 STATUS_FILE = "status.json"
@@ -477,6 +476,14 @@ def tail_log(run_dir: str | Path, n: int = 50) -> list[str]:
     return lines[-n:] if n > 0 else []
 
 
+def read_estimate_bytes(run_dir: str | Path) -> int | None:
+    """The estimator's predicted peak memory per device: estimate.json's `total_bytes`, as
+    tunewiz.core.estimate's `estimate_for_run` writes it. None when the file is missing, damaged,
+    or holds only a note (the estimator could not answer for this model)."""
+    data, _problem = read_json_object(Path(run_dir) / ESTIMATE_FILE)
+    return count(data.get("total_bytes"), 10**18 - 1) or None
+
+
 # -- control ------------------------------------------------------------------
 
 
@@ -533,12 +540,19 @@ def format_loss(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3g}"
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
+def format_duration(seconds: float | None, missing: str = "-") -> str:
+    """`1h05m`, `3m07s` or `42s`; `missing` for no value (None, NaN, a negative time).
+
+    The one formatter of run times: `tunewiz runs`, the data preparation log, the start screen
+    and the live panel all show durations through it.
+    """
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return missing
     if seconds >= 1000 * 3600:  # a clock gone wrong, not a run: keep the column narrow
         return f"{seconds / 86400:.3g}d"
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
