@@ -171,3 +171,17 @@ def test_estimate_bytes_come_from_total_bytes_only(tmp_path):
         assert runs.read_estimate_bytes(tmp_path) is None, damaged
     path.unlink()
     assert runs.read_estimate_bytes(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct-lora"),
+        ("/models/my model (v2)/", "my-model-v2-lora"),
+        ("a" * 60, "a" * 40 + "-lora"),
+        ("/", "model-lora"),
+        ("???", "model-lora"),
+    ],
+)
+def test_default_run_name_is_a_safe_folder_name(model, name):
+    assert runs.default_run_name(model, "lora") == name

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import time
@@ -365,6 +366,16 @@ def _prepare_eta(f: _Fields, info: RunInfo) -> float | None:
         return None
     rate = (time.time() - t0) / info.rows_done
     return max(0.0, (info.rows_total - info.rows_done) * rate)
+
+
+def default_run_name(model: str, method: str) -> str:
+    """`<model>-<method>`, the name a run gets when the user gives none (the launcher adds the
+    time). The model part is the last component of its hub id or folder, every run of other
+    characters than letters, digits and `._-` made one `-`: the name is a folder and appears in
+    shell commands."""
+    base = Path(model.rstrip("/")).name or "model"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-")[:40] or "model"
+    return f"{base}-{method}"
 
 
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:

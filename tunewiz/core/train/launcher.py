@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -230,9 +229,8 @@ def absolutize_paths(cfg: RunConfig) -> None:
 
 
 def default_name(cfg: RunConfig) -> str:
-    base = Path(cfg.model.model.rstrip("/")).name or "model"
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-")[:40]
-    return f"{base}-{cfg.model.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = runs.default_run_name(cfg.model.model, cfg.model.method)
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def unique_name(runs_dir: Path, name: str) -> str:
