@@ -332,7 +332,7 @@ def status_from_folder(run_dir: Path) -> dict:
 
     A finished run must not be offered for resume just because one file went missing.
     """
-    from tunewiz.core.train.ckpt import final_complete, last_complete_checkpoint, trainer_state
+    from tunewiz.core.checkpoints import final_complete, last_complete_checkpoint, trainer_state
 
     if not final_complete(run_dir / "final"):
         return {}
@@ -461,6 +461,29 @@ class MetricsTail:
             else:
                 out.append(row)
         return out
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics logged after `step`: a resumed run logs those steps again.
+
+    Lines that are not a JSON object (cut by a crash, damaged) are dropped; rows without a
+    step (the run's summary) are kept.
+    """
+    if not path.is_file():
+        return
+    kept = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            row_step = row.get("step", 0) if isinstance(row, dict) else None
+            if isinstance(row_step, (int, float)) and row_step <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

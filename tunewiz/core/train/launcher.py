@@ -92,7 +92,7 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[Path, int]:
 
 def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
     """Continue a stopped/failed/died run from its last complete checkpoint, same config."""
-    from tunewiz.core.train.ckpt import last_complete_checkpoint
+    from tunewiz.core.checkpoints import last_complete_checkpoint
 
     run_dir = Path(run_dir)
     info = runs.read_run(run_dir)  # before taking the lock: holding it reads as "alive"

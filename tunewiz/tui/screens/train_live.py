@@ -186,7 +186,7 @@ class TrainLiveScreen(Screen):
             log = self.query_one("#live-log", Log)
             # follow the tail unless the user focused the log to scroll back and read
             log.write_lines(lines, scroll_end=not log.has_focus or log.is_vertical_scroll_end)
-        # a checkpoint folder without its config is still being written: look
+        # a checkpoint folder without its trainer state is still being written: look
         # again now and then (listing reads every trainer_state.json)
         recheck = self._ckpts.incomplete and live and self.ticks % LIVENESS_EVERY == 0
         if self._ckpts.poll(force=recheck):
