@@ -224,7 +224,7 @@ class SettingsScreen(WizardScreen):
 def live_runs_here(runs_dir: Path) -> list:
     """Runs training on this machine now (a died run is not counted: its process is gone)."""
     try:
-        found = backend.list_runs(runs_dir)
+        found = runs.list_runs(runs_dir)
     except OSError:
         return []
     return [r for r in found if r.state in runs.LIVE_STATES and r.host in ("", runs.this_host())]
