@@ -131,7 +131,7 @@ def _state_and_history(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
 
 
 def _losses_at(
-    history: list[dict], step: int | None
+    history: list[dict[str, Any]], step: int | None
 ) -> tuple[float | None, float | None, float | None]:
     """(epoch, train loss, eval loss) as last logged at or before `step` (None = the end).
     `history` rows come through `clean_metrics_row`: every number in them is finite."""

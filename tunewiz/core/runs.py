@@ -32,16 +32,29 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tunewiz.core.errors import UserError
 from tunewiz.core.text import visible
 
 log = logging.getLogger(__name__)
 
-STATES = ("starting", "preparing", "running", "finished", "failed", "stopped", "died")
-LIVE_STATES = ("starting", "preparing", "running")
-DAMAGED = "damaged"  # shown instead of a state when status.json cannot be read
+# A run's state: what status.json says, `died` when its process vanished without saying,
+# `damaged` when status.json cannot be read.
+RunState = Literal[
+    "starting", "preparing", "running", "finished", "failed", "stopped", "died", "damaged"
+]
+STATES: tuple[RunState, ...] = (
+    "starting",
+    "preparing",
+    "running",
+    "finished",
+    "failed",
+    "stopped",
+    "died",
+)  # the states status.json may hold
+LIVE_STATES: tuple[RunState, ...] = ("starting", "preparing", "running")
+DAMAGED: RunState = "damaged"
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
@@ -55,7 +68,7 @@ STOP_FILE = "STOP"
 class RunInfo:
     name: str
     path: Path
-    state: str = "starting"
+    state: RunState = "starting"
     step: int = 0
     total_steps: int = 0
     epoch: float = 0.0
@@ -102,7 +115,7 @@ class RunInfo:
 MAX_JSON_BYTES = 64 * 1024 * 1024  # status / trainer_state files are a few KB
 
 
-def read_json_object(path: str | Path) -> tuple[dict, str]:
+def read_json_object(path: str | Path) -> tuple[dict[str, Any], str]:
     """(the JSON object in `path`, "") or ({}, what is wrong); a missing file is ({}, "missing")."""
     path = Path(path)
     try:
@@ -144,13 +157,13 @@ def count(value: Any, limit: int = 10**15) -> int | None:
     return int(number)
 
 
-def clean_metrics_row(row: Any) -> dict | None:
+def clean_metrics_row(row: Any) -> dict[str, Any] | None:
     """A metrics row keeping only its finite numbers (metrics are all numbers: text, lists,
     NaN and inf are dropped, so plots and summaries never meet them); None for a row that
     is not an object. `step`, when kept, is a whole number."""
     if not isinstance(row, dict):
         return None
-    out: dict = {}
+    out: dict[str, Any] = {}
     for key, value in row.items():
         number = finite(value)
         if number is not None:
@@ -163,12 +176,12 @@ def clean_metrics_row(row: Any) -> dict | None:
 # -- status.json --------------------------------------------------------------
 
 
-def read_status(run_dir: str | Path) -> dict:
+def read_status(run_dir: str | Path) -> dict[str, Any]:
     """The run's status.json as a dict ({} when missing, mid-replace or damaged)."""
     return read_json_object(Path(run_dir) / STATUS_FILE)[0]
 
 
-def write_status(run_dir: str | Path, **fields: Any) -> dict:
+def write_status(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     """Merge `fields` into status.json atomically (tmp file + os.replace), return the result."""
     run_dir = Path(run_dir)
     status = read_status(run_dir)
@@ -221,7 +234,7 @@ def pid_alive(pid: int | None) -> bool:
 class _Fields:
     """Typed access to status.json that notes each value of the wrong type or out of range."""
 
-    def __init__(self, status: dict):
+    def __init__(self, status: dict[str, Any]) -> None:
         self.status = status
         self.problems: list[str] = []
 
@@ -269,10 +282,10 @@ def read_run(run_dir: str | Path) -> RunInfo:
         return info
     f = _Fields(st)
     state = f.text("state") or "starting"
-    if state not in STATES:
+    known = next((s for s in STATES if s == state), None)
+    if known is None:
         f.problems.append(f"state {visible(state, newlines=False)[:40]!r} is unknown")
-        state = DAMAGED
-    info.state = state
+    info.state = known or DAMAGED
     info.step = f.whole("step") or 0
     info.total_steps = f.whole("total_steps") or 0
     info.epoch = f.number("epoch") or 0.0
@@ -311,7 +324,7 @@ def _elapsed(f: _Fields, info: RunInfo) -> float:
     return before + max(0.0, (end or time.time()) - started)
 
 
-def worker_alive(run_dir: Path, st: dict) -> bool:
+def worker_alive(run_dir: Path, st: dict[str, Any]) -> bool:
     """Whether the run's own worker still runs on this host: its lock, else its pid + start time.
 
     A pid alone can name another program once the worker is gone (pids are reused).
@@ -327,7 +340,7 @@ def worker_alive(run_dir: Path, st: dict) -> bool:
     return pid_alive(pid)
 
 
-def status_from_folder(run_dir: Path) -> dict:
+def status_from_folder(run_dir: Path) -> dict[str, Any]:
     """A run whose status.json is lost: finished if final/ holds a model, else {} (as before).
 
     A finished run must not be offered for resume just because one file went missing.
@@ -425,14 +438,14 @@ def resolve_run(name_or_path: str | Path, runs_dir: str | Path) -> Path:
 class MetricsTail:
     """Reads metrics.jsonl incrementally: only what was appended since the last call."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path) -> None:
         path = Path(path)
         self.path = path / METRICS_FILE if path.is_dir() else path
         self.offset = 0
         self._partial = b""
         self.bad_lines = 0  # lines that were not a JSON object, skipped
 
-    def read_new(self) -> list[dict]:
+    def read_new(self) -> list[dict[str, Any]]:
         """New complete rows, each cleaned by `clean_metrics_row`; bad lines are skipped."""
         try:
             with open(self.path, "rb") as fh:
@@ -486,7 +499,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """All metrics of a run (for plotting a finished run)."""
     return MetricsTail(Path(run_dir) / METRICS_FILE).read_new()
 
@@ -539,7 +552,7 @@ def stop_run(run_dir: str | Path) -> None:
         signal_worker(run_dir, st, signal.SIGTERM)
 
 
-def signal_worker(run_dir: Path, st: dict, sig: int) -> bool:
+def signal_worker(run_dir: Path, st: dict[str, Any], sig: int) -> bool:
     """Send `sig` to the run's worker only if the pid still names that worker; True if sent.
 
     The pid must be the lock holder's (or, for runs without a lock file, have the
