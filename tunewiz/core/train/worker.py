@@ -397,18 +397,13 @@ def _sft_trainer(
 
 def _estimate_next_to(run_dir: Path, peak: int) -> dict:
     """The measured peak next to the estimator's prediction (estimate.json `total_bytes`)."""
-    import json
-
-    try:
-        predicted = json.loads((run_dir / runs.ESTIMATE_FILE).read_text(encoding="utf-8"))[
-            "total_bytes"
-        ]
-        return {
-            "estimated_peak_bytes": predicted,
-            "measured_over_estimate": round(peak / predicted, 3),
-        }
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+    predicted = runs.read_estimate_bytes(run_dir)
+    if predicted is None:
         return {}
+    return {
+        "estimated_peak_bytes": predicted,
+        "measured_over_estimate": round(peak / predicted, 3),
+    }
 
 
 def _drop_checkpoints_after(run_dir: Path, step: int) -> str | None:
