@@ -15,6 +15,7 @@ def fake_checkpoint(run: Path, step: int, history: list[dict], best: str | None 
     ckpt = run / f"checkpoint-{step}"
     ckpt.mkdir(parents=True)
     (ckpt / "adapter_config.json").write_text("{}")
+    (ckpt / "adapter_model.safetensors").write_bytes(b"")  # weights: never loaded here
     state = {
         "global_step": step,
         "epoch": step / 10,
@@ -40,7 +41,8 @@ def test_losses_and_tags_come_from_each_checkpoints_own_state(tmp_path):
     fake_checkpoint(tmp_path, 20, HISTORY[:4], best=str(tmp_path / "checkpoint-20"))
     fake_checkpoint(tmp_path, 30, HISTORY, best=str(tmp_path / "checkpoint-20"))
     (tmp_path / "final").mkdir()
-    (tmp_path / "final" / "adapter_config.json").write_text("{}")
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json"):
+        (tmp_path / "final" / name).write_text("{}")
     (tmp_path / "metrics.jsonl").write_text(
         "\n".join(json.dumps(r) for r in HISTORY) + '\n{"step": 3'
     )
@@ -94,3 +96,68 @@ def test_checkpoints_module_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert not {"torch", "transformers", "peft"} & {m.split(".")[0] for m in out.split()}
+
+
+# -- one rule of "complete" for every reader ---------------------------------------
+
+# What a checkpoint-N folder holds in each hostile case, and whether it is complete.
+HOSTILE_CHECKPOINTS = {
+    "complete": ({"adapter_config.json", "adapter_model.safetensors", "trainer_state.json"}, True),
+    "no_weights": ({"adapter_config.json", "trainer_state.json"}, False),
+    "no_config": ({"adapter_model.safetensors", "trainer_state.json"}, False),
+    # killed mid-save: the weights are there, trainer_state.json (written last) is not
+    "half_written": ({"adapter_config.json", "adapter_model.safetensors", "optimizer.pt"}, False),
+    # saved to the end, damaged since: the weights are whole, the losses unknown
+    "corrupt_state": (
+        {"adapter_config.json", "adapter_model.safetensors", "trainer_state.json"},
+        True,
+    ),
+    "empty": (set(), False),
+}
+
+
+def write_files(folder: Path, names: set[str], state: str = '{"global_step": 2}') -> None:
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_text(state if name == "trainer_state.json" else "{}")
+
+
+@pytest.mark.parametrize("kind", HOSTILE_CHECKPOINTS)
+def test_resume_chat_and_the_live_panel_agree_on_complete_checkpoints(tmp_path, kind):
+    from tunewiz.core.checkpoints import checkpoint_complete, last_complete_checkpoint
+    from tunewiz.tui.widgets.run_feed import list_checkpoint_rows
+
+    fake_checkpoint(tmp_path, 1, HISTORY[:1])
+    names, complete = HOSTILE_CHECKPOINTS[kind]
+    state = '{"global_st' if kind == "corrupt_state" else '{"global_step": 2}'
+    write_files(tmp_path / "checkpoint-2", names, state)
+
+    assert checkpoint_complete(tmp_path / "checkpoint-2") is complete
+    expected = ["checkpoint-1", "checkpoint-2"] if complete else ["checkpoint-1"]
+    assert [c.name for c in list_checkpoints(tmp_path)] == expected  # chat, eval, export
+    assert [r.name for r in list_checkpoint_rows(tmp_path)] == expected  # the live panel
+    assert last_complete_checkpoint(tmp_path) == tmp_path / expected[-1]  # resume
+    assert resolve_checkpoint(tmp_path, "last").name == expected[-1]
+
+
+@pytest.mark.parametrize(
+    ("names", "complete"),
+    [
+        ({"adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json"}, True),
+        ({"config.json", "model-00001-of-00002.safetensors", "tokenizer_config.json"}, True),
+        ({"config.json", "pytorch_model.bin", "tokenizer_config.json"}, True),
+        ({"adapter_config.json", "tokenizer_config.json"}, False),  # no weights
+        ({"config.json", "training_args.bin", "tokenizer_config.json"}, False),  # not weights
+        ({"adapter_config.json", "adapter_model.safetensors"}, False),  # tokenizer not yet saved
+    ],
+)
+def test_chat_and_a_run_without_status_agree_on_a_complete_final(tmp_path, names, complete):
+    from tunewiz.core import runs
+    from tunewiz.core.checkpoints import final_complete
+
+    (tmp_path / "config.toml").write_text("name = 'x'\n")
+    write_files(tmp_path / "final", names)
+    assert final_complete(tmp_path / "final") is complete
+    assert any(c.name == "final" for c in list_checkpoints(tmp_path)) is complete
+    # status.json lost: the run is finished exactly when final/ is complete
+    assert (runs.read_run(tmp_path).state == "finished") is complete

@@ -412,7 +412,8 @@ def test_chat_compare_and_export_honour_only_the_flag(tmp_path, monkeypatch, fla
 
     run = tmp_path / "runs" / "remote"
     (run / "final").mkdir(parents=True)
-    (run / "final" / "adapter_config.json").write_text("{}")
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json"):
+        (run / "final" / name).write_text("{}")
     cfg = RunConfig(name="remote", runs_dir=str(tmp_path / "runs"))
     cfg.model.trust_remote_code = True
     cfg.save(run / "config.toml")

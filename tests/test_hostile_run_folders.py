@@ -27,7 +27,11 @@ from hypothesis import strategies as st
 from tests.tui_pilot import screen_text
 from tunewiz.cli import main as cli_main
 from tunewiz.core import runs
-from tunewiz.core.checkpoints import list_checkpoints, resolve_checkpoint
+from tunewiz.core.checkpoints import (
+    last_complete_checkpoint,
+    list_checkpoints,
+    resolve_checkpoint,
+)
 from tunewiz.core.config import RunConfig
 from tunewiz.core.errors import UserError
 from tunewiz.tui.screens.train_live import TrainLiveScreen
@@ -35,8 +39,6 @@ from tunewiz.tui.widgets.run_feed import (
     CheckpointWatcher,
     LogFollower,
     StatusWatcher,
-    metrics_tail,
-    read_estimate_bytes,
 )
 
 ESC = "\x1b"
@@ -67,7 +69,7 @@ def good_state(step: int) -> dict:
 
 
 def make_run(runs_dir: Path, name: str) -> Path:
-    """A complete finished run as the worker leaves it (without weights: no reader loads them)."""
+    """A complete finished run as the worker leaves it (weights are empty files: no reader loads them)."""
     run = runs_dir / name
     run.mkdir(parents=True)
     cfg = RunConfig(name=name, runs_dir=str(runs_dir))
@@ -81,9 +83,11 @@ def make_run(runs_dir: Path, name: str) -> Path:
         ckpt = run / f"checkpoint-{step}"
         ckpt.mkdir()
         (ckpt / "adapter_config.json").write_text("{}")
+        (ckpt / "adapter_model.safetensors").write_bytes(b"")
         (ckpt / "trainer_state.json").write_text(json.dumps(good_state(step)))
     (run / "final").mkdir()
-    (run / "final" / "adapter_config.json").write_text("{}")
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json"):
+        (run / "final" / name).write_text("{}")
     (run / "final" / "trainer_state.json").write_text(json.dumps(good_state(4)))
     return run
 
@@ -213,20 +217,29 @@ def test_core_readers_survive(hostile):
         assert all(math.isfinite(v) for v in row.values())
     runs.tail_log(bad, 20)
     checkpoints = list_checkpoints(bad)
-    assert [c.name for c in checkpoints] == ["checkpoint-2", "checkpoint-4", "final"]
+    # Without trainer_state.json a checkpoint was cut off mid-save: neither offered nor resumed.
+    # Damaged, it is complete: listed without losses (its weights are whole).
+    saved = (bad / "checkpoint-4" / "trainer_state.json").exists()
+    numbered = ["checkpoint-2", "checkpoint-4"] if saved else []
+    assert [c.name for c in checkpoints] == [*numbered, "final"]
     for c in checkpoints:
         for value in (c.step, c.epoch, c.train_loss, c.eval_loss):
             assert value is None or math.isfinite(value)
         c.describe()
-    assert resolve_checkpoint(bad, "last").name == "checkpoint-4"
+    assert last_complete_checkpoint(bad) == (bad / "checkpoint-4" if saved else None)
+    if saved:
+        assert resolve_checkpoint(bad, "last").name == "checkpoint-4"
+    else:
+        with pytest.raises(UserError, match="no checkpoint 'last'"):
+            resolve_checkpoint(bad, "last")
     assert resolve_checkpoint(bad, "final").name == "final"
     # the live panel's own readers
     StatusWatcher(bad).poll()
     CheckpointWatcher(bad).poll()
     for line in LogFollower(bad / "train.log").read_new():
         no_controls(line)
-    metrics_tail(bad / "metrics.jsonl").read_new()
-    estimate = read_estimate_bytes(bad)
+    runs.MetricsTail(bad / "metrics.jsonl").read_new()
+    estimate = runs.read_estimate_bytes(bad)
     assert estimate is None or 0 < estimate < 10**18
 
 
@@ -413,9 +426,11 @@ def test_any_metrics_and_trainer_state_read(tmp_path, rows, junk):
     shutil.rmtree(run, ignore_errors=True)
     (run / "checkpoint-3").mkdir(parents=True)
     (run / "checkpoint-3" / "adapter_config.json").write_text("{}")
+    (run / "checkpoint-3" / "adapter_model.safetensors").write_bytes(b"")
     (run / "checkpoint-3" / "trainer_state.json").write_text(json.dumps({"log_history": rows}))
     (run / "final").mkdir()
-    (run / "final" / "config.json").write_text("{}")
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        (run / "final" / name).write_text("{}")
     with open(run / "metrics.jsonl", "wb") as fh:
         for row in rows:
             fh.write(json.dumps(row).encode() + b"\n")

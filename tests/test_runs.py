@@ -141,3 +141,47 @@ def test_stop_run_requests_a_stop_and_refuses_finished_runs(tmp_path):
 def test_core_runs_does_not_import_torch():
     code = "import sys, tunewiz.core.runs; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, "-"),
+        (float("nan"), "-"),
+        (-5.0, "-"),
+        (0, "0s"),
+        (42.9, "42s"),
+        (60, "1m00s"),
+        (187, "3m07s"),
+        (3600 + 5 * 60 + 59, "1h05m"),
+        (2000 * 3600, "83.3d"),
+    ],
+)
+def test_format_duration_by_hand(seconds, shown):
+    assert runs.format_duration(seconds) == shown
+    assert runs.format_duration(None, missing="–") == "–"
+
+
+def test_estimate_bytes_come_from_total_bytes_only(tmp_path):
+    path = tmp_path / runs.ESTIMATE_FILE
+    path.write_text(json.dumps({"total_bytes": 4_200_000_000, "memory": {"total_gib": 9}}))
+    assert runs.read_estimate_bytes(tmp_path) == 4_200_000_000
+    for damaged in ({"memory": {"total_bytes": 5}}, {"note": "unknown model"}, {"total_bytes": -1}):
+        path.write_text(json.dumps(damaged))
+        assert runs.read_estimate_bytes(tmp_path) is None, damaged
+    path.unlink()
+    assert runs.read_estimate_bytes(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct-lora"),
+        ("/models/my model (v2)/", "my-model-v2-lora"),
+        ("a" * 60, "a" * 40 + "-lora"),
+        ("/", "model-lora"),
+        ("???", "model-lora"),
+    ],
+)
+def test_default_run_name_is_a_safe_folder_name(model, name):
+    assert runs.default_run_name(model, "lora") == name

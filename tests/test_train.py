@@ -289,7 +289,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(started):
 
 @pytest.mark.slow
 def test_disk_full_while_saving_leaves_no_partial_checkpoint(started):
-    from tunewiz.core.train.ckpt import last_complete_checkpoint
+    from tunewiz.core.checkpoints import last_complete_checkpoint
 
     run_dir = started["enospc"]
     info = wait_done(run_dir)

@@ -260,6 +260,7 @@ def fake_run(root: Path) -> Path:
         ckpt = run / f"checkpoint-{step}"
         ckpt.mkdir()
         (ckpt / "adapter_config.json").write_text("{}")
+        (ckpt / "adapter_model.safetensors").write_bytes(b"")  # weights: never loaded here
         history = [{"step": step, "loss": 2.0}, {"step": step, "eval_loss": ev}]
         (ckpt / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     return run

@@ -22,11 +22,11 @@ from textual.app import App
 from textual.widgets import Log, ProgressBar, Static
 
 from tunewiz.core.runlock import process_start_time
-from tunewiz.core.runs import write_status
+from tunewiz.core.runs import MetricsTail, write_status
 from tunewiz.tui.screens.train_live import ConfirmStop, TrainLiveScreen
 from tunewiz.tui.widgets.loss_chart import LossChart, decimate
 from tunewiz.tui.widgets.resource_meter import ResourceMeter, ResourceSample
-from tunewiz.tui.widgets.run_feed import LogFollower, StatusWatcher, metrics_tail
+from tunewiz.tui.widgets.run_feed import LogFollower, StatusWatcher
 
 FIXED = [ResourceSample("cpu", 37.0, 6_400_000_000, 24_000_000_000, "CPU")]
 
@@ -61,6 +61,7 @@ def add_checkpoint(run_dir: Path, step: int, eval_loss: float | None = None) -> 
     d = run_dir / f"checkpoint-{step}"
     d.mkdir()
     (d / "adapter_config.json").write_text("{}")
+    (d / "adapter_model.safetensors").write_bytes(b"")  # weights: never loaded here
     history = [{"step": step, "loss": metric_row(step)["loss"]}]
     if eval_loss is not None:
         history.append({"step": step, "eval_loss": eval_loss})
@@ -152,11 +153,15 @@ async def test_follows_a_growing_run(tmp_path):
         assert screen.query_one(ProgressBar).progress == 100
         assert "checkpoint-100" in text_of(screen, "#live-checkpoints")
         assert screen.query_one(Log).lines[-1] == "saving checkpoint-100"
-        # a checkpoint caught half-written (no config yet) shows up once it is complete
+        # a checkpoint caught half-written (no trainer state yet) shows up once it is complete
         (run_dir / "checkpoint-120").mkdir()
         screen.poll()
         assert "checkpoint-120" not in text_of(screen, "#live-checkpoints")
-        (run_dir / "checkpoint-120" / "adapter_config.json").write_text("{}")
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            (run_dir / "checkpoint-120" / name).write_text("{}")
+        screen.poll()
+        assert "checkpoint-120" not in text_of(screen, "#live-checkpoints")
+        (run_dir / "checkpoint-120" / "trainer_state.json").write_text("{}")
         for _ in range(4):
             screen.poll()
         await pilot.pause()
@@ -250,7 +255,7 @@ async def test_chat_key_opens_the_latest_checkpoint(tmp_path):
 
 def test_followers_read_only_what_is_new(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    tail = metrics_tail(path)
+    tail = MetricsTail(path)
     assert tail.read_new() == []
     path.write_text('{"step": 1}\n{"step": 2}\n{"st')
     assert [r["step"] for r in tail.read_new()] == [1, 2]

@@ -1,4 +1,9 @@
-"""A run's checkpoints: what exists on disk, with its losses, and which one the user means.
+"""A run's checkpoints: which are complete, what they hold, and which one the user means.
+
+The one rule of a complete checkpoint lives here, and everything that picks a
+checkpoint uses it: resume (`last_complete_checkpoint`), chat, eval and export
+(`list_checkpoints`, `resolve_checkpoint`), the live panel and a run whose
+status.json was lost (`final_complete`).
 
 Everything comes from files the Hugging Face Trainer already writes
 (`checkpoint-N/trainer_state.json`, whose `log_history` holds every logged loss
@@ -12,14 +17,76 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tunewiz.core.errors import UserError
 from tunewiz.core.runs import clean_metrics_row, count, finite, read_json_object, read_metrics
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_RE = re.compile(r"^checkpoint-([0-9]+)$")  # [0-9]: int() must read what matched
 TAGS = ("best", "last", "final")
+
+MODEL_CONFIGS = ("adapter_config.json", "config.json")  # a PEFT adapter, or a full model
+# Weight files of save_pretrained: model.safetensors, model-00001-of-00002.safetensors,
+# adapter_model.safetensors, or pytorch_model.bin / adapter_model.bin (not training_args.bin).
+WEIGHT_PATTERNS = ("*.safetensors", "*model*.bin")
+TRAINER_STATE = "trainer_state.json"  # the last file Trainer._save_checkpoint writes
+TOKENIZER_CONFIG = "tokenizer_config.json"  # the last file the worker writes into final/
+
+
+# -- complete or not: the one rule ------------------------------------------------
+
+
+def has_weights(folder: Path) -> bool:
+    """A model or adapter config next to weight files: what loading the folder needs."""
+    return any((folder / name).is_file() for name in MODEL_CONFIGS) and any(
+        p.is_file() for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern)
+    )
+
+
+def checkpoint_complete(path: Path) -> bool:
+    """checkpoint-N was written to the end: weights, and trainer_state.json, which the Trainer
+    writes last (a kill or a full disk mid-save leaves none).
+
+    Its content is not judged: a damaged trainer_state.json is a complete checkpoint whose
+    losses are unknown (listed without them), as the weights beside it are whole.
+    """
+    path = Path(path)
+    return path.is_dir() and has_weights(path) and (path / TRAINER_STATE).is_file()
+
+
+def final_complete(final: Path) -> bool:
+    """final/ was written to the end: weights, then the tokenizer (saved last by the worker)."""
+    final = Path(final)
+    return final.is_dir() and has_weights(final) and (final / TOKENIZER_CONFIG).is_file()
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The run's checkpoint-N folders, complete or not, oldest first."""
+    found = [
+        (int(match.group(1)), path)
+        for path in Path(run_dir).glob("checkpoint-*")
+        if (match := CHECKPOINT_RE.match(path.name)) and path.is_dir()
+    ]
+    return [path for _step, path in sorted(found)]
+
+
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (what a resume starts from), None when there is none."""
+    for path in reversed(checkpoint_dirs(run_dir)):
+        if checkpoint_complete(path):
+            return path
+        log.warning("ignoring incomplete checkpoint %s", path.name)
+    return None
+
+
+def trainer_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's trainer_state.json, {} when missing or damaged (the damage is logged)."""
+    state, problem = read_json_object(Path(path) / TRAINER_STATE)
+    if problem and problem != "missing":
+        log.warning("%s/%s: %s", path, TRAINER_STATE, problem)
+    return state
 
 
 @dataclass
@@ -54,19 +121,17 @@ class Checkpoint:
         return "  ".join(parts)
 
 
-def _trainer_state(path: Path) -> tuple[dict, list[dict]]:
+def _state_and_history(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A checkpoint's trainer_state.json and its log history with only finite numbers;
     a damaged file reads as empty (the checkpoint is still listed, without losses)."""
-    state, problem = read_json_object(path / "trainer_state.json")
-    if problem and problem != "missing":
-        log.warning("%s/trainer_state.json: %s", path, problem)
+    state = trainer_state(path)
     history = state.get("log_history")
     rows = [clean_metrics_row(r) for r in history] if isinstance(history, list) else []
     return state, [r for r in rows if r is not None]
 
 
 def _losses_at(
-    history: list[dict], step: int | None
+    history: list[dict[str, Any]], step: int | None
 ) -> tuple[float | None, float | None, float | None]:
     """(epoch, train loss, eval loss) as last logged at or before `step` (None = the end).
     `history` rows come through `clean_metrics_row`: every number in them is finite."""
@@ -89,22 +154,17 @@ def _first_number(value: object, default: float | None) -> float | None:
     return default if number is None else number
 
 
-def _is_model_dir(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file() or (path / "config.json").is_file()
-
-
 def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     """The run's checkpoints in step order, `final` last, each tagged best/last/final."""
     run_dir = Path(run_dir)
     found: list[Checkpoint] = []
     best_name: str | None = None
     latest_state_step = -1
-    for path in run_dir.glob("checkpoint-*"):
-        match = CHECKPOINT_RE.match(path.name)
-        if not match or not path.is_dir() or not _is_model_dir(path):
-            continue  # a checkpoint still being written has no config yet
-        step = int(match.group(1))
-        state, history = _trainer_state(path)
+    for path in checkpoint_dirs(run_dir):
+        if not checkpoint_complete(path):
+            continue  # being written, or cut off by a kill: not offered (resume skips it too)
+        step = int(path.name.split("-")[1])
+        state, history = _state_and_history(path)
         epoch, train, evaluation = _losses_at(history, step)
         epoch = _first_number(state.get("epoch"), epoch)
         found.append(Checkpoint(path.name, path, step, epoch, train, evaluation))
@@ -113,14 +173,13 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
         if isinstance(best, str) and best and step > latest_state_step:
             latest_state_step = step
             best_name = Path(best).name
-    found.sort(key=lambda c: c.step or 0)
 
     final = run_dir / "final"
-    if final.is_dir() and _is_model_dir(final):
+    if final_complete(final):
         metrics = read_metrics(run_dir)
         steps = [r["step"] for r in metrics if "step" in r]  # clean rows: a whole number
         epoch, train, evaluation = _losses_at(metrics, None)
-        state, history = _trainer_state(final)
+        state, history = _state_and_history(final)
         if history:
             epoch, train, evaluation = _losses_at(history, None)
         final_step = int(max(steps)) if steps else count(state.get("global_step"))

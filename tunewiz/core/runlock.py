@@ -15,6 +15,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from tunewiz.core.errors import UserError
 
@@ -81,7 +82,7 @@ def record_holder(fd: int, pid: int, host: str) -> None:
     os.pwrite(fd, json.dumps(info).encode(), 0)
 
 
-def read_holder(run_dir: Path) -> dict:
+def read_holder(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((Path(run_dir) / LOCK_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

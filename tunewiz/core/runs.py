@@ -26,22 +26,35 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tunewiz.core.errors import UserError
 from tunewiz.core.text import visible
 
 log = logging.getLogger(__name__)
 
-STATES = ("starting", "preparing", "running", "finished", "failed", "stopped", "died")
-LIVE_STATES = ("starting", "preparing", "running")
-FINAL_STATES = ("finished", "failed", "stopped")
-DAMAGED = "damaged"  # shown instead of a state when status.json cannot be read
+# A run's state: what status.json says, `died` when its process vanished without saying,
+# `damaged` when status.json cannot be read.
+RunState = Literal[
+    "starting", "preparing", "running", "finished", "failed", "stopped", "died", "damaged"
+]
+STATES: tuple[RunState, ...] = (
+    "starting",
+    "preparing",
+    "running",
+    "finished",
+    "failed",
+    "stopped",
+    "died",
+)  # the states status.json may hold
+LIVE_STATES: tuple[RunState, ...] = ("starting", "preparing", "running")
+DAMAGED: RunState = "damaged"
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
@@ -55,7 +68,7 @@ STOP_FILE = "STOP"
 class RunInfo:
     name: str
     path: Path
-    state: str = "starting"
+    state: RunState = "starting"
     step: int = 0
     total_steps: int = 0
     epoch: float = 0.0
@@ -102,7 +115,7 @@ class RunInfo:
 MAX_JSON_BYTES = 64 * 1024 * 1024  # status / trainer_state files are a few KB
 
 
-def read_json_object(path: str | Path) -> tuple[dict, str]:
+def read_json_object(path: str | Path) -> tuple[dict[str, Any], str]:
     """(the JSON object in `path`, "") or ({}, what is wrong); a missing file is ({}, "missing")."""
     path = Path(path)
     try:
@@ -144,13 +157,13 @@ def count(value: Any, limit: int = 10**15) -> int | None:
     return int(number)
 
 
-def clean_metrics_row(row: Any) -> dict | None:
+def clean_metrics_row(row: Any) -> dict[str, Any] | None:
     """A metrics row keeping only its finite numbers (metrics are all numbers: text, lists,
     NaN and inf are dropped, so plots and summaries never meet them); None for a row that
     is not an object. `step`, when kept, is a whole number."""
     if not isinstance(row, dict):
         return None
-    out: dict = {}
+    out: dict[str, Any] = {}
     for key, value in row.items():
         number = finite(value)
         if number is not None:
@@ -163,12 +176,12 @@ def clean_metrics_row(row: Any) -> dict | None:
 # -- status.json --------------------------------------------------------------
 
 
-def read_status(run_dir: str | Path) -> dict:
+def read_status(run_dir: str | Path) -> dict[str, Any]:
     """The run's status.json as a dict ({} when missing, mid-replace or damaged)."""
     return read_json_object(Path(run_dir) / STATUS_FILE)[0]
 
 
-def write_status(run_dir: str | Path, **fields: Any) -> dict:
+def write_status(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     """Merge `fields` into status.json atomically (tmp file + os.replace), return the result."""
     run_dir = Path(run_dir)
     status = read_status(run_dir)
@@ -221,7 +234,7 @@ def pid_alive(pid: int | None) -> bool:
 class _Fields:
     """Typed access to status.json that notes each value of the wrong type or out of range."""
 
-    def __init__(self, status: dict):
+    def __init__(self, status: dict[str, Any]) -> None:
         self.status = status
         self.problems: list[str] = []
 
@@ -269,10 +282,10 @@ def read_run(run_dir: str | Path) -> RunInfo:
         return info
     f = _Fields(st)
     state = f.text("state") or "starting"
-    if state not in STATES:
+    known = next((s for s in STATES if s == state), None)
+    if known is None:
         f.problems.append(f"state {visible(state, newlines=False)[:40]!r} is unknown")
-        state = DAMAGED
-    info.state = state
+    info.state = known or DAMAGED
     info.step = f.whole("step") or 0
     info.total_steps = f.whole("total_steps") or 0
     info.epoch = f.number("epoch") or 0.0
@@ -311,7 +324,7 @@ def _elapsed(f: _Fields, info: RunInfo) -> float:
     return before + max(0.0, (end or time.time()) - started)
 
 
-def worker_alive(run_dir: Path, st: dict) -> bool:
+def worker_alive(run_dir: Path, st: dict[str, Any]) -> bool:
     """Whether the run's own worker still runs on this host: its lock, else its pid + start time.
 
     A pid alone can name another program once the worker is gone (pids are reused).
@@ -327,12 +340,12 @@ def worker_alive(run_dir: Path, st: dict) -> bool:
     return pid_alive(pid)
 
 
-def status_from_folder(run_dir: Path) -> dict:
+def status_from_folder(run_dir: Path) -> dict[str, Any]:
     """A run whose status.json is lost: finished if final/ holds a model, else {} (as before).
 
     A finished run must not be offered for resume just because one file went missing.
     """
-    from tunewiz.core.train.ckpt import final_complete, last_complete_checkpoint, trainer_state
+    from tunewiz.core.checkpoints import final_complete, last_complete_checkpoint, trainer_state
 
     if not final_complete(run_dir / "final"):
         return {}
@@ -366,6 +379,16 @@ def _prepare_eta(f: _Fields, info: RunInfo) -> float | None:
         return None
     rate = (time.time() - t0) / info.rows_done
     return max(0.0, (info.rows_total - info.rows_done) * rate)
+
+
+def default_run_name(model: str, method: str) -> str:
+    """`<model>-<method>`, the name a run gets when the user gives none (the launcher adds the
+    time). The model part is the last component of its hub id or folder, every run of other
+    characters than letters, digits and `._-` made one `-`: the name is a folder and appears in
+    shell commands."""
+    base = Path(model.rstrip("/")).name or "model"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-")[:40] or "model"
+    return f"{base}-{method}"
 
 
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:
@@ -415,14 +438,14 @@ def resolve_run(name_or_path: str | Path, runs_dir: str | Path) -> Path:
 class MetricsTail:
     """Reads metrics.jsonl incrementally: only what was appended since the last call."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path) -> None:
         path = Path(path)
         self.path = path / METRICS_FILE if path.is_dir() else path
         self.offset = 0
         self._partial = b""
         self.bad_lines = 0  # lines that were not a JSON object, skipped
 
-    def read_new(self) -> list[dict]:
+    def read_new(self) -> list[dict[str, Any]]:
         """New complete rows, each cleaned by `clean_metrics_row`; bad lines are skipped."""
         try:
             with open(self.path, "rb") as fh:
@@ -453,7 +476,30 @@ class MetricsTail:
         return out
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics logged after `step`: a resumed run logs those steps again.
+
+    Lines that are not a JSON object (cut by a crash, damaged) are dropped; rows without a
+    step (the run's summary) are kept.
+    """
+    if not path.is_file():
+        return
+    kept = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            row_step = row.get("step", 0) if isinstance(row, dict) else None
+            if isinstance(row_step, (int, float)) and row_step <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """All metrics of a run (for plotting a finished run)."""
     return MetricsTail(Path(run_dir) / METRICS_FILE).read_new()
 
@@ -477,6 +523,14 @@ def tail_log(run_dir: str | Path, n: int = 50) -> list[str]:
     return lines[-n:] if n > 0 else []
 
 
+def read_estimate_bytes(run_dir: str | Path) -> int | None:
+    """The estimator's predicted peak memory per device: estimate.json's `total_bytes`, as
+    tunewiz.core.estimate's `estimate_for_run` writes it. None when the file is missing, damaged,
+    or holds only a note (the estimator could not answer for this model)."""
+    data, _problem = read_json_object(Path(run_dir) / ESTIMATE_FILE)
+    return count(data.get("total_bytes"), 10**18 - 1) or None
+
+
 # -- control ------------------------------------------------------------------
 
 
@@ -498,7 +552,7 @@ def stop_run(run_dir: str | Path) -> None:
         signal_worker(run_dir, st, signal.SIGTERM)
 
 
-def signal_worker(run_dir: Path, st: dict, sig: int) -> bool:
+def signal_worker(run_dir: Path, st: dict[str, Any], sig: int) -> bool:
     """Send `sig` to the run's worker only if the pid still names that worker; True if sent.
 
     The pid must be the lock holder's (or, for runs without a lock file, have the
@@ -533,12 +587,19 @@ def format_loss(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3g}"
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
+def format_duration(seconds: float | None, missing: str = "-") -> str:
+    """`1h05m`, `3m07s` or `42s`; `missing` for no value (None, NaN, a negative time).
+
+    The one formatter of run times: `tunewiz runs`, the data preparation log, the start screen
+    and the live panel all show durations through it.
+    """
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return missing
     if seconds >= 1000 * 3600:  # a clock gone wrong, not a run: keep the column narrow
         return f"{seconds / 86400:.3g}d"
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"

@@ -1,10 +1,14 @@
-"""Where the wizard screens call the parts of `core/` that take time or import much.
+"""The screens' calls into `core/` that take time or import heavy libraries.
 
-Screens call these plain functions (from workers when they may take time), so
-that a change in a core signature is fixed here once. Everything is imported
-inside the functions: the first frame must not wait for any of it. Light,
-stable pieces (config, errors, run and checkpoint readers, chat sessions) are
-imported directly where they are used.
+The rule: a call that may take time (a hub look-up, NVML, a tokenizer, a data
+scan, an estimate, starting a run, an evaluation, a chat model) or that imports
+torch, transformers or datasets goes through a plain function here, called from
+a worker, with its core import inside the function so that the first frame
+waits for none of it; tests replace these functions to script the slow part.
+Light, quick reads (config, errors, text, run folders and their checkpoints,
+data checks, eval reports, task and preset tables) are imported from core
+directly where they are used. The wizard's presets are here too (PRESETS,
+`apply_preset`): they are the settings screen's table, not a core concept.
 """
 
 from __future__ import annotations
@@ -30,12 +34,6 @@ CPU = "no GPU (CPU)"
 
 
 # -- runs -----------------------------------------------------------------------
-
-
-def list_runs(runs_dir: Path) -> list:
-    from tunewiz.core.runs import list_runs as _list
-
-    return _list(runs_dir)
 
 
 def launch(cfg: RunConfig) -> Path:
@@ -64,18 +62,6 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
 
 
 # -- data -----------------------------------------------------------------------
-
-
-def task_help() -> dict[str, str]:
-    from tunewiz.core.data import TASK_HELP
-
-    return dict(TASK_HELP)
-
-
-def task_formats() -> dict[str, tuple]:
-    from tunewiz.core.data import TASK_FORMATS
-
-    return dict(TASK_FORMATS)
 
 
 def needs_bundled_conversion(model: str) -> bool:
@@ -107,20 +93,13 @@ def counting_tokenizer(model: str):
         return _counting(model)
 
 
-class Cancelled(Exception):
-    """Stands in for tunewiz.core.data.DataCancelled until tunewiz.core.data is imported."""
-
-
 def inspect_data(cfg: RunConfig, tokenizer, cancel: threading.Event, progress=None):
-    from tunewiz.core.data import DataCancelled
+    """Scan the data (call from a worker); raises tunewiz.core.data.DataCancelled when cancelled."""
     from tunewiz.core.data import inspect_data as _inspect
 
-    try:
-        return _inspect(
-            cfg.data, tokenizer, cancel=cancel, progress=progress, objective=cfg.training.objective
-        )
-    except DataCancelled:
-        raise Cancelled() from None
+    return _inspect(
+        cfg.data, tokenizer, cancel=cancel, progress=progress, objective=cfg.training.objective
+    )
 
 
 def row_view(cfg: RunConfig, number: int, tokenizer):
@@ -211,3 +190,20 @@ def set_tag(folder: Path, row_id: int, tag: str, on: bool = True):
     from tunewiz.core.eval import set_tag as _set
 
     return _set(folder, row_id, tag, on=on)
+
+
+# -- chat -------------------------------------------------------------------------
+
+
+def load_for_chat(target: str, checkpoint: str | None, runs_dir: Path):
+    """A model and tokenizer to chat with (loads torch and the weights: call from a worker)."""
+    from tunewiz.core.models import load_for_chat as _load
+
+    return _load(target, checkpoint, runs_dir=runs_dir)
+
+
+def chat_session(loaded, *, system: str | None, settings):
+    """A conversation with a loaded model (tunewiz.core.chat.ChatSession)."""
+    from tunewiz.core.chat import ChatSession
+
+    return ChatSession(loaded, system=system, settings=settings)

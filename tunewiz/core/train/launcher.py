@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -93,7 +92,7 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[Path, int]:
 
 def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
     """Continue a stopped/failed/died run from its last complete checkpoint, same config."""
-    from tunewiz.core.train.ckpt import last_complete_checkpoint
+    from tunewiz.core.checkpoints import last_complete_checkpoint
 
     run_dir = Path(run_dir)
     info = runs.read_run(run_dir)  # before taking the lock: holding it reads as "alive"
@@ -230,9 +229,8 @@ def absolutize_paths(cfg: RunConfig) -> None:
 
 
 def default_name(cfg: RunConfig) -> str:
-    base = Path(cfg.model.model.rstrip("/")).name or "model"
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-")[:40]
-    return f"{base}-{cfg.model.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = runs.default_run_name(cfg.model.model, cfg.model.method)
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def unique_name(runs_dir: Path, name: str) -> str:

@@ -201,6 +201,7 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     import torch
     import transformers
 
+    from tunewiz.core.checkpoints import last_complete_checkpoint
     from tunewiz.core.models import load_tokenizer, resolve_model
     from tunewiz.core.train import data_store
     from tunewiz.core.train.callbacks import (
@@ -209,7 +210,6 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
         parse_fault,
         peak_memory_bytes,
     )
-    from tunewiz.core.train.ckpt import last_complete_checkpoint, truncate_metrics
     from tunewiz.core.train.model import load_for_training, resolve_precision
 
     transformers.utils.logging.disable_progress_bar()
@@ -241,7 +241,7 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
             return finish_from_checkpoint(run_dir, checkpoint, cfg, tokenizer)
         step = int(checkpoint.name.split("-")[1])
         if rank() == 0:
-            truncate_metrics(run_dir / runs.METRICS_FILE, step)
+            runs.truncate_metrics(run_dir / runs.METRICS_FILE, step)
         log.info("resuming from %s", checkpoint.name)
 
     callback = RunCallback(run_dir, None, stop, is_main=rank() == 0, world_size=world_size())
@@ -325,7 +325,7 @@ def prepared_here(run_dir: Path, cfg: RunConfig, tokenizer, stop) -> bool:
 
 def trained_to_the_end(checkpoint: Path) -> bool:
     """The checkpoint was saved at the run's last step (max_steps, or the end of the last epoch)."""
-    from tunewiz.core.train.ckpt import trainer_state
+    from tunewiz.core.checkpoints import trainer_state
 
     state = trainer_state(checkpoint)
     step, last = state.get("global_step"), state.get("max_steps")
@@ -335,7 +335,7 @@ def trained_to_the_end(checkpoint: Path) -> bool:
 def finish_from_checkpoint(run_dir: Path, checkpoint: Path, cfg: RunConfig, tokenizer) -> dict:
     """A resume from the last step trains nothing: final/ is written from the checkpoint,
     unless a complete final/ exists already (it is never replaced)."""
-    from tunewiz.core.train.ckpt import final_complete, trainer_state
+    from tunewiz.core.checkpoints import final_complete, trainer_state
 
     state = trainer_state(checkpoint)
     final = run_dir / "final"
@@ -397,18 +397,13 @@ def _sft_trainer(
 
 def _estimate_next_to(run_dir: Path, peak: int) -> dict:
     """The measured peak next to the estimator's prediction (estimate.json `total_bytes`)."""
-    import json
-
-    try:
-        predicted = json.loads((run_dir / runs.ESTIMATE_FILE).read_text(encoding="utf-8"))[
-            "total_bytes"
-        ]
-        return {
-            "estimated_peak_bytes": predicted,
-            "measured_over_estimate": round(peak / predicted, 3),
-        }
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+    predicted = runs.read_estimate_bytes(run_dir)
+    if predicted is None:
         return {}
+    return {
+        "estimated_peak_bytes": predicted,
+        "measured_over_estimate": round(peak / predicted, 3),
+    }
 
 
 def _drop_checkpoints_after(run_dir: Path, step: int) -> str | None:

@@ -25,6 +25,7 @@ from textual.widgets import Checkbox, Footer, Input, Label, Select, Static
 
 from tunewiz.core.errors import UserError
 from tunewiz.core.text import visible
+from tunewiz.tui import backend
 from tunewiz.tui.widgets.chat_log import ChatLog
 
 if TYPE_CHECKING:
@@ -41,18 +42,6 @@ SETTINGS_HELP = {
     "seed": "Same seed and settings give the same reply; leave blank for variety.",
     "greedy": "Always pick the likeliest token: repeatable, best for comparing.",
 }
-
-
-def _default_loader(target: str, checkpoint: str | None, runs_dir: Path):
-    from tunewiz.core.models import load_for_chat
-
-    return load_for_chat(target, checkpoint, runs_dir=runs_dir)
-
-
-def _default_session(loaded, *, system, settings):
-    from tunewiz.core.chat import ChatSession
-
-    return ChatSession(loaded, system=system, settings=settings)
 
 
 class ChatScreen(Screen):
@@ -86,8 +75,8 @@ class ChatScreen(Screen):
         self.compare_with: str | None = None
         self.settings = GenerationSettings()
         self.system = ""
-        self._loader = loader or _default_loader
-        self._session_factory = session_factory or _default_session
+        self._loader = loader or backend.load_for_chat
+        self._session_factory = session_factory or backend.chat_session
         self._models: OrderedDict[str | None, object] = OrderedDict()
         self._sessions: dict[str, tuple[str | None, ChatSession]] = {}
         self._lock = threading.Lock()  # guards the model cache across workers

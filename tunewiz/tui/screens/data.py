@@ -33,6 +33,7 @@ from textual.widgets import (
 from textual.worker import get_current_worker
 
 from tunewiz.core.config import SAMPLE_HELDOUT_NAME, parse_mapping, section_fields
+from tunewiz.core.data import DataCancelled
 from tunewiz.core.data.checks import DataFacts
 from tunewiz.core.data.formats import TOOL_PARTS
 from tunewiz.core.errors import UserError
@@ -263,7 +264,7 @@ class DataScreen(WizardScreen):
                     self.app.call_from_thread(self.set_status, "Scanning … " + _progress_text(args))
 
             report = backend.inspect_data(cfg, tokenizer, cancel, progress=progress)
-        except backend.Cancelled:
+        except DataCancelled:
             return
         except UserError as exc:
             if not cancel.is_set():

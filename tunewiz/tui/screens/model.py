@@ -18,6 +18,7 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from tunewiz.core.config import METHODS
+from tunewiz.core.data import DataCancelled
 from tunewiz.core.data.checks import DataFacts
 from tunewiz.core.errors import UserError
 from tunewiz.core.estimate.advice import method_label
@@ -249,7 +250,7 @@ class ModelScreen(WizardScreen):
         try:
             tokenizer, note = backend.counting_tokenizer(cfg.model.model)
             report = backend.inspect_data(cfg, tokenizer, threading.Event())
-        except (UserError, backend.Cancelled) as exc:
+        except (UserError, DataCancelled) as exc:
             if not get_current_worker().is_cancelled:
                 self.app.call_from_thread(self.count_failed, exc)
             return

@@ -6,7 +6,6 @@ the command beside it reproduces the run without the wizard.
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Static, TabbedContent, TabPane, TextArea
 
+from tunewiz.core import runs
 from tunewiz.core.config import RunConfig
 from tunewiz.core.errors import UserError
 from tunewiz.tui import backend
@@ -34,11 +34,7 @@ SECTION_TITLES = {
 
 def run_name(cfg: RunConfig) -> str:
     """The run's name: the user's, or one made from model and method (the same every time)."""
-    if cfg.name:
-        return cfg.name
-    base = Path(cfg.model.model.rstrip("/")).name or "model"
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-")[:40]
-    return f"{base}-{cfg.model.method}"
+    return cfg.name or runs.default_run_name(cfg.model.model, cfg.model.method)
 
 
 def config_path(cfg: RunConfig) -> Path:
@@ -227,10 +223,8 @@ class SettingsScreen(WizardScreen):
 
 def live_runs_here(runs_dir: Path) -> list:
     """Runs training on this machine now (a died run is not counted: its process is gone)."""
-    from tunewiz.core.runs import LIVE_STATES, this_host
-
     try:
-        found = backend.list_runs(runs_dir)
+        found = runs.list_runs(runs_dir)
     except OSError:
         return []
-    return [r for r in found if r.state in LIVE_STATES and r.host in ("", this_host())]
+    return [r for r in found if r.state in runs.LIVE_STATES and r.host in ("", runs.this_host())]

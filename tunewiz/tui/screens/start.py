@@ -14,9 +14,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Static
 
-from tunewiz.core.runs import LIVE_STATES, format_duration, format_loss
+from tunewiz.core.runs import LIVE_STATES, format_duration, format_loss, list_runs
 from tunewiz.core.text import visible
-from tunewiz.tui import backend
 from tunewiz.tui.screens.base import WizardScreen
 
 INTRO = (
@@ -94,7 +93,7 @@ class StartScreen(WizardScreen):
 
     def action_refresh(self) -> None:
         try:
-            runs = backend.list_runs(self.app.runs_dir)
+            runs = list_runs(self.app.runs_dir)
         except OSError:
             runs = []
         table = self.query_one("#runs", DataTable)

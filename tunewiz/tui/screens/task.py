@@ -9,7 +9,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from tunewiz.core.config import TASKS
-from tunewiz.tui import backend
+from tunewiz.core.data import TASK_HELP
 from tunewiz.tui.screens.base import WizardScreen
 
 EXAMPLES = {
@@ -24,13 +24,12 @@ class TaskScreen(WizardScreen):
     CSS_PATH = "task.tcss"
 
     def compose_body(self) -> ComposeResult:
-        helps = backend.task_help()
         with Vertical(id="task-body"):
             yield Static("What should the model learn?", classes="label")
             options = []
             for task in TASKS:
                 prompt = Text(task, style="bold")
-                prompt.append("\n" + helps.get(task, ""), style="")
+                prompt.append("\n" + TASK_HELP.get(task, ""), style="")
                 prompt.append("\n" + EXAMPLES[task], style="dim")
                 options.append(Option(prompt, id=task))
             yield OptionList(*options, id="tasks")

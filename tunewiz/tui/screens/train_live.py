@@ -32,10 +32,7 @@ from tunewiz.tui.widgets.run_feed import (
     LogFollower,
     StatusWatcher,
     format_bytes,
-    format_duration,
     format_pair,
-    metrics_tail,
-    read_estimate_bytes,
 )
 
 STATE_STYLE = {
@@ -119,7 +116,7 @@ class TrainLiveScreen(Screen):
         self.run_dir = Path(run_dir)
         self.poll_interval = poll_interval
         self._sampler = sampler
-        self._metrics = metrics_tail(self.run_dir / runs.METRICS_FILE)
+        self._metrics = runs.MetricsTail(self.run_dir / runs.METRICS_FILE)
         self._log = LogFollower(self.run_dir / runs.LOG_FILE)
         self._status = StatusWatcher(self.run_dir)
         self._ckpts = CheckpointWatcher(self.run_dir)
@@ -150,7 +147,7 @@ class TrainLiveScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._estimate = read_estimate_bytes(self.run_dir)
+        self._estimate = runs.read_estimate_bytes(self.run_dir)
         try:
             history = os.stat(self.run_dir / runs.METRICS_FILE).st_size
         except OSError:
@@ -189,7 +186,7 @@ class TrainLiveScreen(Screen):
             log = self.query_one("#live-log", Log)
             # follow the tail unless the user focused the log to scroll back and read
             log.write_lines(lines, scroll_end=not log.has_focus or log.is_vertical_scroll_end)
-        # a checkpoint folder without its config is still being written: look
+        # a checkpoint folder without its trainer state is still being written: look
         # again now and then (listing reads every trainer_state.json)
         recheck = self._ckpts.incomplete and live and self.ticks % LIVENESS_EVERY == 0
         if self._ckpts.poll(force=recheck):
@@ -278,7 +275,7 @@ class TrainLiveScreen(Screen):
         if self.latest.get("epoch") is not None:
             parts.append(f"epoch {self.latest['epoch']:.2f}")
         if eta is not None:
-            parts.append(f"ETA {format_duration(eta)}")
+            parts.append(f"ETA {runs.format_duration(eta)}")
         if self.catching_up:
             parts.append("reading the history…")
         _update(self.query_one("#live-eta", Static), " · ".join(parts), lines=1)
@@ -292,7 +289,7 @@ class TrainLiveScreen(Screen):
         of = f"/{total} rows ({100 * done / total:.0f}%)" if total else " rows"
         parts = [f"preparing the data: {done}{of}"]
         if info.eta_s is not None:
-            parts.append(f"ETA {format_duration(info.eta_s)}")
+            parts.append(f"ETA {runs.format_duration(info.eta_s)}")
         self.query_one("#live-eta", Static).update(" · ".join(parts))
 
     def show_stats(self) -> None:
@@ -320,7 +317,7 @@ class TrainLiveScreen(Screen):
             eval_line += f" (best {self.best_eval:.4f})"
         grid.add_row("eval", eval_line)
         grid.add_row("lr", num("learning_rate", ".2e") + "  tok/s " + num("tokens_per_s", ",.0f"))
-        grid.add_row("time", format_duration(m.get("elapsed_s")))
+        grid.add_row("time", runs.format_duration(m.get("elapsed_s"), missing="–"))
         _update(self.query_one("#live-stats", Static), grid, lines=4)
         self.show_memory()
         self.show_progress()

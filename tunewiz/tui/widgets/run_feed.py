@@ -1,10 +1,11 @@
 """Cheap, incremental readers of a run directory for the live panel.
 
 The live panel polls several times a second while a run may log every step,
-so every reader here does the least work possible per tick: metrics and the
-log are followed from a byte offset (never re-read whole), status.json is
-re-parsed only when its mtime changes, and checkpoints are re-listed only
-when the set of `checkpoint-*`/`final` folders changes.
+so every reader here does the least work possible per tick: the log is
+followed from a byte offset (never re-read whole), status.json is re-parsed
+only when its mtime changes, and checkpoints are re-listed only when the set
+of `checkpoint-*`/`final` folders changes. metrics.jsonl and estimate.json
+are read by tunewiz.core.runs itself (`MetricsTail`, `read_estimate_bytes`).
 
 Every value goes through tunewiz.core.runs' checked readers: a damaged file shows as
 missing data, never as an exception in the panel.
@@ -16,15 +17,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunewiz.core.runs import MetricsTail, finite, read_json_object
+from tunewiz.core.runs import read_json_object
 from tunewiz.core.text import visible
 
 LOG_TAIL_BYTES = 64 * 1024  # first open shows the end of a long log, not all of it
-
-
-def metrics_tail(path: Path) -> MetricsTail:
-    """The offset reader of metrics.jsonl (rows cleaned of NaN/inf and garbage by core)."""
-    return MetricsTail(path)
 
 
 class LogFollower:
@@ -148,34 +144,6 @@ def list_checkpoint_rows(run_dir: Path) -> list[CheckpointRow]:
     ]
 
 
-def read_estimate_bytes(run_dir: Path) -> int | None:
-    """The estimated peak memory per GPU from estimate.json, whatever its exact layout."""
-    data, _problem = read_json_object(Path(run_dir) / "estimate.json")
-    return _find_total_bytes(data)
-
-
-_TOTAL_KEYS = ("total_bytes", "peak_bytes", "total", "per_gpu_bytes", "total_per_gpu_bytes")
-_GB_KEYS = ("total_gb", "peak_gb", "total_gib", "per_gpu_gb")
-
-
-def _find_total_bytes(data, depth: int = 0) -> int | None:
-    if not isinstance(data, dict) or depth > 4:
-        return None
-    for key in _TOTAL_KEYS:
-        value = finite(data.get(key))
-        if value is not None and 0 < value < 1e18:
-            return int(value)
-    for key in _GB_KEYS:
-        value = finite(data.get(key))
-        if value is not None and 0 < value < 1e9:
-            return int(value * (1024**3 if "gib" in key else 1e9))
-    for key in ("memory", "estimate", "breakdown", "result"):
-        found = _find_total_bytes(data.get(key), depth + 1)
-        if found:
-            return found
-    return None
-
-
 def format_bytes(n: float | None) -> str:
     """Binary units, as the estimator and the model screen use (GiB everywhere)."""
     if n is None:
@@ -195,16 +163,3 @@ def format_pair(used: float, total: float) -> str:
             digits = 0 if max(a, b) >= 100 else 1  # 736/662 MiB, 3.1/4.2 GiB: short enough
             return f"{a:.{digits}f}/{b:.{digits}f} {unit}"
     return f"{used:.0f}/{total:.0f} B"
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "–"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{s:02d}s"
-    return f"{s}s"
