@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tunewiz.core.errors import UserError
+
+if TYPE_CHECKING:
+    from tunewiz.core.config import ModelConfig
 
 #: config.json `model_type`s whose modules liger-kernel 0.8 can patch in place
 #: (liger_kernel/transformers/monkey_patch.py, MODEL_TYPE_TO_APPLY_LIGER_FN), limited to the
@@ -128,7 +132,7 @@ def model_type_of(model: str) -> str:
         return ""
 
 
-def needs_device_facts(model_cfg) -> bool:
+def needs_device_facts(model_cfg: ModelConfig) -> bool:
     """Whether the choice depends on the GPU: a kernel asked for by name, or `auto` with its
     package installed. Otherwise the answer is sdpa and no Liger whatever the device, and the
     launcher's checks stay free of `import torch` (about two seconds)."""
@@ -143,7 +147,7 @@ def needs_device_facts(model_cfg) -> bool:
 NO_KERNEL_PACKAGES = DeviceFacts(cuda=False)  # neither package: the device does not matter
 
 
-def for_run(model_cfg, facts: DeviceFacts | None = None) -> tuple[str, bool]:
+def for_run(model_cfg: ModelConfig, facts: DeviceFacts | None = None) -> tuple[str, bool]:
     """(attn_implementation, use_liger_kernel) for a run's ModelConfig on this machine; raises
     UserError for a choice that cannot run here."""
     if facts is None:
