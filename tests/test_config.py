@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tunewiz.core.config import RunConfig, section_fields, validate
+from tunewiz.core.config import RunConfig, options, validate
 from tunewiz.core.errors import UserError
 
 
@@ -26,16 +26,15 @@ def test_toml_round_trip_keeps_every_field(tmp_path):
 
 def test_written_toml_explains_each_option():
     text = RunConfig().to_toml()
-    for f in section_fields("training"):
-        assert f"{f.name} = " in text
-        assert f"# {f.metadata['help']}" in text
+    for option in options("training"):
+        assert f"{option.name} = " in text
+        assert f"# {option.help}" in text
 
 
 def test_every_option_has_one_line_of_help():
-    for section in RunConfig.SECTIONS:
-        for f in section_fields(section):
-            help_text = f.metadata.get("help", "")
-            assert help_text and "\n" not in help_text, f"{section}.{f.name}"
+    for section in (None, *RunConfig.SECTIONS):
+        for option in options(section):
+            assert option.help and "\n" not in option.help, option.dotted
 
 
 def test_unknown_key_names_file_and_key(tmp_path):
@@ -73,9 +72,14 @@ def test_invalid_toml_is_a_user_error(tmp_path):
         ("training.warmup_ratio", 1.5, "warmup_ratio"),
     ],
 )
-def test_validate_rejects_impossible_values(option, value, where):
+def test_impossible_values_are_refused_where_they_are_set(option, value, where):
     cfg = RunConfig()
-    cfg.set(option, value)
+    with pytest.raises(UserError) as err:
+        cfg.set(option, value)
+    assert where in str(err.value)
+    # and validate() finds the same value put there behind set()'s back
+    section, name = option.split(".")
+    setattr(getattr(cfg, section), name, value)
     with pytest.raises(UserError) as err:
         validate(cfg)
     assert where in str(err.value)

@@ -10,13 +10,12 @@ import pytest
 from transformers import TrainingArguments
 from transformers.training_args import OptimizerNames
 
-from tunewiz.core.config import RunConfig, section_fields
+from tunewiz.core.config import OPTIMS, RunConfig
 from tunewiz.core.estimate.memory import OPTIMIZERS
 from tunewiz.core.estimate.runs import ESTIMATOR_OPTIMIZERS
 from tunewiz.core.train.args import TRANSFORMERS_OPTIMIZERS, training_kwargs
 from tunewiz.core.train.model import resolve_precision
 
-OPTIM_CHOICES = next(f for f in section_fields("training") if f.name == "optim").metadata["choices"]
 
 
 def kwargs(cfg: RunConfig, tmp_path, *, precision="fp32", has_eval=True, packed=False) -> dict:
@@ -37,7 +36,7 @@ def test_warmup_ratio_is_read_by_transformers_as_a_ratio_of_the_steps(
     assert args.get_warmup_steps(steps) == warmup
 
 
-@pytest.mark.parametrize("ours", OPTIM_CHOICES)
+@pytest.mark.parametrize("ours", OPTIMS)
 def test_every_optimizer_choice_is_a_name_transformers_knows(tmp_path, ours):
     cfg = RunConfig()
     cfg.training.optim = ours
@@ -46,7 +45,7 @@ def test_every_optimizer_choice_is_a_name_transformers_knows(tmp_path, ours):
     OptimizerNames(name)  # raises ValueError for a name transformers does not know
 
 
-@pytest.mark.parametrize("ours", OPTIM_CHOICES)
+@pytest.mark.parametrize("ours", OPTIMS)
 def test_every_optimizer_choice_can_also_be_estimated(ours):
     assert ESTIMATOR_OPTIMIZERS[ours] in OPTIMIZERS
 

@@ -11,7 +11,7 @@ import pytest
 
 import tunewiz.cli.train as cli_train
 from tunewiz.core import runs
-from tunewiz.core.config import RunConfig, section_fields, validate
+from tunewiz.core.config import RunConfig, options, validate
 from tunewiz.core.errors import UserError
 from tunewiz.core.train.presets import load_preset, preset_description, preset_names
 
@@ -28,8 +28,8 @@ def test_every_config_option_has_a_flag_with_its_help():
     cli_train.register(sub)
     help_text = sub.choices["train"].format_help()
     for section in RunConfig.SECTIONS:
-        for f in section_fields(section):
-            assert "--" + f.name.replace("_", "-") in help_text
+        for option in options(section):
+            assert "--" + option.name.replace("_", "-") in help_text
     assert "--runs-dir" in help_text and "--name" in help_text and "--foreground" in help_text
 
 

@@ -279,8 +279,8 @@ async def test_preset_changes_every_form_and_the_config(tmp_path):
         rows = list(app.screen.query(OptionRow))
         assert {r.section for r in rows} >= {"model", "data", "training"}
         for row in rows:
-            expected = getattr(getattr(cfg, row.section), row.field.name)
-            control = app.screen.query_one(f"#opt-{row.section}-{row.field.name}")
+            expected = getattr(getattr(cfg, row.option.section), row.option.name)
+            control = app.screen.query_one(f"#opt-{row.option.section}-{row.option.name}")
             if isinstance(control, Switch):
                 assert control.value == bool(expected), row.dotted
             elif isinstance(control, Select):

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from tunewiz.core.config import finite_float
+from tunewiz.core.config import OBJECTIVES, finite_float
 from tunewiz.core.estimate.memory import (
     ATTENTIONS,
     DEVICES,
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--objective",
-        choices=("sft", "dpo", "orpo", "kto"),
+        choices=OBJECTIVES,
         default="sft",
         help="sft, or a preference objective: dpo/orpo pass chosen and rejected together "
         "(twice the activations); dpo/kto with full keep a reference copy (default sft).",

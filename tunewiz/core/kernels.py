@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tunewiz.core.errors import UserError
 
 if TYPE_CHECKING:
-    from tunewiz.core.config import ModelConfig
+    from tunewiz.core.config import AttnImplementation, AutoSwitch, ModelConfig
 
 #: config.json `model_type`s whose modules liger-kernel 0.8 can patch in place
 #: (liger_kernel/transformers/monkey_patch.py, MODEL_TYPE_TO_APPLY_LIGER_FN), limited to the
@@ -61,7 +61,7 @@ def probe() -> DeviceFacts:
     )
 
 
-def use_liger(setting: str, *, model_type: str, facts: DeviceFacts) -> bool:
+def use_liger(setting: AutoSwitch, *, model_type: str, facts: DeviceFacts) -> bool:
     """`model.liger_kernel` -> on or off. auto: on for CUDA + a supported model + the package;
     true where that cannot hold is refused with the reason (never a traceback in train.log)."""
     where = "model.liger_kernel"
@@ -94,7 +94,7 @@ def flash_attention_usable(facts: DeviceFacts) -> bool:
     return facts.cuda and facts.flash_attn_installed and tuple(cap) >= FLASH_ATTN_MIN_CAPABILITY
 
 
-def attention(setting: str, *, facts: DeviceFacts) -> str:
+def attention(setting: AttnImplementation, *, facts: DeviceFacts) -> str:
     """`model.attn_implementation` -> what transformers is asked for. auto: flash_attention_2
     where flash-attn is installed and the GPU is Ampere or newer, else sdpa. Packed batches
     carry position_ids and no mask, so both keep tokens inside their own row (flash through
