@@ -17,7 +17,6 @@ from tunewiz.core.train.args import TRANSFORMERS_OPTIMIZERS, training_kwargs
 from tunewiz.core.train.model import resolve_precision
 
 
-
 def kwargs(cfg: RunConfig, tmp_path, *, precision="fp32", has_eval=True, packed=False) -> dict:
     return training_kwargs(
         cfg, tmp_path, precision=precision, has_eval=has_eval, cuda=False, packed=packed

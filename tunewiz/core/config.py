@@ -436,10 +436,7 @@ class RunConfig:
         try:
             validate(cfg)
         except UserError as exc:
-            if exc.where in chosen:
-                where: str | None = chosen[exc.where][1].where(exc.where)
-            else:  # a default that does not go with what was set: it is fixed where they were
-                where = sources[-1].where(exc.where) if sources and exc.where else exc.where
+            where = _origin(exc.where, chosen, sources)
             raise UserError(exc.message, where=where, hint=exc.hint) from None
         return cfg
 
@@ -502,6 +499,20 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+
+def _origin(
+    dotted: str | None, chosen: dict[str, tuple[Any, Source]], sources: tuple[Source, ...]
+) -> str | None:
+    """Where an option that broke a rule was set; an option left at its default that does not go
+    with what was set is named in the last file (or else the flags): that is where to fix it."""
+    if dotted is None:
+        return None
+    if dotted in chosen:
+        return chosen[dotted][1].where(dotted)
+    files = [s for s in sources if not s.flags]
+    last = files[-1] if files else (sources[-1] if sources else None)
+    return last.where(dotted) if last else dotted
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
