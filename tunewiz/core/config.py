@@ -3,7 +3,14 @@
 One dataclass per concern. Each field's `help` metadata is the single source of
 the one-line explanation shown in `--help`, in the wizard's forms and in the
 comments of a written `config.toml`. Training options keep the names of
-transformers' `TrainingArguments` so that users recognise them.
+transformers' `TrainingArguments` so that users recognise them. A choice is a
+`Literal` type; a field's `rule` is what its value must keep on its own.
+
+A run's config is made once, whole: `RunConfig.from_sources` (or `load`) lays the
+preset, the file and the flags over the defaults, then validates the result, so
+that a flag can fix a file's bad value and nothing invalid is handed out. The
+wizard edits a draft with `set`, which checks the one value, and validates the
+whole before it starts a run. `options()` describes the options to flags and forms.
 
 A `config.toml` looks like:
 
