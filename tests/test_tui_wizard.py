@@ -305,6 +305,18 @@ async def test_bad_option_value_is_refused_where_it_was_typed(tmp_path):
         assert row.has_class("-invalid") and "expected a number" in screen_text(app)
 
 
+async def test_a_run_name_a_terminal_cannot_show_is_refused_not_a_crash(tmp_path):
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="settings"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await set_input(pilot, "#run-name", "mine")
+        await set_input(pilot, "#run-name", "bell\x07")  # pasted, say
+        assert app.wizard.get("name") == "mine" and app.is_running
+        assert "printable" in " ".join(n.message for n in app._notifications)
+
+
 async def test_dataset_text_is_shown_literally(tmp_path):
     rows = [
         {"instruction": f"Explain [bold]markup[/bold] #{i}", "output": f"Use [red]{i}[/red]"}
