@@ -336,6 +336,39 @@ def test_a_damaged_config_is_a_message(tmp_path, corruption):
         RunConfig.load(path)
 
 
+# Valid TOML that no version of tunewiz writes: a value out of range, a choice that does not
+# exist, an option renamed away, a type that cannot be read.
+BAD_CONFIGS = {
+    "out_of_range": ("lora_r = 16", "lora_r = -3"),
+    "no_such_choice": ('method = "lora"', 'method = "dora"'),
+    "unknown_option": ("lora_r = 16", "lora_rank = 16"),
+    "wrong_type": ("max_steps = -1", 'max_steps = "many"'),
+    "across_options": ('distributed = "none"', 'distributed = "ddp"'),
+}
+
+
+@pytest.mark.parametrize("damage_kind", list(BAD_CONFIGS))
+def test_a_run_whose_config_is_bad_is_reported_as_damaged(tmp_path, capsys, damage_kind):
+    from tunewiz.core.config import load_run_config
+    from tunewiz.core.models import load_for_chat
+
+    run = make_run(tmp_path, "bad")
+    path = run / "config.toml"
+    old, new = BAD_CONFIGS[damage_kind]
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(UserError, match="this run is damaged") as err:
+        load_run_config(run)
+    assert str(path) in str(err.value)
+    with pytest.raises(UserError, match="this run is damaged"):
+        load_for_chat(str(run), device="cpu")
+    (run / "status.json").write_text(json.dumps({**GOOD_STATUS, "state": "stopped"}))
+    assert cli_main(["resume", "bad", "--runs-dir", str(tmp_path)]) == 2
+    shown = capsys.readouterr()
+    assert "this run is damaged" in " ".join(shown.err.split()) and "Traceback" not in shown.err
+    assert runs.read_status(run)["state"] == "stopped"  # nothing was started
+
+
 def test_a_damaged_config_stops_chat_with_a_message(tmp_path):
     from tunewiz.core.models import load_for_chat
 

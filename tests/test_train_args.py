@@ -10,13 +10,15 @@ import pytest
 from transformers import TrainingArguments
 from transformers.training_args import OptimizerNames
 
-from tunewiz.core.config import RunConfig, section_fields
-from tunewiz.core.estimate.memory import OPTIMIZERS
-from tunewiz.core.estimate.runs import ESTIMATOR_OPTIMIZERS
+from tunewiz.core.config import ATTN_IMPLEMENTATIONS, DISTRIBUTED, OPTIMS, PRECISIONS, RunConfig
+from tunewiz.core.estimate.memory import ATTENTIONS, ESTIMATE_PRECISIONS, OPTIMIZERS
+from tunewiz.core.estimate.runs import (
+    ESTIMATOR_ATTENTIONS,
+    ESTIMATOR_OPTIMIZERS,
+    request_from_run_config,
+)
 from tunewiz.core.train.args import TRANSFORMERS_OPTIMIZERS, training_kwargs
 from tunewiz.core.train.model import resolve_precision
-
-OPTIM_CHOICES = next(f for f in section_fields("training") if f.name == "optim").metadata["choices"]
 
 
 def kwargs(cfg: RunConfig, tmp_path, *, precision="fp32", has_eval=True, packed=False) -> dict:
@@ -37,7 +39,7 @@ def test_warmup_ratio_is_read_by_transformers_as_a_ratio_of_the_steps(
     assert args.get_warmup_steps(steps) == warmup
 
 
-@pytest.mark.parametrize("ours", OPTIM_CHOICES)
+@pytest.mark.parametrize("ours", OPTIMS)
 def test_every_optimizer_choice_is_a_name_transformers_knows(tmp_path, ours):
     cfg = RunConfig()
     cfg.training.optim = ours
@@ -46,9 +48,33 @@ def test_every_optimizer_choice_is_a_name_transformers_knows(tmp_path, ours):
     OptimizerNames(name)  # raises ValueError for a name transformers does not know
 
 
-@pytest.mark.parametrize("ours", OPTIM_CHOICES)
+@pytest.mark.parametrize("ours", OPTIMS)
 def test_every_optimizer_choice_can_also_be_estimated(ours):
     assert ESTIMATOR_OPTIMIZERS[ours] in OPTIMIZERS
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_choice_is_priced_as_an_estimator_precision(precision):
+    cfg = RunConfig()
+    cfg.model.precision = precision
+    for device in ("cuda", "cpu", "Tesla T4"):
+        assert request_from_run_config(cfg, device=device).precision in ESTIMATE_PRECISIONS
+
+
+@pytest.mark.parametrize("attn", [a for a in ATTN_IMPLEMENTATIONS if a != "auto"])
+def test_every_attention_choice_has_an_estimator_name(attn):
+    assert ESTIMATOR_ATTENTIONS[attn] in ATTENTIONS
+
+
+@pytest.mark.parametrize(
+    ("strategy", "zero"), [("none", 0), ("ddp", 0), ("zero2", 2), ("zero3", 3), ("fsdp", 3)]
+)
+def test_every_distributed_choice_is_priced_with_its_sharding(strategy, zero):
+    assert set(DISTRIBUTED) == {"none", "ddp", "zero2", "zero3", "fsdp"}  # the table is whole
+    cfg = RunConfig()
+    cfg.distributed.distributed, cfg.distributed.num_processes = strategy, 2
+    req = request_from_run_config(cfg, device="cuda")
+    assert req.zero == zero and req.gpus == (1 if strategy == "none" else 2)
 
 
 def test_friendlier_optimizer_name_maps_to_bitsandbytes_adamw(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 import tunewiz.cli.train as cli_train
 from tunewiz.core import runs
-from tunewiz.core.config import RunConfig, section_fields, validate
+from tunewiz.core.config import RunConfig, options, validate
 from tunewiz.core.errors import UserError
 from tunewiz.core.train.presets import load_preset, preset_description, preset_names
 
@@ -28,8 +28,8 @@ def test_every_config_option_has_a_flag_with_its_help():
     cli_train.register(sub)
     help_text = sub.choices["train"].format_help()
     for section in RunConfig.SECTIONS:
-        for f in section_fields(section):
-            assert "--" + f.name.replace("_", "-") in help_text
+        for option in options(section):
+            assert "--" + option.name.replace("_", "-") in help_text
     assert "--runs-dir" in help_text and "--name" in help_text and "--foreground" in help_text
 
 
@@ -246,3 +246,37 @@ def test_an_uncached_hub_model_offline_is_refused_before_any_run_folder(tmp_path
         launch(cfg)
     assert err.value.where == "model.model" and "local model folder" in err.value.hint
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_bad_value_in_the_file_fixed_by_a_flag_starts_the_run(tmp_path, monkeypatch, capsys):
+    """The file is read whole with the flags over it, then checked: the flag's value is the one
+    the run gets, and the config.toml it writes is one the worker reads back."""
+    from tunewiz.cli import main as cli_main
+    from tunewiz.core.config import load_run_config
+    from tunewiz.core.train import launcher
+
+    started = []
+    monkeypatch.setattr(launcher, "start_worker", lambda run_dir, cfg, **kw: started.append(cfg))
+    monkeypatch.setattr(runs, "read_status", lambda run_dir: {"pid": 1})
+    path = tmp_path / "run.toml"
+    path.write_text("[training]\nlearning_rate = -1.0\nmax_steps = 2\n")
+    runs_dir = tmp_path / "runs"
+    argv = ["train", str(path), "--preset", "sample-demo", "--learning-rate", "1e-4"]
+    assert cli_main([*argv, "--runs-dir", str(runs_dir)]) == 0, capsys.readouterr().err
+    (cfg,) = started
+    assert cfg.training.learning_rate == 1e-4 and cfg.training.max_steps == 2
+    (run_dir,) = runs_dir.iterdir()
+    assert load_run_config(run_dir).training.learning_rate == 1e-4
+
+
+def test_a_bad_value_left_in_the_file_is_refused_naming_file_and_option(tmp_path, capsys):
+    from tunewiz.cli import main as cli_main
+
+    path = tmp_path / "run.toml"
+    path.write_text("[training]\nlearning_rate = -1.0\n")
+    runs_dir = tmp_path / "runs"
+    argv = ["train", str(path), "--preset", "sample-demo", "--max-steps", "2"]
+    assert cli_main([*argv, "--runs-dir", str(runs_dir)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{path}: training.learning_rate: must be positive" in err
+    assert not runs_dir.exists()

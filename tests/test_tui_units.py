@@ -53,6 +53,17 @@ def test_bad_value_leaves_state_unchanged():
     assert state.get("training.per_device_train_batch_size") == before
 
 
+def test_a_value_out_of_range_is_refused_as_it_is_set_and_a_draft_may_be_incomplete():
+    state = WizardState()
+    with pytest.raises(UserError, match="at least 1") as err:
+        state.set("training.per_device_train_batch_size", 0)
+    assert err.value.where == "training.per_device_train_batch_size"
+    assert state.get("training.per_device_train_batch_size") >= 1
+    # A rule across options waits for the start: the draft passes through this on its way.
+    state.set("distributed.distributed", "ddp")
+    assert state.get("distributed.distributed") == "ddp"
+
+
 def test_broken_or_outdated_state_file_opens_a_fresh_wizard(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")

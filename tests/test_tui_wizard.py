@@ -279,8 +279,8 @@ async def test_preset_changes_every_form_and_the_config(tmp_path):
         rows = list(app.screen.query(OptionRow))
         assert {r.section for r in rows} >= {"model", "data", "training"}
         for row in rows:
-            expected = getattr(getattr(cfg, row.section), row.field.name)
-            control = app.screen.query_one(f"#opt-{row.section}-{row.field.name}")
+            expected = getattr(getattr(cfg, row.option.section), row.option.name)
+            control = app.screen.query_one(f"#opt-{row.option.section}-{row.option.name}")
             if isinstance(control, Switch):
                 assert control.value == bool(expected), row.dotted
             elif isinstance(control, Select):
@@ -303,6 +303,18 @@ async def test_bad_option_value_is_refused_where_it_was_typed(tmp_path):
         assert app.wizard.config["training"]["learning_rate"] == before
         row = app.screen.query_one("#row-training-learning_rate")
         assert row.has_class("-invalid") and "expected a number" in screen_text(app)
+
+
+async def test_a_run_name_a_terminal_cannot_show_is_refused_not_a_crash(tmp_path):
+    app = make_app(
+        tmp_path / "state", tmp_path / "runs", resume=False, detect_gpus=False, start_at="settings"
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await set_input(pilot, "#run-name", "mine")
+        await set_input(pilot, "#run-name", "bell\x07")  # pasted, say
+        assert app.wizard.get("name") == "mine" and app.is_running
+        assert "printable" in " ".join(n.message for n in app._notifications)
 
 
 async def test_dataset_text_is_shown_literally(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tunewiz.core.config import DATA_FORMATS, OBJECTIVES, TASKS, TEXT_SPLITS
 from tunewiz.core.errors import UserError
 from tunewiz.core.text import dumps_json, visible
 
@@ -22,13 +23,11 @@ def register(subparsers) -> None:
         "with the trained tokens highlighted.",
     )
     p.add_argument("path", help="A file, a folder of files, a hub dataset id, or `sample`.")
-    p.add_argument(
-        "--task", choices=("instruction", "chat", "text"), help="Default: guessed from the format."
-    )
+    p.add_argument("--task", choices=TASKS, help="Default: guessed from the format.")
     p.add_argument(
         "--format",
         default="auto",
-        choices=("auto", "alpaca", "prompt_completion", "openai", "sharegpt", "text"),
+        choices=DATA_FORMATS,
         help="Row format; detected when auto.",
     )
     p.add_argument(
@@ -41,9 +40,7 @@ def register(subparsers) -> None:
         "--max-seq-len", type=int, default=512, help="Maximum sequence length in tokens."
     )
     p.add_argument("--batch-size", type=int, default=4, help="Batch size, for steps per epoch.")
-    p.add_argument(
-        "--text-split", choices=("paragraph", "document"), default="paragraph", help=".txt files."
-    )
+    p.add_argument("--text-split", choices=TEXT_SPLITS, default="paragraph", help=".txt files.")
     p.add_argument("--config-name", default="", help="Hub datasets: the configuration to load.")
     p.add_argument("--split", default="train", help="Hub datasets: the split to load.")
     p.add_argument(
@@ -51,7 +48,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--objective",
-        choices=("sft", "dpo", "orpo", "kto"),
+        choices=OBJECTIVES,
         default="sft",
         help="Read the rows as this objective will: dpo/orpo/kto check and show both answers.",
     )
@@ -102,9 +99,11 @@ def build_config(args: argparse.Namespace):
         from tunewiz.core.data import detect
 
         try:
-            cfg.task = detect(cfg)[1]
+            suggested = detect(cfg)[1]
         except UserError:
-            pass  # no row readable to guess from: the report lists why (exit code 1)
+            suggested = ""  # no row readable to guess from: the report lists why (exit code 1)
+        if suggested in TASKS:
+            cfg.task = suggested
     return cfg
 
 

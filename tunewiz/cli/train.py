@@ -7,13 +7,12 @@ from the config dataclasses in tunewiz.core.config, so the help lines and choice
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
+from typing import Any
 
 from tunewiz.cli.common import add_runs_dir
-from tunewiz.core.config import RunConfig, section_fields
-from tunewiz.core.errors import UserError
+from tunewiz.core.config import Option, RunConfig, Source, flag_name, options
 from tunewiz.core.text import dumps_json, visible
 
 
@@ -68,70 +67,55 @@ def register(subparsers) -> None:
 # -- flags from the config dataclasses ----------------------------------------
 
 
-def flag_name(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
-
-
-def _help(f: dataclasses.Field) -> str:
-    return f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+def _help(option: Option) -> str:
+    return option.help.replace("%", "%%")  # argparse formats help with %
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     top = p.add_argument_group("run")
-    for f in dataclasses.fields(RunConfig):
-        if f.name in ("name", "runs_dir"):
-            top.add_argument(
-                flag_name(f.name),
-                dest=f"cfg:{f.name}",
-                default=None,
-                metavar=f.name.upper(),
-                help=_help(f),
-            )
+    for option in options(None):
+        top.add_argument(
+            flag_name(option.name),
+            dest=f"cfg:{option.dotted}",
+            default=None,
+            metavar=option.name.upper(),
+            help=_help(option),
+        )
     for section in RunConfig.SECTIONS:
         group = p.add_argument_group(section)
-        for f in section_fields(section):
-            kw: dict = {
-                "dest": f"cfg:{section}.{f.name}",
-                "default": None,
-                "help": _help(f),
-            }
-            if f.type in (bool, "bool"):
+        for option in options(section):
+            kw: dict = {"dest": f"cfg:{option.dotted}", "default": None, "help": _help(option)}
+            if option.kind is bool:
                 # `--gradient-checkpointing` alone means true; `--gradient-checkpointing false` too.
                 kw.update(nargs="?", const="true", metavar="true|false")
-            elif f.metadata.get("choices"):
-                kw["choices"] = [str(c) for c in f.metadata["choices"]]
+            elif option.choices:
+                kw["choices"] = list(option.choices)
             else:
-                kw["metavar"] = f.name.upper()
-            group.add_argument(flag_name(f.name), **kw)
+                kw["metavar"] = option.name.upper()
+            group.add_argument(flag_name(option.name), **kw)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults < preset < CONFIG.toml < flags."""
-    cfg = RunConfig()
+    """Defaults < preset < CONFIG.toml < flags, merged first and checked once, whole: a flag
+    can fix a bad value in the file, and what is still wrong names the file or the flag."""
+    from tunewiz.core.config import read_toml
+
+    sources = []
     if getattr(args, "preset", None):
         from tunewiz.core.train.presets import load_preset
 
-        cfg.update(load_preset(args.preset), where=f"preset {args.preset}")
+        sources.append(Source(f"preset {args.preset}", load_preset(args.preset)))
     if getattr(args, "config", None):
-        cfg.update(_raw_toml(args.config), where=args.config)
+        # Only the keys the file sets, so a preset's values survive what the file leaves out.
+        sources.append(Source(args.config, read_toml(args.config)))
+    flags: dict[str, Any] = {}
     for dest, value in vars(args).items():
-        if not dest.startswith("cfg:") or value is None:
-            continue
-        dotted = dest[4:]
-        try:
-            cfg.set(dotted, value)
-        except UserError as exc:
-            raise UserError(
-                exc.message, where=flag_name(dotted.rsplit(".", 1)[-1]), hint=exc.hint
-            ) from None
-    return cfg
-
-
-def _raw_toml(path: str) -> dict:
-    # Only the keys the file sets, so a preset's values survive what the file leaves out.
-    from tunewiz.core.config import read_toml
-
-    return read_toml(path)
+        if dest.startswith("cfg:") and value is not None:
+            section, _, name = dest[4:].rpartition(".")
+            (flags.setdefault(section, {}) if section else flags)[name] = value
+    if flags:
+        sources.append(Source("flags", flags, flags=True))
+    return RunConfig.from_sources(*sources)
 
 
 # -- commands -----------------------------------------------------------------

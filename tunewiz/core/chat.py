@@ -8,6 +8,7 @@ and they must show it literally (model output is never markup).
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
@@ -95,8 +96,8 @@ class Reply:
     cancelled: bool = False
 
 
-def end_of_turn_ids(tokenizer) -> list[int]:
-    ids = []
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    ids: list[int] = []
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     vocab = tokenizer.get_vocab()
@@ -104,17 +105,17 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     return sorted(set(ids))
 
 
-def _counting_streamer(tokenizer):
+def _counting_streamer(tokenizer: Any) -> Any:
     """A TextIteratorStreamer that also counts generated tokens and notes the first one's time."""
     from transformers import TextIteratorStreamer
 
     class CountingStreamer(TextIteratorStreamer):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
             self.generated = 0
             self.first_token_at: float | None = None
 
-        def put(self, value):
+        def put(self, value: Any) -> None:
             if not self.next_tokens_are_prompt:
                 self.generated += int(value.numel())
                 if self.first_token_at is None:
@@ -124,12 +125,12 @@ def _counting_streamer(tokenizer):
     return CountingStreamer()
 
 
-def _cancel_criteria(event: threading.Event | _AnyEvent):
+def _cancel_criteria(event: threading.Event | _AnyEvent) -> Any:
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class Cancelled(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.full(
                 (input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device
             )
@@ -146,7 +147,7 @@ class ChatSession:
         *,
         system: str | None = None,
         settings: GenerationSettings | None = None,
-    ):
+    ) -> None:
         self.loaded = loaded
         self.system = system or None
         self.settings = settings or GenerationSettings()
@@ -179,7 +180,7 @@ class ChatSession:
             add_generation_prompt=True,
         )
 
-    def _encode(self, user_text: str):
+    def _encode(self, user_text: str) -> Any:
         """Token ids of the prompt, dropping the oldest turns until the reply fits the context."""
         tokenizer = self.loaded.tokenizer
         budget = self.loaded.context_length - self.settings.max_new_tokens
@@ -235,7 +236,7 @@ class ChatSession:
         assert self.last_reply is not None
         return self.last_reply
 
-    def _generate(self, inputs, cancel: threading.Event | None) -> Iterator[str]:
+    def _generate(self, inputs: dict[str, Any], cancel: threading.Event | None) -> Iterator[str]:
         """Run model.generate in a thread and yield its text; sets `last_reply` when done."""
         import torch
 
@@ -300,10 +301,23 @@ class ChatSession:
         return self.last_reply
 
 
+def unload(loaded: LoadedModel) -> None:
+    """Let go of a model's weights now, so the next model loaded does not share the GPU with it."""
+    del loaded.model
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 class _AnyEvent:
     """Looks like one Event, set when any of several is."""
 
-    def __init__(self, *events: threading.Event):
+    def __init__(self, *events: threading.Event) -> None:
         self.events = events
 
     def is_set(self) -> bool:

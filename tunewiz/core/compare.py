@@ -8,14 +8,14 @@ writes `report.jsonl` + `report.md` (prompt, reference, output A, output B).
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tunewiz.core.chat import ChatSession, GenerationSettings
+from tunewiz.core.chat import ChatSession, GenerationSettings, unload
 from tunewiz.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def load_prompt_file(path: str | Path) -> list[Item]:
     return items
 
 
-def validation_items(run_dir: Path, tokenizer, split: str = "eval") -> list[Item]:
+def validation_items(run_dir: Path, tokenizer: Any, split: str = "eval") -> list[Item]:
     """The run's validation rows (or `split="train"`: its training rows): prompt = tokens
     before the first trained token, reference = that answer."""
     path = Path(run_dir) / "data" / f"{split}.jsonl"
@@ -105,7 +105,7 @@ def _eval_rows(path: Path) -> Iterator[tuple[list[int], list[int]]]:
             yield ids, labels
 
 
-def _last_user_turn(rendered: str, tokenizer) -> str:
+def _last_user_turn(rendered: str, tokenizer: Any) -> str:
     """The readable part of a rendered prompt: its last user turn when the template marks one."""
     for marker in (
         "<|im_start|>user\n",
@@ -138,18 +138,6 @@ def generate_all(
             progress(n + 1, len(items))
     session.reset()
     return out
-
-
-def _free(loaded) -> None:
-    del loaded.model
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def compare_batch(
@@ -192,17 +180,17 @@ def compare_batch(
     if not items:
         raise UserError("no prompts to compare", where=str(prompts_file or run_dir))
 
-    def step(label):
+    def step(label: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(label, done, total)) if progress else None
 
     outputs_a = generate_all(ChatSession(loaded_a, settings=settings), items, step(label_a))
-    _free(loaded_a)
+    unload(loaded_a)
     loaded_b = load_for_chat(
         str(run_dir), against, device=device, trust_remote_code=trust_remote_code
     )
     label_b = loaded_b.label
     outputs_b = generate_all(ChatSession(loaded_b, settings=settings), items, step(label_b))
-    _free(loaded_b)
+    unload(loaded_b)
 
     rows = [
         Row(item.prompt, item.reference, a, b, ta, tb)

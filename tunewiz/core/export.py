@@ -47,7 +47,7 @@ def merge_run(
 ) -> Path:
     """Merge the run's adapter (default: final, else last) into its base; save to `out_dir`."""
     from tunewiz.core.checkpoints import list_checkpoints, resolve_checkpoint
-    from tunewiz.core.config import RunConfig
+    from tunewiz.core.config import load_run_config
     from tunewiz.core.models import _load_tokenizer_from, find_run, load_causal_lm, trust_for_run
 
     run_dir = find_run(run, runs_dir)
@@ -60,7 +60,7 @@ def merge_run(
             where=str(out),
             hint="pick a new folder or pass --overwrite",
         )
-    cfg = RunConfig.load(run_dir / "config.toml")
+    cfg = load_run_config(run_dir)
     trust = trust_for_run(run_dir, cfg, trust_remote_code)
     if checkpoint:
         ckpt = resolve_checkpoint(run_dir, checkpoint)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tunewiz.core.errors import UserError
+
+if TYPE_CHECKING:
+    from tunewiz.core.config import AttnImplementation, AutoSwitch, ModelConfig
 
 #: config.json `model_type`s whose modules liger-kernel 0.8 can patch in place
 #: (liger_kernel/transformers/monkey_patch.py, MODEL_TYPE_TO_APPLY_LIGER_FN), limited to the
@@ -57,7 +61,7 @@ def probe() -> DeviceFacts:
     )
 
 
-def use_liger(setting: str, *, model_type: str, facts: DeviceFacts) -> bool:
+def use_liger(setting: AutoSwitch, *, model_type: str, facts: DeviceFacts) -> bool:
     """`model.liger_kernel` -> on or off. auto: on for CUDA + a supported model + the package;
     true where that cannot hold is refused with the reason (never a traceback in train.log)."""
     where = "model.liger_kernel"
@@ -90,7 +94,7 @@ def flash_attention_usable(facts: DeviceFacts) -> bool:
     return facts.cuda and facts.flash_attn_installed and tuple(cap) >= FLASH_ATTN_MIN_CAPABILITY
 
 
-def attention(setting: str, *, facts: DeviceFacts) -> str:
+def attention(setting: AttnImplementation, *, facts: DeviceFacts) -> str:
     """`model.attn_implementation` -> what transformers is asked for. auto: flash_attention_2
     where flash-attn is installed and the GPU is Ampere or newer, else sdpa. Packed batches
     carry position_ids and no mask, so both keep tokens inside their own row (flash through
@@ -128,7 +132,7 @@ def model_type_of(model: str) -> str:
         return ""
 
 
-def needs_device_facts(model_cfg) -> bool:
+def needs_device_facts(model_cfg: ModelConfig) -> bool:
     """Whether the choice depends on the GPU: a kernel asked for by name, or `auto` with its
     package installed. Otherwise the answer is sdpa and no Liger whatever the device, and the
     launcher's checks stay free of `import torch` (about two seconds)."""
@@ -143,7 +147,7 @@ def needs_device_facts(model_cfg) -> bool:
 NO_KERNEL_PACKAGES = DeviceFacts(cuda=False)  # neither package: the device does not matter
 
 
-def for_run(model_cfg, facts: DeviceFacts | None = None) -> tuple[str, bool]:
+def for_run(model_cfg: ModelConfig, facts: DeviceFacts | None = None) -> tuple[str, bool]:
     """(attn_implementation, use_liger_kernel) for a run's ModelConfig on this machine; raises
     UserError for a choice that cannot run here."""
     if facts is None:

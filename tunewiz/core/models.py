@@ -375,9 +375,9 @@ def _load_run(
     run_dir: Path, which: str | None, target: str, device: str, trust: bool
 ) -> LoadedModel:
     from tunewiz.core.checkpoints import list_checkpoints, resolve_checkpoint
-    from tunewiz.core.config import RunConfig
+    from tunewiz.core.config import load_run_config
 
-    cfg = RunConfig.load(run_dir / "config.toml")
+    cfg = load_run_config(run_dir)
     trust = trust_for_run(run_dir, cfg, trust)
     base_name = cfg.model.model
     method = cfg.model.method

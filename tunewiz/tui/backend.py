@@ -13,6 +13,7 @@ directly where they are used. The wizard's presets are here too (PRESETS,
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from pathlib import Path
@@ -55,7 +56,8 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
     (so nothing of the previous preset lingers); model and data choices are kept."""
     from tunewiz.core.config import TrainingConfig
 
-    out = RunConfig.from_dict(cfg.to_dict(), where="wizard")
+    # A draft, as the wizard's is (it may not be whole yet): copied, not made anew and checked.
+    out = copy.deepcopy(cfg)
     out.training = TrainingConfig()
     out.update(load_preset(name), where=f"preset {name}")
     return out

@@ -31,6 +31,7 @@ import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tunewiz.core.config import OBJECTIVES  # what a run asks for: the estimator prices each
 from tunewiz.core.errors import UserError
 from tunewiz.core.estimate import liger
 from tunewiz.core.profiles import ModelArch
@@ -40,7 +41,6 @@ GIB = 1024**3
 # Named apart from tunewiz.core.config's METHODS/PRECISIONS, which are what a run asks for: the
 # estimator also prices inference, and names the exact numeric regime it prices.
 ESTIMATE_METHODS = ("full", "lora", "qlora", "freeze", "inference")
-OBJECTIVES = ("sft", "dpo", "orpo", "kto")
 ESTIMATE_PRECISIONS = ("fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 ATTENTIONS = ("flash", "sdpa", "eager")

@@ -16,9 +16,12 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunewiz.core.errors import UserError
+
+if TYPE_CHECKING:
+    from tunewiz.core.models import LoadedModel
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'tunewiz[eval]' (or: pip install lm-eval)"
@@ -111,7 +114,7 @@ def prepare_tasks(specs: list[str]) -> PreparedTasks:
 
 
 def run_bench(
-    loaded, prepared: PreparedTasks, *, limit: int | None, batch_size: int
+    loaded: LoadedModel, prepared: PreparedTasks, *, limit: int | None, batch_size: int
 ) -> list[Score]:
     """Scores of the loaded model (with their standard errors) on the prepared tasks."""
     import lm_eval

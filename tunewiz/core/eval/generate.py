@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from tunewiz.core.chat import ChatSession, GenerationSettings, _cancel_criteria, end_of_turn_ids
+from tunewiz.core.chat import GenerationSettings, _cancel_criteria, end_of_turn_ids
 from tunewiz.core.errors import UserError
 from tunewiz.core.models import LoadedModel
 
@@ -30,13 +31,7 @@ class EvalCancelled(Exception):
     """The user stopped the evaluation."""
 
 
-def prompt_ids(loaded: LoadedModel, prompt: str, system: str | None = None) -> list[int]:
-    """A prompt rendered with the model's chat template, exactly as chat renders it."""
-    text = ChatSession(loaded, system=system).render(prompt)
-    return loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def _left_pad(batch: list[list[int]], pad_id: int):
+def _left_pad(batch: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     import torch
 
     width = max(len(ids) for ids in batch)
@@ -48,7 +43,7 @@ def _left_pad(batch: list[list[int]], pad_id: int):
     return ids, mask
 
 
-def _decode(tokenizer, new_ids: list[int], eot: set[int]) -> Generation:
+def _decode(tokenizer: Any, new_ids: list[int], eot: set[int]) -> Generation:
     cut = next((i for i, t in enumerate(new_ids) if t in eot), None)
     kept = new_ids if cut is None else new_ids[:cut]
     text = tokenizer.decode(kept, skip_special_tokens=True).strip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tunewiz.core.config import SAMPLE_HELDOUT_NAME
 from tunewiz.core.data.formats import detect_format, normalize
@@ -131,7 +132,7 @@ def _with_answers(pending: list, problems: list[Problem]) -> list[tuple[int, Eva
     return items
 
 
-def run_items(run_dir: Path, tokenizer, split: str) -> list[EvalItem]:
+def run_items(run_dir: Path, tokenizer: Any, split: str) -> list[EvalItem]:
     """A run's validation (`heldout`) or training (`train`) rows, as training rendered them."""
     from tunewiz.core.compare import validation_items
 

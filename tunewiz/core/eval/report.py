@@ -81,7 +81,7 @@ def latest_eval(root: str | Path) -> Path | None:
 # -- report.md ---------------------------------------------------------------------
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -7,17 +7,21 @@ caller can show a bar with an ETA; `cancel` stops within one batch.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from tunewiz.core.chat import ChatSession, GenerationSettings
+from tunewiz.core.chat import ChatSession, GenerationSettings, unload
 from tunewiz.core.eval.generate import EvalCancelled, Generation, generate_batched
 from tunewiz.core.eval.plan import EvalRequest, Plan, make_plan
 from tunewiz.core.eval.prompts import EvalItem, run_items, sample
+
+if TYPE_CHECKING:
+    from tunewiz.core.eval.summary import EvalResult
+    from tunewiz.core.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ def variants(req: EvalRequest) -> list[tuple[float, int]]:
     return [(t, k) for t in req.temperatures for k in range(1 if t == 0 else req.samples)]
 
 
-def _load(plan: Plan, which: str):
+def _load(plan: Plan, which: str) -> LoadedModel:
     from tunewiz.core.models import load_for_chat
 
     req = plan.request
@@ -57,7 +61,7 @@ def _load(plan: Plan, which: str):
     )
 
 
-def _items(plan: Plan, tokenizer) -> tuple[list[EvalItem], list[tuple[str, str]]]:
+def _items(plan: Plan, tokenizer: Any) -> tuple[list[EvalItem], list[tuple[str, str]]]:
     """Held-out items (file or validation rows) + a training sample, and all training answers."""
     req = plan.request
     items = list(plan.file_items or [])
@@ -72,7 +76,7 @@ def _items(plan: Plan, tokenizer) -> tuple[list[EvalItem], list[tuple[str, str]]
     return items + picked, answers
 
 
-def prompt_ids(loaded, item: EvalItem) -> list[int]:
+def prompt_ids(loaded: LoadedModel, item: EvalItem) -> list[int]:
     """The item's prompt tokens: as training rendered them, else through the model's template."""
     if item.input_ids:
         return list(item.input_ids)
@@ -93,7 +97,13 @@ def _settings(req: EvalRequest, temperature: float, k: int) -> GenerationSetting
     )
 
 
-def _generate_model(out: Outputs, loaded, which: str, tick, cancel) -> None:
+def _generate_model(
+    out: Outputs,
+    loaded: LoadedModel,
+    which: str,
+    tick: Callable[[int], None],
+    cancel: threading.Event,
+) -> None:
     from transformers import set_seed
 
     req = out.plan.request
@@ -110,15 +120,6 @@ def _generate_model(out: Outputs, loaded, which: str, tick, cancel) -> None:
             cancel=cancel,
             progress=tick,
         )
-
-
-def _free(loaded) -> None:
-    del loaded.model
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def generate_all(
@@ -155,7 +156,7 @@ def generate_all(
             out.bench[which] = run_bench(
                 loaded, plan.bench, limit=req.limit, batch_size=req.batch_size
             )
-        _free(loaded)
+        unload(loaded)
     assert out is not None
     out.seconds = time.perf_counter() - started
     return out
@@ -163,7 +164,7 @@ def generate_all(
 
 def evaluate(
     req: EvalRequest, *, progress: Progress | None = None, cancel: threading.Event | None = None
-):
+) -> EvalResult:
     """Plan, generate, score and write; returns the EvalResult (see tunewiz.core.eval.summary)."""
     from tunewiz.core.eval.report import write_all
     from tunewiz.core.eval.summary import summarise

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from tunewiz.core import runlock, runs
-from tunewiz.core.config import RunConfig, validate
+from tunewiz.core.config import RunConfig, load_run_config, validate
 from tunewiz.core.errors import UserError
 from tunewiz.core.train.limits import check_limits
 from tunewiz.core.train.stopflag import EARLY_SIGNALS
@@ -112,7 +112,7 @@ def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
                 where=str(run_dir),
                 hint="start it again with `tunewiz train " + str(run_dir / runs.CONFIG_FILE) + "`",
             )
-        cfg = RunConfig.load(run_dir / runs.CONFIG_FILE)
+        cfg = load_run_config(run_dir)
         (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
         runs.write_status(
             run_dir,

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from tunewiz.core import runs
-from tunewiz.core.config import RunConfig
+from tunewiz.core.config import RunConfig, load_run_config
 from tunewiz.core.errors import UserError
 
 log = logging.getLogger("tunewiz.train")
@@ -184,7 +184,7 @@ def oom_advice_for(run_dir: Path) -> str:
 
         from tunewiz.core import estimate
 
-        cfg = RunConfig.load(run_dir / runs.CONFIG_FILE)
+        cfg = load_run_config(run_dir)
         if torch.cuda.is_available():
             mem = torch.cuda.get_device_properties(0).total_memory / 2**30
             return estimate.oom_advice(cfg, device=torch.cuda.get_device_name(0), gpu_mem_gib=mem)
@@ -214,7 +214,7 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_warning()
-    cfg = RunConfig.load(run_dir / runs.CONFIG_FILE)
+    cfg = load_run_config(run_dir)
     precision = resolve_precision(cfg.model.precision)
     log.info("method %s, precision %s, model %s", cfg.model.method, precision, cfg.model.model)
 

@@ -32,7 +32,7 @@ from textual.widgets import (
 )
 from textual.worker import get_current_worker
 
-from tunewiz.core.config import SAMPLE_HELDOUT_NAME, parse_mapping, section_fields
+from tunewiz.core.config import DATA_FORMATS, SAMPLE_HELDOUT_NAME, parse_mapping
 from tunewiz.core.data import DataCancelled
 from tunewiz.core.data.checks import DataFacts
 from tunewiz.core.data.formats import TOOL_PARTS
@@ -45,7 +45,6 @@ from tunewiz.tui.widgets.histogram import Histogram
 from tunewiz.tui.widgets.option_form import OptionForm, format_value
 from tunewiz.tui.widgets.path_input import PathSuggester
 
-FORMATS = next(f for f in section_fields("data") if f.name == "format").metadata["choices"]
 SPLIT_OPTIONS = ["validation_split", "max_seq_len", "split_seed", "packing", "validation_file"]
 MASKING_HELP = "Masking preview: trained tokens are highlighted."
 
@@ -107,7 +106,7 @@ class DataScreen(WizardScreen):
                     with VerticalScroll(id="data-detect"):
                         yield Static("Format", classes="label")
                         yield Select(
-                            [(f, f) for f in FORMATS],
+                            [(f, f) for f in DATA_FORMATS],
                             value=data["format"],
                             allow_blank=False,
                             id="data-format",

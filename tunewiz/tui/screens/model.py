@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Input, OptionList, RadioButton, RadioSet,
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from tunewiz.core.config import METHODS
+from tunewiz.core.config import METHODS, Section
 from tunewiz.core.data import DataCancelled
 from tunewiz.core.data.checks import DataFacts
 from tunewiz.core.errors import UserError
@@ -35,7 +35,7 @@ METHOD_TEXT = {
     "qlora": "QLoRA: adapters on 4-bit",
     "freeze": "freeze: train the last layers only",
 }
-KNOBS = {
+KNOBS: dict[Section, list[str]] = {
     "training": ["objective", "per_device_train_batch_size"],
     "data": ["max_seq_len"],
     "model": ["lora_r", "freeze_trainable_layers", "precision", "gradient_checkpointing"],

@@ -17,14 +17,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Static, TabbedContent, TabPane, TextArea
 
 from tunewiz.core import runs
-from tunewiz.core.config import RunConfig
+from tunewiz.core.config import RunConfig, Section
 from tunewiz.core.errors import UserError
 from tunewiz.tui import backend
 from tunewiz.tui.screens.base import WizardScreen
 from tunewiz.tui.widgets.data_checks import DataChecks
 from tunewiz.tui.widgets.option_form import OptionForm
 
-SECTION_TITLES = {
+SECTION_TITLES: dict[Section, str] = {
     "training": "Training",
     "model": "Model",
     "data": "Data",
@@ -112,7 +112,11 @@ class SettingsScreen(WizardScreen):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "run-name":
-            self.wizard.set("name", event.value.strip())
+            try:
+                self.wizard.set("name", event.value.strip())
+            except UserError as exc:  # a pasted control character: not a name a terminal shows
+                self.notify(exc.message, severity="error")
+                return
             self.changed()
             self.show_config()
 

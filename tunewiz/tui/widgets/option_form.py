@@ -1,12 +1,11 @@
 """A form built from the config dataclass fields: one control and one help line per option.
 
-The help line is the field's `metadata["help"]`, the same text `--help` and a
-written config.toml show; choices become a Select, booleans a Switch.
+The help line is the option's help (tunewiz.core.config.options), the same text `--help`
+and a written config.toml show; choices become a Select, booleans a Switch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from textual.app import ComposeResult
@@ -14,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, Switch
 
-from tunewiz.core.config import field_type, section_fields
+from tunewiz.core.config import Option, Section, options
 
 
 def format_value(value: Any) -> str:
@@ -37,26 +36,24 @@ class OptionRow(Vertical):
     OptionRow.-invalid .opt-help { color: $error; }
     """
 
-    def __init__(self, section: str, field: dataclasses.Field, value: Any) -> None:
-        super().__init__(id=f"row-{section}-{field.name}")
-        self.section, self.field, self.value = section, field, value
-        self.dotted = f"{section}.{field.name}"
-        self.help = field.metadata.get("help", "")
+    def __init__(self, option: Option, value: Any) -> None:
+        super().__init__(id=f"row-{option.section}-{option.name}")
+        self.option, self.section, self.value = option, option.section, value
+        self.dotted = option.dotted
+        self.help = option.help
 
     def compose(self) -> ComposeResult:
-        cid = f"opt-{self.section}-{self.field.name}"
-        kind = field_type(self.section, self.field.name)
+        cid = f"opt-{self.option.section}-{self.option.name}"
         with Horizontal():
-            yield Label(self.field.name, classes="opt-name")
-            choices = self.field.metadata.get("choices")
-            if choices:
+            yield Label(self.option.name, classes="opt-name")
+            if self.option.choices:
                 yield Select(
-                    [(str(c), c) for c in choices],
+                    [(c, c) for c in self.option.choices],
                     value=self.value,
                     allow_blank=False,
                     id=cid,
                 )
-            elif kind is bool or kind == "bool":
+            elif self.option.kind is bool:
                 yield Switch(value=bool(self.value), id=cid)
             else:
                 yield Input(format_value(self.value), id=cid)
@@ -72,7 +69,7 @@ class OptionRow(Vertical):
         self.query_one(".opt-help", Static).update(message or self.help)
 
     def set_value(self, value: Any) -> None:
-        control = self.query_one(f"#opt-{self.section}-{self.field.name}")
+        control = self.query_one(f"#opt-{self.option.section}-{self.option.name}")
         with control.prevent(Input.Changed, Select.Changed, Switch.Changed):
             if isinstance(control, Select):
                 control.value = value
@@ -96,23 +93,28 @@ class OptionForm(Vertical):
             self.form, self.row, self.dotted, self.value = form, row, dotted, value
 
     def __init__(
-        self, section: str, values: dict, names: list[str] | None = None, *, id: str | None = None
+        self,
+        section: Section,
+        values: dict,
+        names: list[str] | None = None,
+        *,
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id)
-        fields = section_fields(section)
+        shown = options(section)
         if names is not None:
-            by_name = {f.name: f for f in fields}
-            fields = [by_name[n] for n in names]
-        self.section, self.fields, self.values = section, fields, values
+            by_name = {o.name: o for o in shown}
+            shown = tuple(by_name[n] for n in names)
+        self.section, self.shown, self.values = section, shown, values
 
     def compose(self) -> ComposeResult:
-        for f in self.fields:
-            yield OptionRow(self.section, f, self.values[f.name])
+        for option in self.shown:
+            yield OptionRow(option, self.values[option.name])
 
     def set_values(self, values: dict) -> None:
         for row in self.query(OptionRow):
-            if row.field.name in values:
-                row.set_value(values[row.field.name])
+            if row.option.name in values:
+                row.set_value(values[row.option.name])
 
     def _changed(self, control, value: Any) -> None:
         row = next(a for a in control.ancestors if isinstance(a, OptionRow))
