@@ -70,7 +70,7 @@ def wait_state(run_dir: Path, wanted: set[str], timeout: float = 120) -> dict:
 def test_parallel_preparation_gives_exactly_the_single_process_result(tiny_model_dir, tmp_path):
     from tunewiz.core.config import DataConfig
     from tunewiz.core.data import prepare
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
 
     rows = [{"instruction": f"Q{i} " + "word " * (i % 90), "output": f"A{i}"} for i in range(5000)]
     rows += rows[:50]  # duplicates across batches
@@ -158,7 +158,7 @@ def test_a_bad_row_found_while_preparing_fails_the_run_with_the_checks_message(
     tiny_model_dir, tmp_path
 ):
     from tunewiz.core.data import prepare
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
     from tunewiz.core.train import launch
 
     rows = memorisable_rows(300) + [{"instruction": "an answer is missing"}]

@@ -155,7 +155,7 @@ def _quiet() -> None:
 
 
 def _load(args, target: str, checkpoint: str | None):
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     return load_for_chat(
         target,

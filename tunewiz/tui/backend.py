@@ -92,7 +92,7 @@ _TOKENIZER_LOCK = threading.Lock()
 
 def load_tokenizer(model: str):
     """The model's tokenizer (imports transformers: call from a worker)."""
-    from tunewiz.core.models import load_tokenizer as _load
+    from tunewiz.core.loading import load_tokenizer as _load
 
     with _TOKENIZER_LOCK:
         return _load(model)
@@ -101,7 +101,7 @@ def load_tokenizer(model: str):
 def counting_tokenizer(model: str):
     """(tokenizer, note): the model's own tokenizer, or the bundled one with a note saying the
     counts are approximate (offline, or a hub model never downloaded). Call from a worker."""
-    from tunewiz.core.models import counting_tokenizer as _counting
+    from tunewiz.core.loading import counting_tokenizer as _counting
 
     with _TOKENIZER_LOCK:
         return _counting(model)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tunewiz.core.chat import ChatSession, GenerationSettings, _cancel_criteria, end_of_turn_ids
 from tunewiz.core.errors import UserError
-from tunewiz.core.models import LoadedModel
+from tunewiz.core.loading import LoadedModel
 
 DEFAULT_BATCH_SIZE = 16
 

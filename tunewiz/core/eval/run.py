@@ -44,7 +44,7 @@ def variants(req: EvalRequest) -> list[tuple[float, int]]:
 
 
 def _load(plan: Plan, which: str):
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     req = plan.request
     target = str(plan.run_dir) if plan.run_dir is not None else req.target

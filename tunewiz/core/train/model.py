@@ -7,7 +7,7 @@ from typing import Any
 
 from tunewiz.core.config import RunConfig
 from tunewiz.core.errors import UserError
-from tunewiz.core.models import torch_dtype
+from tunewiz.core.loading import torch_dtype
 
 log = logging.getLogger(__name__)
 

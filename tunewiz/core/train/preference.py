@@ -150,8 +150,8 @@ def load_reference(cfg: RunConfig, precision: str):
     from transformers import AutoModelForCausalLM
 
     from tunewiz.core import kernels
+    from tunewiz.core.loading import torch_dtype
     from tunewiz.core.models import resolve_model
-    from tunewiz.core.train.model import torch_dtype
 
     ref = AutoModelForCausalLM.from_pretrained(
         resolve_model(cfg.model.model),

@@ -201,7 +201,8 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     import torch
     import transformers
 
-    from tunewiz.core.models import load_tokenizer, resolve_model
+    from tunewiz.core.loading import load_tokenizer
+    from tunewiz.core.models import resolve_model
     from tunewiz.core.train import data_store
     from tunewiz.core.train.callbacks import (
         FaultInjector,

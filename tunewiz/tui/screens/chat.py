@@ -44,7 +44,7 @@ SETTINGS_HELP = {
 
 
 def _default_loader(target: str, checkpoint: str | None, runs_dir: Path):
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     return load_for_chat(target, checkpoint, runs_dir=runs_dir)
 
