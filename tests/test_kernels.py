@@ -93,7 +93,7 @@ def test_training_arguments_carry_use_liger_kernel(tmp_path):
 
 
 def test_launcher_refuses_liger_true_on_this_cpu_before_starting():
-    from tunewiz.core.train.launcher import check_optional_packages
+    from tunewiz.core.train.preflight import check_optional_packages
 
     cfg = RunConfig()
     cfg.model.liger_kernel = "true"

@@ -326,20 +326,22 @@ def test_disk_check_counts_the_tokenizer_each_checkpoint_holds(
 ):
     from collections import namedtuple
 
-    from tunewiz.core.train import launcher
+    from tunewiz.core.train import disk
+    from tunewiz.core.train.preflight import model_arch
 
     cfg = make_cfg(tmp_path, tiny_model_dir, "disk", save_total_limit=2)
-    arch = launcher.model_arch(cfg, str(tiny_model_dir))
-    ckpt, final = launcher.checkpoint_bytes(cfg, arch)
-    tok = launcher.tokenizer_bytes(str(tiny_model_dir))
+    arch = model_arch(cfg, str(tiny_model_dir))
+    assert arch is not None
+    ckpt, final = disk.checkpoint_bytes(cfg, arch)
+    tok = disk.tokenizer_bytes(str(tiny_model_dir))
     assert tok > 1_000_000  # tokenizer.json of the real tokenizer
     kept = 3  # the limit, plus the one being written
     # Enough for everything but the tokenizer copies (one per checkpoint and in final/).
-    free = kept * ckpt + final + launcher.data_bytes(cfg) + (kept + 1) * 64 * 1024
+    free = kept * ckpt + final + disk.data_bytes(cfg) + (kept + 1) * 64 * 1024
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, free))
     with pytest.raises(UserError, match="not enough disk space"):
-        launcher.check_disk_space(cfg, arch, tmp_path, model_path=str(tiny_model_dir))
+        disk.check_disk_space(cfg, arch, tmp_path, model_path=str(tiny_model_dir))
 
 
 # -- a terminal that hangs up -------------------------------------------------------------
