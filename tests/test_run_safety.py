@@ -307,7 +307,7 @@ def test_resume_from_the_last_step_trains_nothing_and_keeps_final(tiny_model_dir
 
 
 def test_disk_full_from_any_library_is_the_disk_full_outcome(tmp_path):
-    from tunewiz.core.train.worker import describe_failure
+    from tunewiz.core.train.failure import describe_failure
 
     plain = Exception("IO error: No space left on device (os error 28)")  # tokenizers' kind
     assert describe_failure(plain, tmp_path).startswith("disk full")

@@ -1,4 +1,4 @@
-"""Loading a model for training: full fine-tuning, LoRA, or QLoRA (4-bit base + LoRA)."""
+"""Loading a model for training: full, freeze (last blocks), LoRA, or QLoRA (4-bit base + LoRA)."""
 
 from __future__ import annotations
 
