@@ -31,7 +31,7 @@ PROMPT = "Write a long story about a dragon who learns to bake bread."
 def cold_process_load() -> tuple[float, float]:
     """(import seconds, load seconds) in a fresh interpreter: what `tunewiz chat default` pays."""
     code = (
-        "import time; t0=time.perf_counter(); import torch, transformers; from tunewiz.core.models import load_for_chat;"
+        "import time; t0=time.perf_counter(); import torch, transformers; from tunewiz.core.loading import load_for_chat;"
         "t1=time.perf_counter(); load_for_chat('default', device='cpu'); t2=time.perf_counter();"
         "print(t1-t0, t2-t1)"
     )
@@ -68,7 +68,7 @@ def main() -> None:
     import torch
 
     from tunewiz.core.chat import ChatSession, GenerationSettings
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     t = time.perf_counter()
     loaded = load_for_chat("default", device="cpu")

@@ -116,7 +116,7 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     loaded = load_for_chat("default", device="cpu")
     bench_generation(loaded, args.prompts, args.new_tokens)

@@ -82,7 +82,7 @@ def main() -> int:
 
     from tunewiz.core.bundled import ensure_default_model
     from tunewiz.core.config import DataConfig
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(ensure_default_model()))
     with tempfile.TemporaryDirectory() as tmp:

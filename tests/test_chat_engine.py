@@ -8,7 +8,7 @@ import pytest
 
 from tunewiz.core.chat import ChatSession, GenerationSettings
 from tunewiz.core.errors import UserError
-from tunewiz.core.models import load_for_chat
+from tunewiz.core.loading import load_for_chat
 
 
 @pytest.fixture(scope="module")

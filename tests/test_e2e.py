@@ -14,7 +14,7 @@ import pytest
 
 from tunewiz.core.chat import ChatSession, GenerationSettings
 from tunewiz.core.config import RunConfig
-from tunewiz.core.models import load_for_chat
+from tunewiz.core.loading import load_for_chat
 from tunewiz.core.paths import profiles_dir
 
 QUESTIONS = 4  # checked before and after; the first rows of the sample

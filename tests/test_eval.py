@@ -169,7 +169,7 @@ def test_batched_generation_equals_one_at_a_time(run_dir):
     from tunewiz.core.eval.generate import generate_batched
     from tunewiz.core.eval.prompts import EvalItem
     from tunewiz.core.eval.run import prompt_ids
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     loaded = load_for_chat(str(run_dir), "checkpoint-4", device="cpu")
     prompts = ["Hi", "What is the capital of Lumen Isle?", "x " * 30, "Tell me a story."] * 2
@@ -268,7 +268,7 @@ def test_cancel_stops_generation(run_dir):
 
     from tunewiz.core.eval import EvalCancelled
     from tunewiz.core.eval.generate import generate_batched
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     loaded = load_for_chat(str(run_dir), device="cpu")
     cancel = threading.Event()

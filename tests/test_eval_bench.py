@@ -42,7 +42,7 @@ def test_our_wrapper_gives_what_simple_evaluate_gives(task_yaml, tiny_model_dir)
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     loaded = load_for_chat(str(tiny_model_dir), device="cpu")
     prepared = prepare_tasks([str(task_yaml)])

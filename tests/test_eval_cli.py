@@ -31,12 +31,12 @@ def runs(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def no_model_loads(monkeypatch):
-    import tunewiz.core.models
+    import tunewiz.core.loading
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(tunewiz.core.models, "load_for_chat", refuse)
+    monkeypatch.setattr(tunewiz.core.loading, "load_for_chat", refuse)
 
 
 def test_json_prints_the_summary_and_the_files_exist(runs, capsys):

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from tunewiz.core.errors import UserError
 from tunewiz.core.export import merge_run
-from tunewiz.core.models import load_for_chat
+from tunewiz.core.loading import load_for_chat
 
 
 def logits(model, tokenizer, text="The merged model says hello"):

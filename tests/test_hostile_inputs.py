@@ -322,7 +322,7 @@ def test_a_batch_that_fits_no_gpu_is_refused_with_the_estimate():
 
 def test_a_validation_split_larger_than_training_is_refused(default_model_dir):
     from tunewiz.core.data import prepare
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(default_model_dir))
     with pytest.raises(UserError, match="leaving only 5 to train on") as err:
@@ -370,7 +370,7 @@ def test_histogram_edge_cases_that_lost_the_longest_row():
 
 
 def test_rows_whose_answer_is_cut_off_are_in_the_histogram(tmp_path, default_model_dir):
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
 
     rows = [
         {"instruction": f"row {i} " + "word " * (40 if i % 3 else 400), "output": "ok"}
@@ -406,7 +406,7 @@ class Loaded(Exception):
 
 @pytest.mark.parametrize("flag", [False, True])
 def test_chat_compare_and_export_honour_only_the_flag(tmp_path, monkeypatch, flag):
-    import tunewiz.core.models
+    import tunewiz.core.loading
     from tunewiz.core.compare import compare_batch
     from tunewiz.core.export import merge_run
 
@@ -423,10 +423,10 @@ def test_chat_compare_and_export_honour_only_the_flag(tmp_path, monkeypatch, fla
         seen.append(trust_remote_code)
         raise Loaded
 
-    monkeypatch.setattr(tunewiz.core.models, "_load_tokenizer_from", loader)
+    monkeypatch.setattr(tunewiz.core.loading, "load_checkpoint_tokenizer", loader)
     runs_dir = tmp_path / "runs"
     with pytest.raises(Loaded):
-        tunewiz.core.models.load_for_chat(
+        tunewiz.core.loading.load_for_chat(
             "remote", runs_dir=runs_dir, device="cpu", trust_remote_code=flag
         )
     with pytest.raises(Loaded):

@@ -370,7 +370,7 @@ def test_a_run_whose_config_is_bad_is_reported_as_damaged(tmp_path, capsys, dama
 
 
 def test_a_damaged_config_stops_chat_with_a_message(tmp_path):
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     run = make_run(tmp_path, "bad")
     (run / "config.toml").write_bytes(bytes(range(256)))
@@ -501,7 +501,7 @@ def test_compare_names_a_damaged_validation_row(tmp_path, content):
 
 
 def test_a_damaged_recorded_chat_template_is_ignored(tmp_path):
-    from tunewiz.core.models import _recorded_template
+    from tunewiz.core.loading import _recorded_template
 
     run = make_run(tmp_path, "bad")
     (run / "chat_template.jinja").write_bytes(b"\xff\xfe{{ garbage")

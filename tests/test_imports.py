@@ -38,3 +38,14 @@ def test_core_never_imports_textual():
         )
     ]
     assert offenders == []
+
+
+def test_naming_loading_and_launching_modules_import_light():
+    # The launcher's quick checks and eval's plan answer in seconds: naming a model, the checks,
+    # the disk sizing and the log follower never import torch; loading imports it on call only.
+    mods = loaded_modules(
+        "import tunewiz.core.models, tunewiz.core.loading, tunewiz.core.train.launcher, "
+        "tunewiz.core.train.preflight, tunewiz.core.train.disk, tunewiz.core.train.follow, "
+        "tunewiz.core.train.failure"
+    )
+    assert not mods & set(HEAVY), mods & set(HEAVY)

@@ -93,7 +93,7 @@ def test_training_arguments_carry_use_liger_kernel(tmp_path):
 
 
 def test_launcher_refuses_liger_true_on_this_cpu_before_starting():
-    from tunewiz.core.train.launcher import check_optional_packages
+    from tunewiz.core.train.preflight import check_optional_packages
 
     cfg = RunConfig()
     cfg.model.liger_kernel = "true"
@@ -205,7 +205,7 @@ def test_estimator_refuses_liger_on_cpu_and_for_unsupported_models():
 
 
 def test_run_estimate_uses_liger_when_the_run_will(monkeypatch):
-    from tunewiz.core.estimate.runs import request_from_run_config
+    from tunewiz.core.estimate.for_run import request_from_run_config
 
     cfg = RunConfig()
     cfg.model.liger_kernel = "true"

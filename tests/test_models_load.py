@@ -7,7 +7,8 @@ import torch
 from chat_runs import make_run
 
 from tunewiz.core.errors import UserError
-from tunewiz.core.models import find_run, load_for_chat
+from tunewiz.core.loading import load_for_chat
+from tunewiz.core.models import find_run
 
 
 def logits(loaded, text="hello there"):

@@ -141,7 +141,7 @@ def test_chat_loads_preference_runs(started, name):
     """Preference runs save final/ like SFT runs: chat (and so compare/eval) load them."""
     import torch
 
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     run_dir = started[name]
     assert wait(run_dir, WAIT_S) == "finished"

@@ -80,7 +80,7 @@ def test_every_layout_reads_to_the_same_shape():
 
 
 def test_counts_and_broken_rows_with_places(tmp_path, default_model_dir):
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
 
     tok = load_tokenizer(str(default_model_dir))
     path = write(tmp_path, GOOD + BROKEN)
@@ -126,7 +126,7 @@ def test_kto_rows_need_the_kto_objective(tmp_path):
 
 
 def test_pairs_become_two_kto_rows_on_one_side_of_the_split(tmp_path, default_model_dir):
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
 
     tok = load_tokenizer(str(default_model_dir))
     path = write(tmp_path, GOOD)

@@ -71,7 +71,7 @@ def wait_state(run_dir: Path, wanted: set[str], timeout: float = 120) -> dict:
 def test_parallel_preparation_gives_exactly_the_single_process_result(tiny_model_dir, tmp_path):
     from tunewiz.core.config import DataConfig
     from tunewiz.core.data import prepare
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
 
     rows = [{"instruction": f"Q{i} " + "word " * (i % 90), "output": f"A{i}"} for i in range(5000)]
     rows += rows[:50]  # duplicates across batches
@@ -160,7 +160,7 @@ def test_a_bad_row_found_while_preparing_fails_the_run_with_the_checks_message(
     tiny_model_dir, tmp_path
 ):
     from tunewiz.core.data import prepare
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
     from tunewiz.core.train import launch
 
     rows = memorisable_rows(300) + [{"instruction": "an answer is missing"}]
@@ -309,7 +309,7 @@ def test_resume_from_the_last_step_trains_nothing_and_keeps_final(tiny_model_dir
 
 
 def test_disk_full_from_any_library_is_the_disk_full_outcome(tmp_path):
-    from tunewiz.core.train.worker import describe_failure
+    from tunewiz.core.train.failure import describe_failure
 
     plain = Exception("IO error: No space left on device (os error 28)")  # tokenizers' kind
     assert describe_failure(plain, tmp_path).startswith("disk full")
@@ -328,20 +328,22 @@ def test_disk_check_counts_the_tokenizer_each_checkpoint_holds(
 ):
     from collections import namedtuple
 
-    from tunewiz.core.train import launcher
+    from tunewiz.core.train import disk
+    from tunewiz.core.train.preflight import model_arch
 
     cfg = make_cfg(tmp_path, tiny_model_dir, "disk", save_total_limit=2)
-    arch = launcher.model_arch(cfg, str(tiny_model_dir))
-    ckpt, final = launcher.checkpoint_bytes(cfg, arch)
-    tok = launcher.tokenizer_bytes(str(tiny_model_dir))
+    arch = model_arch(cfg, str(tiny_model_dir))
+    assert arch is not None
+    ckpt, final = disk.checkpoint_bytes(cfg, arch)
+    tok = disk.tokenizer_bytes(str(tiny_model_dir))
     assert tok > 1_000_000  # tokenizer.json of the real tokenizer
     kept = 3  # the limit, plus the one being written
     # Enough for everything but the tokenizer copies (one per checkpoint and in final/).
-    free = kept * ckpt + final + launcher.data_bytes(cfg) + (kept + 1) * 64 * 1024
+    free = kept * ckpt + final + disk.data_bytes(cfg) + (kept + 1) * 64 * 1024
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, free))
     with pytest.raises(UserError, match="not enough disk space"):
-        launcher.check_disk_space(cfg, arch, tmp_path, model_path=str(tiny_model_dir))
+        disk.check_disk_space(cfg, arch, tmp_path, model_path=str(tiny_model_dir))
 
 
 # -- a terminal that hangs up -------------------------------------------------------------

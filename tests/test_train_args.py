@@ -11,12 +11,12 @@ from transformers import TrainingArguments
 from transformers.training_args import OptimizerNames
 
 from tunewiz.core.config import ATTN_IMPLEMENTATIONS, DISTRIBUTED, OPTIMS, PRECISIONS, RunConfig
-from tunewiz.core.estimate.memory import ATTENTIONS, ESTIMATE_PRECISIONS, OPTIMIZERS
-from tunewiz.core.estimate.runs import (
+from tunewiz.core.estimate.for_run import (
     ESTIMATOR_ATTENTIONS,
     ESTIMATOR_OPTIMIZERS,
     request_from_run_config,
 )
+from tunewiz.core.estimate.memory import ATTENTIONS, ESTIMATE_PRECISIONS, OPTIMIZERS
 from tunewiz.core.train.args import TRANSFORMERS_OPTIMIZERS, training_kwargs
 from tunewiz.core.train.model import resolve_precision
 

@@ -197,7 +197,7 @@ def test_worker_command_uses_torchrun_without_gpus_and_plain_python_otherwise(tm
 def test_options_needing_missing_packages_are_refused_before_anything_starts(monkeypatch):
     import importlib.util
 
-    from tunewiz.core.train.launcher import check_optional_packages
+    from tunewiz.core.train.preflight import check_optional_packages
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -2,7 +2,7 @@
 
 Fast tests inject a scripted model (loader + session) so that timing and text
 are under the test's control; the real ones load the tiny model and a LoRA run
-built with peft (tests/chat_runs.py) through tunewiz.core.models.load_for_chat.
+built with peft (tests/chat_runs.py) through tunewiz.core.loading.load_for_chat.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ async def test_settings_panel_validates_and_applies(tmp_path):
 
 
 def test_tiny_model_streams_a_real_reply(tiny_model_dir):
-    """The real path: tunewiz.core.models.load_for_chat + tunewiz.core.chat.ChatSession in a worker."""
+    """The real path: tunewiz.core.loading.load_for_chat + tunewiz.core.chat.ChatSession in a worker."""
     import asyncio
 
     async def run():

@@ -99,7 +99,7 @@ def test_an_unreachable_hub_is_known_in_seconds(monkeypatch):
 
 def test_an_uncached_hub_tokenizer_fails_fast_with_what_to_do(monkeypatch):
     from tunewiz.core.errors import UserError
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError) as err:

@@ -132,7 +132,7 @@ def settings_from(args):
 
 
 def _load(args, target: str, checkpoint: str | None):
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     return load_for_chat(
         target,

@@ -129,7 +129,7 @@ def _inspect(args: argparse.Namespace) -> int:
         import os
 
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        from tunewiz.core.models import load_tokenizer
+        from tunewiz.core.loading import load_tokenizer
 
         tokenizer = load_tokenizer(args.model)
     if args.json:

@@ -144,7 +144,7 @@ def _follow_here(run_dir) -> int:
     """Follow the log until the run ends; a hang-up now ends only the following, not the run."""
     import signal
 
-    from tunewiz.core.train.launcher import follow
+    from tunewiz.core.train.follow import follow
 
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     return _exit_code(run_dir, follow(run_dir))

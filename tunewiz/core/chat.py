@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tunewiz.core.errors import UserError
-from tunewiz.core.models import LoadedModel
+from tunewiz.core.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 

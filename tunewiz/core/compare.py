@@ -159,7 +159,8 @@ def compare_batch(
     Decoding is greedy unless `settings` say otherwise, so the two columns differ
     only by the weights. Returns the report folder and the rows.
     """
-    from tunewiz.core.models import find_run, load_for_chat
+    from tunewiz.core.loading import load_for_chat
+    from tunewiz.core.models import find_run
 
     run_dir = find_run(run, runs_dir)
     if run_dir is None:

@@ -53,7 +53,7 @@ else:  # pragma: no cover
 # Each choice is a Literal, so that a type checker catches a typo in code that a plain str
 # lets through; its tuple (for flags, forms and error messages) is derived from the Literal
 # with get_args, never written out a second time. The estimator names some of the same
-# things its own way (ESTIMATE_METHODS, its --optimizer names): tunewiz.core.estimate.runs
+# things its own way (ESTIMATE_METHODS, its --optimizer names): tunewiz.core.estimate.for_run
 # holds the one table from these names to those.
 
 Method = Literal["full", "lora", "qlora", "freeze"]

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def _merge_dtype(method: str, device: str, dtype: str) -> Any:
     import torch
 
-    from tunewiz.core.models import DTYPE_NAMES, torch_dtype
+    from tunewiz.core.loading import DTYPE_NAMES, torch_dtype
 
     if dtype != "auto":
         if dtype not in DTYPE_NAMES:
@@ -48,7 +48,8 @@ def merge_run(
     """Merge the run's adapter (default: final, else last) into its base; save to `out_dir`."""
     from tunewiz.core.checkpoints import list_checkpoints, resolve_checkpoint
     from tunewiz.core.config import load_run_config
-    from tunewiz.core.models import _load_tokenizer_from, find_run, load_causal_lm, trust_for_run
+    from tunewiz.core.loading import fit_embeddings, load_causal_lm, load_checkpoint_tokenizer
+    from tunewiz.core.models import find_run, trust_for_run
 
     run_dir = find_run(run, runs_dir)
     if run_dir is None:
@@ -67,7 +68,7 @@ def merge_run(
     else:
         has_final = any("final" in c.tags for c in list_checkpoints(run_dir))
         ckpt = resolve_checkpoint(run_dir, "final" if has_final else "last")
-    tokenizer = _load_tokenizer_from(str(ckpt.path), cfg.model.model, trust)
+    tokenizer = load_checkpoint_tokenizer(str(ckpt.path), cfg.model.model, trust)
 
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -80,8 +81,7 @@ def merge_run(
             dtype=_merge_dtype(cfg.model.method, "cpu", dtype) or "auto",
             trust_remote_code=trust,
         )
-        if base.get_input_embeddings().weight.shape[0] < len(tokenizer):
-            base.resize_token_embeddings(len(tokenizer))
+        fit_embeddings(base, tokenizer)
         model = PeftModel.from_pretrained(base, str(ckpt.path)).merge_and_unload()
     else:
         log.info("%s is a full checkpoint: copying it as a standalone model", ckpt.name)

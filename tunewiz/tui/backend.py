@@ -80,7 +80,7 @@ _TOKENIZER_LOCK = threading.Lock()
 
 def load_tokenizer(model: str):
     """The model's tokenizer (imports transformers: call from a worker)."""
-    from tunewiz.core.models import load_tokenizer as _load
+    from tunewiz.core.loading import load_tokenizer as _load
 
     with _TOKENIZER_LOCK:
         return _load(model)
@@ -89,7 +89,7 @@ def load_tokenizer(model: str):
 def counting_tokenizer(model: str):
     """(tokenizer, note): the model's own tokenizer, or the bundled one with a note saying the
     counts are approximate (offline, or a hub model never downloaded). Call from a worker."""
-    from tunewiz.core.models import counting_tokenizer as _counting
+    from tunewiz.core.loading import counting_tokenizer as _counting
 
     with _TOKENIZER_LOCK:
         return _counting(model)
@@ -199,7 +199,7 @@ def set_tag(folder: Path, row_id: int, tag: str, on: bool = True):
 
 def load_for_chat(target: str, checkpoint: str | None, runs_dir: Path):
     """A model and tokenizer to chat with (loads torch and the weights: call from a worker)."""
-    from tunewiz.core.models import load_for_chat as _load
+    from tunewiz.core.loading import load_for_chat as _load
 
     return _load(target, checkpoint, runs_dir=runs_dir)
 

@@ -191,7 +191,7 @@ def model_generator(model_name: str, *, max_new_tokens: int = 64, seed: int = 0)
     """generate(prompts, temperature) with a local/bundled model, batched with left padding."""
     import torch
 
-    from tunewiz.core.models import load_causal_lm, load_tokenizer
+    from tunewiz.core.loading import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_name)
     tokenizer.padding_side = "left"

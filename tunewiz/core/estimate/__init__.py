@@ -21,6 +21,7 @@ from tunewiz.core.estimate.advice import (
     train_hours,
     what_would_fit,
 )
+from tunewiz.core.estimate.for_run import estimate_for_run, oom_advice, request_from_run_config
 from tunewiz.core.estimate.memory import (
     ATTENTIONS,
     DEVICES,
@@ -38,7 +39,6 @@ from tunewiz.core.estimate.memory import (
     validate,
 )
 from tunewiz.core.estimate.report import EstimateReport, ReportRequest, build_report
-from tunewiz.core.estimate.runs import estimate_for_run, oom_advice, request_from_run_config
 
 __all__ = [
     "ATTENTIONS",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tunewiz.core.errors import UserError
 
 if TYPE_CHECKING:
-    from tunewiz.core.models import LoadedModel
+    from tunewiz.core.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'tunewiz[eval]' (or: pip install lm-eval)"

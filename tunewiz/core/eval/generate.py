@@ -15,7 +15,7 @@ from typing import Any
 
 from tunewiz.core.chat import GenerationSettings, _cancel_criteria, end_of_turn_ids
 from tunewiz.core.errors import UserError
-from tunewiz.core.models import LoadedModel
+from tunewiz.core.loading import LoadedModel
 
 DEFAULT_BATCH_SIZE = 16
 

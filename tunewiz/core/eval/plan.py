@@ -86,15 +86,17 @@ def _checkpoints(run_dir: Path, wanted: list[str]) -> list:
 
 
 def _check_trust(run_dir: Path, req: EvalRequest) -> None:
-    """A run folder could come from anyone: its trust_remote_code needs the user's own flag."""
-    from tunewiz.core.config import RunConfig
+    """Refused up front, before minutes of loading, where chat and export would load the model
+    without its code (`tunewiz.core.models.untrusted_code` is the rule for both)."""
+    from tunewiz.core.config import load_run_config
+    from tunewiz.core.models import TRUST_FLAG, untrusted_code
 
-    cfg = RunConfig.load(run_dir / "config.toml")
-    if cfg.model.trust_remote_code and not req.trust_remote_code:
+    cfg = load_run_config(run_dir)
+    if untrusted_code(cfg, req.trust_remote_code):
         raise UserError(
             "this run's model runs its own Python code (trust_remote_code in its config.toml)",
             where=str(run_dir / "config.toml"),
-            hint="pass --trust-remote-code if you trust where this run and its model came from",
+            hint=f"pass {TRUST_FLAG} if you trust where this run and its model came from",
         )
 
 

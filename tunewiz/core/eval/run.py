@@ -21,7 +21,7 @@ from tunewiz.core.eval.prompts import EvalItem, run_items, sample
 
 if TYPE_CHECKING:
     from tunewiz.core.eval.summary import EvalResult
-    from tunewiz.core.models import LoadedModel
+    from tunewiz.core.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def variants(req: EvalRequest) -> list[tuple[float, int]]:
 
 
 def _load(plan: Plan, which: str) -> LoadedModel:
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     req = plan.request
     target = str(plan.run_dir) if plan.run_dir is not None else req.target

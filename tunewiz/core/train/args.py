@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tunewiz.core.config import RunConfig
 
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
 # Config optimizer names -> the names TrainingArguments expects, where they differ
-# (tunewiz.core.estimate.runs.ESTIMATOR_OPTIMIZERS maps the same config names to the estimator's).
+# (tunewiz.core.estimate.for_run.ESTIMATOR_OPTIMIZERS maps the same config names to the estimator's).
 TRANSFORMERS_OPTIMIZERS = {"adamw_8bit": "adamw_bnb_8bit"}
 
 
@@ -20,7 +24,7 @@ def training_kwargs(
     cuda: bool,
     packed: bool = False,
     liger: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     t = cfg.training
     eval_strategy = t.eval_strategy if has_eval else "no"
     kw = dict(
@@ -73,7 +77,7 @@ def training_kwargs(
 
 def build_training_args(
     cfg: RunConfig, output_dir: Path, *, precision: str, has_eval: bool, packed: bool = False
-):
+) -> TrainingArguments:
     import os
 
     import torch

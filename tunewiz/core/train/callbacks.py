@@ -12,11 +12,16 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from transformers import TrainerCallback
 
 from tunewiz.core import runs
 from tunewiz.core.train.stopflag import StopFlag
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +50,25 @@ def peak_memory_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
+class TokenCounter(Protocol):
+    """What counts the tokens trained on (the trainer: RunTrainer)."""
+
+    tokens_seen: int
+    padded_tokens_seen: int
+
+
 class RunCallback(TrainerCallback):
-    def __init__(self, run_dir: Path, counter, stop: StopFlag, *, is_main: bool, world_size: int):
+    def __init__(
+        self,
+        run_dir: Path,
+        counter: TokenCounter | None,
+        stop: StopFlag,
+        *,
+        is_main: bool,
+        world_size: int,
+    ) -> None:
         self.run_dir = Path(run_dir)
-        self.counter = counter  # anything with .tokens_seen (the trainer)
+        self.counter = counter  # the trainer, once it exists (it is made with this callback)
         self.stop = stop
         self.is_main = is_main
         self.world_size = world_size
@@ -68,9 +88,11 @@ class RunCallback(TrainerCallback):
 
     # -- lifecycle ----------------------------------------------------------
 
-    def on_train_begin(self, args, state, control, **kw):
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
         self._t0 = self._last_log_t = time.time()
-        self._last_tokens = self.counter.tokens_seen
+        self._last_tokens = self._counter().tokens_seen
         self.last_good_step = state.global_step
         for entry in state.log_history:  # a resumed run remembers its best eval loss
             if "eval_loss" in entry:
@@ -83,7 +105,9 @@ class RunCallback(TrainerCallback):
             first_step_at=None,
         )
 
-    def on_step_end(self, args, state, control, **kw):
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
         if not self._first_step_seen:
             self._first_step_seen = True
             now = time.time()
@@ -103,7 +127,14 @@ class RunCallback(TrainerCallback):
         if now - self._last_status_t > 2.0 or control.should_training_stop:
             self._status(step=state.global_step, epoch=state.epoch)
 
-    def on_log(self, args, state, control, logs=None, **kw):
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
         logs = dict(logs or {})
         if "train_runtime" in logs:  # the end-of-training summary, not a step
             return
@@ -115,6 +146,23 @@ class RunCallback(TrainerCallback):
             log.error("loss became %s at step %d: stopping", loss, state.global_step)
         elif loss is not None:
             self.last_good_step = state.global_step
+        row = self._metrics_row(state, logs)
+        if "eval_loss" in logs:
+            self._note_eval(logs["eval_loss"])
+        if self._metrics is not None:
+            self._metrics.write(json.dumps(_jsonable(row)) + "\n")
+            self._metrics.flush()
+        update: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch}
+        if loss is not None:
+            update["last_loss"] = loss if math.isfinite(loss) else str(loss)
+        if self.best_eval_loss is not None:
+            update["best_eval_loss"] = self.best_eval_loss
+        if "rewards/margins" in logs:
+            update["last_reward_margin"] = logs["rewards/margins"]
+        self._status(**update)
+
+    def _metrics_row(self, state: TrainerState, logs: dict[str, Any]) -> dict[str, Any]:
+        """The metrics.jsonl line for a log entry, with throughput since the last one."""
         now = time.time()
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
@@ -125,40 +173,37 @@ class RunCallback(TrainerCallback):
                 row[key] = val
         row.update(objective_metrics(logs))
         if "loss" in logs:
-            tokens = self.counter.tokens_seen - self._last_tokens
+            counter = self._counter()
+            tokens = counter.tokens_seen - self._last_tokens
             dt = max(now - self._last_log_t, 1e-9)
             row["tokens_per_s"] = round(tokens * self.world_size / dt, 2)
             # This session's totals over all ranks; padded / real shows what padding costs.
-            row["tokens_seen"] = self.counter.tokens_seen * self.world_size
-            row["padded_tokens_seen"] = self.counter.padded_tokens_seen * self.world_size
-            self._last_tokens, self._last_log_t = self.counter.tokens_seen, now
+            row["tokens_seen"] = counter.tokens_seen * self.world_size
+            row["padded_tokens_seen"] = counter.padded_tokens_seen * self.world_size
+            self._last_tokens, self._last_log_t = counter.tokens_seen, now
         row["elapsed_s"] = round(self._elapsed_before + now - self._t0, 3)
         row["peak_mem_bytes"] = peak_memory_bytes()
-        if "eval_loss" in logs:
-            self._note_eval(logs["eval_loss"])
-        if self._metrics is not None:
-            self._metrics.write(json.dumps(_jsonable(row)) + "\n")
-            self._metrics.flush()
-        update = {"step": state.global_step, "epoch": state.epoch}
-        if loss is not None:
-            update["last_loss"] = loss if math.isfinite(loss) else str(loss)
-        if self.best_eval_loss is not None:
-            update["best_eval_loss"] = self.best_eval_loss
-        if "rewards/margins" in logs:
-            update["last_reward_margin"] = logs["rewards/margins"]
-        self._status(**update)
+        return row
 
-    def on_save(self, args, state, control, **kw):
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
         self._status(last_checkpoint=f"checkpoint-{state.global_step}")
 
-    def on_train_end(self, args, state, control, **kw):
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
 
     # -- helpers ------------------------------------------------------------
 
-    def _note_eval(self, value: float) -> None:
+    def _counter(self) -> TokenCounter:
+        assert self.counter is not None, "the worker sets counter to the trainer before training"
+        return self.counter
+
+    def _note_eval(self, value: float | None) -> None:
         if value is not None and math.isfinite(value):
             self.best_eval_loss = (
                 value if self.best_eval_loss is None else min(self.best_eval_loss, value)
@@ -181,20 +226,20 @@ class RunCallback(TrainerCallback):
                 flag = bool(t.item())
         return flag
 
-    def _status(self, **fields) -> None:
+    def _status(self, **fields: Any) -> None:
         if self.is_main:
             self._last_status_t = time.time()
             runs.write_status(self.run_dir, **fields)
 
 
-def objective_metrics(logs: dict) -> dict:
+def objective_metrics(logs: dict[str, Any]) -> dict[str, Any]:
     """Preference objectives' own metrics (rewards/*, logps/*, ...) from a log entry."""
     from tunewiz.core.train.preference import metric_row
 
     return metric_row(logs)
 
 
-def _jsonable(row: dict) -> dict:
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, val in row.items():
         if hasattr(val, "item"):
@@ -208,10 +253,17 @@ def _jsonable(row: dict) -> dict:
 class FaultInjector(TrainerCallback):
     """Test-only (see FAULT_ENV): makes failures happen on demand, inside a real run."""
 
-    def __init__(self, fault: tuple[str, int]):
+    def __init__(self, fault: tuple[str, int]) -> None:
         self.kind, self.step = fault
 
-    def on_step_end(self, args, state, control, model=None, **kw):
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kw: Any,
+    ) -> None:
         if state.global_step != self.step:
             return
         if self.kind == "oom":
@@ -225,6 +277,7 @@ class FaultInjector(TrainerCallback):
         if self.kind == "nan":
             import torch
 
+            assert model is not None  # Trainer passes its model to every callback
             with torch.no_grad():
                 for p in model.parameters():
                     if p.requires_grad:

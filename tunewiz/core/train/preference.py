@@ -18,9 +18,25 @@ from __future__ import annotations
 
 import logging
 from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tunewiz.core.config import RunConfig
 from tunewiz.core.train.collate import TOKENS_KEY
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from torch import nn
+    from transformers import (
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from tunewiz.core.train.trainer import RunTrainer
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +57,10 @@ def needs_reference_copy(cfg: RunConfig) -> bool:
     )
 
 
-def objective_kwargs(cfg: RunConfig) -> dict:
+def objective_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """The objective's own options, under TRL's names."""
     t, objective = cfg.training, cfg.training.objective
-    kw: dict = {"beta": t.beta, "max_length": cfg.data.max_seq_len}
+    kw: dict[str, Any] = {"beta": t.beta, "max_length": cfg.data.max_seq_len}
     if objective == "dpo":
         kw["loss_type"] = [t.loss_type if t.loss_type != "auto" else "sigmoid"]
     if objective == "kto":
@@ -56,7 +72,7 @@ def objective_kwargs(cfg: RunConfig) -> dict:
     return kw
 
 
-def trl_classes(objective: str):
+def trl_classes(objective: str) -> tuple[type[TrainingArguments], type[Trainer]]:
     """(config class, trainer class) of TRL for an objective."""
     if objective == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -71,7 +87,9 @@ def trl_classes(objective: str):
     return ORPOConfig, ORPOTrainer
 
 
-def build_args(cfg: RunConfig, run_dir, *, precision: str, has_eval: bool):
+def build_args(
+    cfg: RunConfig, run_dir: Path, *, precision: str, has_eval: bool
+) -> TrainingArguments:
     import torch
 
     from tunewiz.core.train.args import training_kwargs
@@ -91,14 +109,16 @@ def build_args(cfg: RunConfig, run_dir, *, precision: str, has_eval: bool):
 
 
 @cache
-def run_trainer_class(objective: str):
+def run_trainer_class(objective: str) -> type[RunTrainer]:
     """TRL's trainer with RunTrainer's checkpointing and token counting (RunTrainer first in the MRO)."""
     from tunewiz.core.train.trainer import RunTrainer
 
     _, base = trl_classes(objective)
 
     class PreferenceRunTrainer(RunTrainer, base):  # type: ignore[misc, valid-type]
-        def training_step(self, model, inputs, *args, **kwargs):
+        def training_step(
+            self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any
+        ) -> torch.Tensor:
             # Batches hold chosen and rejected (or KTO's completion) rows: count every sequence.
             masks = [v for k, v in inputs.items() if k.endswith("attention_mask")]
             self.tokens_seen += int(sum(int(m.sum()) for m in masks))
@@ -112,20 +132,20 @@ def run_trainer_class(objective: str):
 
 def build_trainer(
     cfg: RunConfig,
-    model,
-    tokenizer,
-    train_rows: list[dict],
-    eval_rows: list[dict],
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
     *,
-    run_dir,
+    run_dir: Path,
     precision: str,
-    callbacks: list,
-    fault,
-):
+    callbacks: list[TrainerCallback],
+    fault: tuple[str, int] | None,
+) -> RunTrainer:
     from datasets import Dataset
 
     args = build_args(cfg, run_dir, precision=precision, has_eval=bool(eval_rows))
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if uses_adapters(cfg):
         from tunewiz.core.train.model import lora_config
 
@@ -145,13 +165,13 @@ def build_trainer(
     return trainer
 
 
-def load_reference(cfg: RunConfig, precision: str):
+def load_reference(cfg: RunConfig, precision: str) -> PreTrainedModel:
     """The frozen starting model, in the compute dtype (16-bit on a GPU, fp32 on the CPU)."""
     from transformers import AutoModelForCausalLM
 
     from tunewiz.core import kernels
+    from tunewiz.core.loading import torch_dtype
     from tunewiz.core.models import resolve_model
-    from tunewiz.core.train.model import torch_dtype
 
     ref = AutoModelForCausalLM.from_pretrained(
         resolve_model(cfg.model.model),
@@ -163,7 +183,7 @@ def load_reference(cfg: RunConfig, precision: str):
     return ref.eval()
 
 
-def metric_row(logs: dict) -> dict:
+def metric_row(logs: dict[str, Any]) -> dict[str, Any]:
     """The objective's metrics among a log entry's, for metrics.jsonl."""
     return {
         k: v

@@ -14,10 +14,17 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tunewiz.core import runs
 from tunewiz.core.config import RunConfig
 from tunewiz.core.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from tunewiz.core.data import PreparedData
+    from tunewiz.core.train.stopflag import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +34,7 @@ PROGRESS_EVERY_S = 2.0
 class StopCheck:
     """Answers `is_set()` like a threading.Event: a signal or the STOP file asks to stop."""
 
-    def __init__(self, run_dir: Path, stop) -> None:
+    def __init__(self, run_dir: Path, stop: StopFlag) -> None:
         self.run_dir, self.stop = run_dir, stop
 
     def is_set(self) -> bool:
@@ -66,7 +73,9 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def prepare_run_data(run_dir: Path, cfg: RunConfig, tokenizer, stop) -> None:
+def prepare_run_data(
+    run_dir: Path, cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, stop: StopFlag
+) -> None:
     """Tokenize the run's data into data/ (once: a resumed run reuses it)."""
     from tunewiz.core import data
     from tunewiz.core.train import data_store
@@ -101,7 +110,7 @@ def prepare_run_data(run_dir: Path, cfg: RunConfig, tokenizer, stop) -> None:
     log.info("data prepared: %d rows used%s in %.1f s", report.rows_ok, skipped, time.time() - t0)
 
 
-def check_prepared(cfg: RunConfig, prepared) -> None:
+def check_prepared(cfg: RunConfig, prepared: PreparedData) -> None:
     if not prepared.train:
         raise UserError(
             "no training rows left after preparing the data", where=f"data: {cfg.data.data}"
@@ -114,7 +123,7 @@ def check_prepared(cfg: RunConfig, prepared) -> None:
         )
 
 
-def write_data_report(run_dir: Path, prepared) -> None:
+def write_data_report(run_dir: Path, prepared: PreparedData) -> None:
     report = getattr(prepared, "report", None)
     if report is None:
         return
@@ -135,7 +144,7 @@ def detect_device() -> tuple[str, float | None]:
     return "cpu", None
 
 
-def estimate(cfg: RunConfig) -> dict:
+def estimate(cfg: RunConfig) -> dict[str, Any]:
     """The estimator's prediction for estimate.json; a note instead if it cannot answer."""
     device, gpu_mem_gib = detect_device()
     try:

@@ -6,29 +6,38 @@ import errno
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import Trainer
 
 from tunewiz.core.train.collate import TOKENS_KEY
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
 log = logging.getLogger(__name__)
 
 
 class RunTrainer(Trainer):
-    def __init__(self, *args, fault: tuple[str, int] | None = None, **kwargs):
+    def __init__(self, *args: Any, fault: tuple[str, int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fault = fault
         self.tokens_seen = 0  # real (non-padding) tokens trained on by this process
         self.padded_tokens_seen = 0  # the same with padding: what the model computed on
 
-    def training_step(self, model, inputs, *args, **kwargs):
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         self.tokens_seen += int(inputs.pop(TOKENS_KEY, 0))
         self.padded_tokens_seen += inputs["input_ids"].numel()  # a shape: no device sync
         return super().training_step(model, inputs, *args, **kwargs)
 
-    def _get_train_sampler(self, *args, **kwargs):
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        # Any: Trainer's Sampler, or the wrapper below, which only behaves like one.
         sampler: Any = super()._get_train_sampler(*args, **kwargs)
         if self.args.train_sampling_strategy == "group_by_length" and self.args.world_size <= 1:
             # transformers' length-grouped sampler draws from the global RNG, which a resume
@@ -36,11 +45,13 @@ class RunTrainer(Trainer):
             sampler = EpochSeededLengthSampler(sampler, seed=self.args.seed)
         return sampler
 
-    def prediction_step(self, model, inputs, *args, **kwargs):
+    def prediction_step(
+        self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         inputs.pop(TOKENS_KEY, None)
         return super().prediction_step(model, inputs, *args, **kwargs)
 
-    def _save_checkpoint(self, model, trial):
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         assert self.args.output_dir is not None  # build_training_args always sets it
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         try:
@@ -62,7 +73,7 @@ class RunTrainer(Trainer):
         original = self._save_optimizer_and_scheduler
 
         # A test fault: patch this one bound method on this instance, then put it back.
-        def failing(output_dir):
+        def failing(output_dir: str) -> None:
             self._save_optimizer_and_scheduler = original  # type: ignore[method-assign]
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), output_dir)
 
@@ -72,7 +83,7 @@ class RunTrainer(Trainer):
 class EpochSeededLengthSampler:
     """A LengthGroupedSampler whose order depends only on (seed, epoch), so resume replays it."""
 
-    def __init__(self, inner, *, seed: int):
+    def __init__(self, inner: LengthGroupedSampler, *, seed: int) -> None:
         import torch
 
         self.inner, self.seed = inner, seed
@@ -84,5 +95,5 @@ class EpochSeededLengthSampler:
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self.inner)

@@ -9,7 +9,6 @@ ends by writing a final state to status.json.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -18,11 +17,24 @@ import sys
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tunewiz.core import runs
 from tunewiz.core.config import RunConfig, load_run_config
 from tunewiz.core.errors import UserError
+from tunewiz.core.train.failure import describe_failure
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+    from tunewiz.core.train.callbacks import RunCallback
+    from tunewiz.core.train.stopflag import StopFlag
+    from tunewiz.core.train.trainer import RunTrainer
 
 log = logging.getLogger("tunewiz.train")
 
@@ -101,7 +113,7 @@ def own_the_run(run_dir: Path) -> bool:
     return True  # fd stays open, and the lock held, until this process exits
 
 
-def stopped_while_preparing(run_dir: Path) -> dict:
+def stopped_while_preparing(run_dir: Path) -> dict[str, Any]:
     (run_dir / runs.STOP_FILE).unlink(missing_ok=True)  # the request is served
     log.warning("stopped while preparing the data")
     return {
@@ -112,8 +124,8 @@ def stopped_while_preparing(run_dir: Path) -> dict:
     }
 
 
-def install_signal_handlers(stop) -> None:
-    def graceful(signum, _frame):
+def install_signal_handlers(stop: StopFlag) -> None:
+    def graceful(signum: int, _frame: FrameType | None) -> None:
         if stop.requested:
             raise KeyboardInterrupt  # a second signal: stop now, without the checkpoint
         stop.request(signal.Signals(signum).name)
@@ -125,151 +137,132 @@ def install_signal_handlers(stop) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def describe_failure(exc: BaseException, run_dir: Path) -> str:
-    if is_oom(exc):
-        return "out of memory: " + _first_line(exc) + "\n" + oom_advice_for(run_dir)
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted before a checkpoint could be saved"
-    if is_disk_full(exc):
-        return (
-            "disk full while writing the run folder (a partial checkpoint is removed): "
-            + _first_line(exc)
-            + "\nfree some space, then `tunewiz resume`"
-        )
-    if isinstance(exc, UserError):
-        return str(exc)
-    return f"{type(exc).__name__}: {_first_line(exc)} (traceback in train.log)"
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC from anywhere: an OSError, or a library's plain Exception quoting it (tokenizers
-    raises `Exception("... No space left on device (os error 28)")`), or their causes."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
-            return True
-        text = str(current)
-        if "os error 28" in text or "No space left on device" in text:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def oom_advice_for(run_dir: Path) -> str:
-    """The estimator's nearest configuration that fits; generic advice if it cannot say."""
-    generic = (
-        "try: a smaller per_device_train_batch_size with more gradient_accumulation_steps, "
-        "gradient_checkpointing = true, method = qlora, or a shorter max_seq_len"
-    )
-    try:
-        import torch
-
-        from tunewiz.core import estimate
-
-        cfg = load_run_config(run_dir)
-        if torch.cuda.is_available():
-            mem = torch.cuda.get_device_properties(0).total_memory / 2**30
-            return estimate.oom_advice(cfg, device=torch.cuda.get_device_name(0), gpu_mem_gib=mem)
-        return estimate.oom_advice(cfg, device="cpu", gpu_mem_gib=None)
-    except Exception as exc:  # noqa: BLE001 - advice must never hide the failure itself
-        log.warning("estimator advice unavailable (%s)", exc)
-        return generic
-
-
 # -- training -----------------------------------------------------------------
 
 
-def train(run_dir: Path, *, resume: bool, stop) -> dict:
-    import torch
+@dataclass
+class Inputs:
+    """What a run trains on, loaded once by `train` before the model."""
+
+    cfg: RunConfig
+    precision: str  # resolved: bf16, fp16 or fp32
+    tokenizer: PreTrainedTokenizerBase
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]]
+
+
+def train(run_dir: Path, *, resume: bool, stop: StopFlag) -> dict[str, Any]:
+    """Prepare the data (once), load the model, train: the run's outcome for status.json."""
     import transformers
 
-    from tunewiz.core.checkpoints import last_complete_checkpoint
-    from tunewiz.core.models import load_tokenizer, resolve_model
-    from tunewiz.core.train import data_store
-    from tunewiz.core.train.callbacks import (
-        FaultInjector,
-        RunCallback,
-        parse_fault,
-        peak_memory_bytes,
-    )
-    from tunewiz.core.train.model import load_for_training, resolve_precision
+    from tunewiz.core.models import resolve_model
+    from tunewiz.core.train.model import load_for_training
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_warning()
-    cfg = load_run_config(run_dir)
-    precision = resolve_precision(cfg.model.precision)
-    log.info("method %s, precision %s, model %s", cfg.model.method, precision, cfg.model.model)
-
-    tokenizer = load_tokenizer(cfg.model.model, trust_remote_code=cfg.model.trust_remote_code)
-    if not prepared_here(run_dir, cfg, tokenizer, stop):
+    inputs = load_inputs(run_dir, stop)
+    if inputs is None:
         return stopped_while_preparing(run_dir)
-    template = run_dir / "chat_template.jinja"
-    if template.is_file():
-        tokenizer.chat_template = template.read_text(encoding="utf-8")
-    train_rows, eval_rows = data_store.load(run_dir)
+    cfg = inputs.cfg
     # Seed before the adapters are created: their random init is part of what config.toml reproduces.
     transformers.set_seed(cfg.training.seed)
     sft = cfg.training.objective == "sft"
     model = load_for_training(
-        cfg, resolve_model(cfg.model.model), precision=precision, adapters=sft
+        cfg, resolve_model(cfg.model.model), precision=inputs.precision, adapters=sft
     )
-
     checkpoint = None
     if resume:
-        checkpoint = last_complete_checkpoint(run_dir)
-        if checkpoint is None:
-            raise UserError("no complete checkpoint to resume from", where=str(run_dir))
+        checkpoint = resume_point(run_dir)
         if trained_to_the_end(checkpoint):
-            return finish_from_checkpoint(run_dir, checkpoint, cfg, tokenizer)
-        step = int(checkpoint.name.split("-")[1])
-        if rank() == 0:
-            runs.truncate_metrics(run_dir / runs.METRICS_FILE, step)
-        log.info("resuming from %s", checkpoint.name)
+            return finish_from_checkpoint(run_dir, checkpoint, cfg, inputs.tokenizer)
+        rewind_metrics(run_dir, checkpoint)
+    trainer, callback = make_trainer(run_dir, inputs, model, stop)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return training_outcome(run_dir, trainer, callback, inputs.tokenizer)
+
+
+def load_inputs(run_dir: Path, stop: StopFlag) -> Inputs | None:
+    """The run's config, tokenizer and prepared rows (preparing them first); None when a stop
+    came while preparing."""
+    from tunewiz.core.loading import load_tokenizer
+    from tunewiz.core.train import data_store
+    from tunewiz.core.train.model import resolve_precision
+
+    cfg = load_run_config(run_dir)
+    precision = resolve_precision(cfg.model.precision)
+    log.info("method %s, precision %s, model %s", cfg.model.method, precision, cfg.model.model)
+    tokenizer = load_tokenizer(cfg.model.model, trust_remote_code=cfg.model.trust_remote_code)
+    if not prepared_here(run_dir, cfg, tokenizer, stop):
+        return None
+    template = run_dir / "chat_template.jinja"
+    if template.is_file():
+        tokenizer.chat_template = template.read_text(encoding="utf-8")
+    train_rows, eval_rows = data_store.load(run_dir)
+    return Inputs(cfg, precision, tokenizer, train_rows, eval_rows)
+
+
+def resume_point(run_dir: Path) -> Path:
+    """The checkpoint a resume continues from: the last complete one."""
+    from tunewiz.core.checkpoints import last_complete_checkpoint
+
+    checkpoint = last_complete_checkpoint(run_dir)
+    if checkpoint is None:
+        raise UserError("no complete checkpoint to resume from", where=str(run_dir))
+    return checkpoint
+
+
+def rewind_metrics(run_dir: Path, checkpoint: Path) -> None:
+    """Forget the metrics logged after the checkpoint: those steps are trained again."""
+    from tunewiz.core.runs import truncate_metrics
+
+    step = int(checkpoint.name.split("-")[1])
+    if rank() == 0:
+        truncate_metrics(run_dir / runs.METRICS_FILE, step)
+    log.info("resuming from %s", checkpoint.name)
+
+
+def make_trainer(
+    run_dir: Path, inputs: Inputs, model: PreTrainedModel | PeftModel, stop: StopFlag
+) -> tuple[RunTrainer, RunCallback]:
+    """The objective's trainer with the run's callback (and a test fault when one is asked for)."""
+    from tunewiz.core.train.callbacks import FaultInjector, RunCallback, parse_fault
 
     callback = RunCallback(run_dir, None, stop, is_main=rank() == 0, world_size=world_size())
-    callbacks: list = [callback]
+    callbacks: list[TrainerCallback] = [callback]
     fault = parse_fault()
     if fault:
         log.warning("test fault injection active: %s@%d", *fault)
         callbacks.append(FaultInjector(fault))
-    if not sft:
+    trainer: RunTrainer
+    if inputs.cfg.training.objective != "sft":
         from tunewiz.core.train.preference import build_trainer
 
         trainer = build_trainer(
-            cfg,
+            inputs.cfg,
             model,
-            tokenizer,
-            train_rows,
-            eval_rows,
+            inputs.tokenizer,
+            inputs.train_rows,
+            inputs.eval_rows,
             run_dir=run_dir,
-            precision=precision,
+            precision=inputs.precision,
             callbacks=callbacks,
             fault=fault,
         )
     else:
-        trainer = _sft_trainer(
-            cfg, run_dir, precision, model, tokenizer, train_rows, eval_rows, callbacks, fault
-        )
+        trainer = _sft_trainer(run_dir, inputs, model, callbacks, fault)
     callback.counter = trainer
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return trainer, callback
+
+
+def training_outcome(
+    run_dir: Path, trainer: RunTrainer, callback: RunCallback, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, Any]:
+    """How the training ended (finished, stopped, or failed on a NaN loss), with the peak memory;
+    a finished run's model and tokenizer are saved to final/."""
+    import torch
+
+    from tunewiz.core.train.callbacks import peak_memory_bytes
+
     peak = peak_memory_bytes()
     result = {
         "peak_mem_bytes": peak,
@@ -304,7 +297,9 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
     }
 
 
-def prepared_here(run_dir: Path, cfg: RunConfig, tokenizer, stop) -> bool:
+def prepared_here(
+    run_dir: Path, cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, stop: StopFlag
+) -> bool:
     """Prepare the data (rank 0; the other ranks wait for it); False when a stop came first."""
     from tunewiz.core.data import DataCancelled
     from tunewiz.core.train import data_store
@@ -332,7 +327,9 @@ def trained_to_the_end(checkpoint: Path) -> bool:
     return isinstance(step, int) and isinstance(last, int) and 0 < last <= step
 
 
-def finish_from_checkpoint(run_dir: Path, checkpoint: Path, cfg: RunConfig, tokenizer) -> dict:
+def finish_from_checkpoint(
+    run_dir: Path, checkpoint: Path, cfg: RunConfig, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, Any]:
     """A resume from the last step trains nothing: final/ is written from the checkpoint,
     unless a complete final/ exists already (it is never replaced)."""
     from tunewiz.core.checkpoints import final_complete, trainer_state
@@ -373,29 +370,34 @@ TRAINING_STATE_FILES = (
 
 
 def _sft_trainer(
-    cfg, run_dir, precision, model, tokenizer, train_rows, eval_rows, callbacks, fault
-):
+    run_dir: Path,
+    inputs: Inputs,
+    model: PreTrainedModel | PeftModel,
+    callbacks: list[TrainerCallback],
+    fault: tuple[str, int] | None,
+) -> RunTrainer:
     from tunewiz.core.train.args import build_training_args
     from tunewiz.core.train.collate import Collator
     from tunewiz.core.train.trainer import RunTrainer
 
+    train_rows, eval_rows = inputs.train_rows, inputs.eval_rows
     packed = bool(train_rows) and "position_ids" in train_rows[0]
     args = build_training_args(
-        cfg, run_dir, precision=precision, has_eval=bool(eval_rows), packed=packed
+        inputs.cfg, run_dir, precision=inputs.precision, has_eval=bool(eval_rows), packed=packed
     )
     return RunTrainer(
         model=model,
         args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows or None,
-        data_collator=Collator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
+        data_collator=Collator(inputs.tokenizer.pad_token_id),
+        processing_class=inputs.tokenizer,
         callbacks=callbacks,
         fault=fault,
     )
 
 
-def _estimate_next_to(run_dir: Path, peak: int) -> dict:
+def _estimate_next_to(run_dir: Path, peak: int) -> dict[str, Any]:
     """The measured peak next to the estimator's prediction (estimate.json `total_bytes`)."""
     predicted = runs.read_estimate_bytes(run_dir)
     if predicted is None:
