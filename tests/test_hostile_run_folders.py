@@ -350,7 +350,7 @@ BAD_CONFIGS = {
 @pytest.mark.parametrize("damage_kind", list(BAD_CONFIGS))
 def test_a_run_whose_config_is_bad_is_reported_as_damaged(tmp_path, capsys, damage_kind):
     from tunewiz.core.config import load_run_config
-    from tunewiz.core.models import load_for_chat
+    from tunewiz.core.loading import load_for_chat
 
     run = make_run(tmp_path, "bad")
     path = run / "config.toml"
