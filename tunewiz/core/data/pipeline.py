@@ -16,7 +16,7 @@ import signal
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tunewiz.core.config import DataConfig
 from tunewiz.core.data.formats import (
@@ -27,7 +27,7 @@ from tunewiz.core.data.formats import (
     suggest_task,
 )
 from tunewiz.core.data.load import Source, read_source, resolve_sources
-from tunewiz.core.data.report import WARNING_KINDS, DataReport, Problem
+from tunewiz.core.data.report import WARNING_KINDS, DataReport, Problem, TokenStats
 from tunewiz.core.data.stats import pack, packed_count, split, token_stats
 from tunewiz.core.data.template import (
     TOOL_TEMPLATE_FAMILIES,
@@ -40,11 +40,20 @@ from tunewiz.core.data.template import (
 )
 from tunewiz.core.errors import UserError
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    BoolArray = npt.NDArray[np.bool_]
+
 log = logging.getLogger(__name__)
 
 BATCH = 2048  # rows per tokenizer call (and per progress report)
 SAMPLE_ROWS = 200  # rows read ahead to detect the format
 PREVIEW_ROWS = 3
+
+# (source index, loc, row, problem): a record of `load` with the source it came from
+SourceRecord = tuple[int, int, "dict | None", "Problem | None"]
 
 TASK_HELP = {
     "instruction": "Teach the model to answer: each row is one prompt and the response you want.",
@@ -294,9 +303,7 @@ def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
 # -- reading -------------------------------------------------------------------
 
 
-def _records(
-    sources: list[Source], text_split: str
-) -> Iterator[tuple[int, int, dict | None, Problem | None]]:
+def _records(sources: list[Source], text_split: str) -> Iterator[SourceRecord]:
     for si, src in enumerate(sources):
         for loc, row, problem in read_source(src, text_split=text_split):
             yield si, loc, row, problem
@@ -391,18 +398,44 @@ def _row_key(norm: dict) -> str | tuple:
 
 
 def _scan(
-    cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_size: int, num_proc: int = 1
-):
+    cfg: DataConfig,
+    tokenizer,
+    *,
+    keep: bool,
+    cancel: CancelFlag | None,
+    progress: Callable[[int], None] | None,
+    batch_size: int,
+    num_proc: int = 1,
+) -> tuple[DataReport, list[list[dict]]]:
+    """Read every row once: the report, and one group of examples per usable row (only with
+    `keep` and a tokenizer; a long text document makes several examples).
+
+    The steps, in order: detect the format from the first rows; read and normalise,
+    tokenise and mask every row (batch by batch, maybe in other processes); mark
+    duplicates; summarise.
+    """
     sources = resolve_sources(cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split)
     source_name = str(sources[0].path) if cfg.data == "sample" and sources[0].path else cfg.data
     report = DataReport(source=source_name, task=cfg.task)
     head, rest = _read_ahead(_records(sources, cfg.text_split))
-    sample = [r[2] for r in head if r[2] is not None]
     if not head:
         raise UserError(_empty_message(head, sources), where=cfg.data)
+    fmt, mapping = _read_format(cfg, head, report)
+    job = _job(cfg, fmt, mapping, sources, tokenizer, keep)
+    report.chat_template = job.template  # None for the text task: no template renders it
+    rows = _read_rows(job, itertools.chain(head, rest), report, cancel, progress, num_proc)
+    _note_tools(report, job)
+    keep_mask = _mark_duplicates(rows, sources, report)
+    return report, _summarise(report, rows, keep_mask, job, batch_size)
+
+
+def _read_format(cfg: DataConfig, head: list[SourceRecord], report: DataReport) -> tuple[str, dict]:
+    """The format (and column mapping) the rows are read in, told from the first rows and
+    recorded in the report; UserError when the task cannot train on data of that format."""
+    sample = [r[2] for r in head if r[2] is not None]
     if sample:
         fmt, mapping, evidence = _detect_for_task(sample, cfg)
-    else:  # nothing readable: every row is reported below, the format stays unknown
+    else:  # nothing readable: every row is reported, the format stays unknown
         fmt, mapping, evidence = "unknown", {}, ["no readable row to tell the format from"]
     report.format, report.evidence = fmt, evidence
     report.preference_data = fmt == "preference"
@@ -418,93 +451,137 @@ def _scan(
             hint="train it with --objective kto",
         )
     check_task_reads(cfg.task, fmt)
-    text_task = cfg.task == "text"
-    template = chat_template_for(tokenizer) if tokenizer is not None else None
-    report.chat_template = template if not text_task else None
-    job = _job(cfg, fmt, mapping, sources, tokenizer, keep)
+    return fmt, mapping
 
-    # One entry per usable row (before duplicates are removed): compact arrays keep memory flat.
-    hashes, srcs, locs, lengths, trained = (
-        array("q"),
-        array("H"),
-        array("q"),
-        array("q"),
-        array("q"),
-    )
-    row_examples: list[list[dict]] = []
-    previews: list[tuple[int, dict, list[dict]]] = []
-    split_docs = 0
 
-    for done in _run_batches(job, _batches(itertools.chain(head, rest)), num_proc):
+@dataclass
+class _Rows:
+    """One entry per usable row, duplicates included (they are only found once every row is
+    read): compact arrays keep memory flat, examples are held only when kept."""
+
+    hashes: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # content
+    srcs: array[int] = dataclasses.field(default_factory=lambda: array("H"))  # source index
+    locs: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # line or index
+    lengths: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # tokens
+    trained: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # trained tokens
+    examples: list[list[dict]] = dataclasses.field(default_factory=list)  # with `keep`
+    # (row index, normalised row, its examples) for the first rows, candidates for the preview
+    previews: list[tuple[int, dict, list[dict]]] = dataclasses.field(default_factory=list)
+    split_docs: int = 0  # text documents longer than max_seq_len (several examples)
+
+
+def _read_rows(
+    job: _Job,
+    records: Iterator[SourceRecord],
+    report: DataReport,
+    cancel: CancelFlag | None,
+    progress: Callable[[int], None] | None,
+    num_proc: int,
+) -> _Rows:
+    """Read and normalise, then tokenise and mask every record, batch by batch: the batches'
+    problems and counts go to `report`, their usable rows come back."""
+    rows = _Rows()
+    for done in _run_batches(job, _batches(records), num_proc):
         if cancel is not None and cancel.is_set():
             raise DataCancelled()
-        report.rows_total += done.rows
-        for problem in done.problems:
-            report.add_problem(problem)
-        for part, n in done.skipped.items():
-            report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
-        report.boundary_merges += done.boundary_merges
-        report.tool_rows += done.tool_rows
-        report.cut_lengths.extend(done.cut_lengths)
-        for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
-            hashes.append(key)
-            srcs.append(si)
-            locs.append(loc)
-            if tokenizer is not None:
-                lengths.append(length)
-                trained.append(n_trained)
-                split_docs += len(exs or ()) > 1
-                if keep:
-                    row_examples.append(exs)
-            if i in done.previews and len(previews) < PREVIEW_ROWS * 3:
-                previews.append((len(hashes) - 1, done.previews[i], exs or []))
+        _count_batch(report, done)
+        _keep_batch(rows, done, job)
         if progress is not None:
             progress(report.rows_total)
+    return rows
 
-    _note_tools(report, job)
-    keep_mask = _mark_duplicates(hashes, srcs, locs, sources, report)
+
+def _count_batch(report: DataReport, done: _Done) -> None:
+    """Add one batch's rows, problems and counts to the report."""
+    report.rows_total += done.rows
+    for problem in done.problems:
+        report.add_problem(problem)
+    for part, n in done.skipped.items():
+        report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
+    report.boundary_merges += done.boundary_merges
+    report.tool_rows += done.tool_rows
+    report.cut_lengths.extend(done.cut_lengths)
+
+
+def _keep_batch(rows: _Rows, done: _Done, job: _Job) -> None:
+    """Append one batch's usable rows: their hashes and places always, their token counts
+    with a tokenizer, their examples when the job keeps them."""
+    for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
+        rows.hashes.append(key)
+        rows.srcs.append(si)
+        rows.locs.append(loc)
+        if job.tokenizer is not None:
+            rows.lengths.append(length)
+            rows.trained.append(n_trained)
+            rows.split_docs += len(exs or ()) > 1
+            if job.keep:
+                rows.examples.append(exs or [])
+        if i in done.previews and len(rows.previews) < PREVIEW_ROWS * 3:
+            rows.previews.append((len(rows.hashes) - 1, done.previews[i], exs or []))
+
+
+def _summarise(
+    report: DataReport, rows: _Rows, keep_mask: BoolArray, job: _Job, batch_size: int
+) -> list[list[dict]]:
+    """Fill in what is known once duplicates are out: usable rows, previews, token statistics
+    and notes. Returns the kept rows' examples (empty unless the job keeps them)."""
     report.rows_ok = int(keep_mask.sum())
-    for index, norm, exs in previews:
+    for index, norm, exs in rows.previews:
         if keep_mask[index] and len(report.preview) < PREVIEW_ROWS:
             report.preview.append(norm)
             if exs:
                 report.examples.append(exs[0])
-    groups: list[list[dict]] = []
-    if tokenizer is not None:
-        kept_lengths = [n for n, k in zip(lengths, keep_mask, strict=False) if k]
-        report.token_stats = token_stats(
-            kept_lengths,
-            cfg.max_seq_len,
-            trained_tokens=sum(t for t, k in zip(trained, keep_mask, strict=False) if k),
-            batch_size=batch_size,
-            truncates=not text_task,
-            cut=report.cut_lengths,
+    if job.tokenizer is None:
+        return []
+    report.token_stats = _token_summary(rows, keep_mask, job.cfg, batch_size, report.cut_lengths)
+    _note_lengths(report, rows.split_docs, job.cfg)
+    if not job.keep:
+        return []
+    return [exs for exs, k in zip(rows.examples, keep_mask, strict=True) if k]
+
+
+def _token_summary(
+    rows: _Rows, keep_mask: BoolArray, cfg: DataConfig, batch_size: int, cut: list[int]
+) -> TokenStats | None:
+    """Token statistics of the rows kept, with the sequences training will make of them."""
+    lengths = [n for n, k in zip(rows.lengths, keep_mask, strict=False) if k]
+    text_task = cfg.task == "text"
+    stats = token_stats(
+        lengths,
+        cfg.max_seq_len,
+        trained_tokens=sum(t for t, k in zip(rows.trained, keep_mask, strict=False) if k),
+        batch_size=batch_size,
+        truncates=not text_task,
+        cut=cut,
+    )
+    if stats is None:
+        return None
+    if text_task:  # long documents become several chunks
+        chunks = [
+            min(max(n - a, 0), cfg.max_seq_len)
+            for n in lengths
+            for a in range(0, n, cfg.max_seq_len)
+        ]
+        stats.sequences = (
+            packed_count(chunks, cfg.max_seq_len) if packing_enabled(cfg) else len(chunks)
         )
-        if report.token_stats is not None:
-            if text_task:  # long documents become several chunks
-                chunks = [
-                    min(max(n - a, 0), cfg.max_seq_len)
-                    for n in kept_lengths
-                    for a in range(0, n, cfg.max_seq_len)
-                ]
-                report.token_stats.sequences = (
-                    packed_count(chunks, cfg.max_seq_len) if packing_enabled(cfg) else len(chunks)
-                )
-            elif packing_enabled(cfg):
-                report.token_stats.sequences = packed_count(kept_lengths, cfg.max_seq_len)
-        if report.boundary_merges:
-            report.notes.append(
-                f"{report.boundary_merges} rows have a token that spans the end of the prompt and the "
-                "start of the answer (the tokenizer merges across the template); it is not trained"
-            )
-        if split_docs:
-            report.notes.append(
-                f"{split_docs} documents longer than max_seq_len ({cfg.max_seq_len}) are split "
-                "into several sequences (no token lost)"
-            )
-        if keep:  # one group per row: a long text document makes several examples
-            groups = [exs for exs, k in zip(row_examples, keep_mask, strict=True) if k]
-    return report, groups
+    elif packing_enabled(cfg):
+        stats.sequences = packed_count(lengths, cfg.max_seq_len)
+    return stats
+
+
+def _note_lengths(report: DataReport, split_docs: int, cfg: DataConfig) -> None:
+    """Say what became of tokens that cross an answer's start, and of documents too long."""
+    if report.boundary_merges:
+        report.notes.append(
+            f"{report.boundary_merges} rows have a token that spans the end of the prompt and the "
+            "start of the answer (the tokenizer merges across the template); it is not trained"
+        )
+    if split_docs:
+        report.notes.append(
+            f"{split_docs} documents longer than max_seq_len ({cfg.max_seq_len}) are split "
+            "into several sequences (no token lost)"
+        )
 
 
 def _note_tools(report: DataReport, job: _Job) -> None:
@@ -713,7 +790,7 @@ def _tokenize(good, job: _Job, done: _Done):
     return out
 
 
-def _mark_duplicates(hashes, srcs, locs, sources, report: DataReport):
+def _mark_duplicates(rows: _Rows, sources: list[Source], report: DataReport) -> BoolArray:
     """Later copies of a row are problems; the first copy is kept. Returns a keep mask.
 
     Rows are compared by the hash of their normalized content, sorted once at the
@@ -721,11 +798,11 @@ def _mark_duplicates(hashes, srcs, locs, sources, report: DataReport):
     """
     import numpy as np
 
-    n = len(hashes)
+    n = len(rows.hashes)
     keep = np.ones(n, dtype=bool)
     if n < 2:
         return keep
-    h = np.frombuffer(hashes, dtype=np.int64)
+    h = np.frombuffer(rows.hashes, dtype=np.int64)
     order = np.argsort(h, kind="stable")  # stable: the first copy comes first in its run
     sorted_h = h[order]
     same = np.zeros(n, dtype=bool)
@@ -739,7 +816,8 @@ def _mark_duplicates(hashes, srcs, locs, sources, report: DataReport):
     dups = order[dup_pos]
     keep[dups] = False
     for i, j in sorted(zip(dups.tolist(), firsts.tolist(), strict=True)):
-        here, first = sources[srcs[i]].where(locs[i]), sources[srcs[j]].where(locs[j])
+        here = sources[rows.srcs[i]].where(rows.locs[i])
+        first = sources[rows.srcs[j]].where(rows.locs[j])
         report.add_problem(Problem(here, "duplicate", f"same as {first}"))
     return keep
 
