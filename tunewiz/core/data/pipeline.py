@@ -309,68 +309,6 @@ def _records(sources: list[Source], text_split: str) -> Iterator[SourceRecord]:
             yield si, loc, row, problem
 
 
-def _row_format(row: dict, cfg: DataConfig) -> tuple[str | None, dict]:
-    """The format of one row on its own (and its column mapping); None when it has none."""
-    try:
-        fmt, mapping, _ = detect_format([row], cfg.columns)
-    except UserError:
-        return None, {}
-    return fmt, mapping
-
-
-def _detect_for_task(sample: list[dict], cfg: DataConfig) -> tuple[str, dict, list[str]]:
-    """detect_format, except that a file mixing formats is read in the one the task takes:
-    when the format detected first is not one the task reads, the rows that are decide."""
-    fmt, mapping, evidence = detect_format(sample, cfg.columns, cfg.format)
-    accepted = TASK_FORMATS.get(cfg.task, ())
-    # KTO rows also have a prompt and a completion, but half of their answers are bad ones:
-    # never read them as SFT rows (the caller refuses them with the KTO message).
-    if cfg.format not in ("", "auto") or fmt in accepted or fmt == "kto":
-        return fmt, mapping, evidence
-    fitting = [row for row in sample if _row_format(row, cfg)[0] in accepted]
-    if not fitting:
-        return fmt, mapping, evidence  # refused by the caller, with the task that fits
-    fmt2, mapping2, evidence2 = detect_format(fitting, cfg.columns)
-    note = (
-        f"{len(sample) - len(fitting)} of the first {len(sample)} rows are "
-        f"{FORMAT_NAMES.get(fmt, fmt)}, which the {cfg.task} task does not read: they are "
-        "reported as problems"
-    )
-    return fmt2, mapping2, [*evidence2, note]
-
-
-KTO_ROW_IN_SFT = (
-    "a KTO row (answer labelled true/false): its answer may be a bad one, so it is not "
-    "trained as SFT; train KTO data with --objective kto"
-)
-
-
-def _normalize_mixed(
-    row: dict,
-    fmt: str,
-    mapping: dict,
-    cfg: DataConfig,
-    tools: bool = False,
-    removed: list | None = None,
-):
-    """normalize() in the detected format; with the format detected (not set), a row that
-    does not fit it but is itself of a format the task reads (a file mixing Alpaca and
-    `messages` rows) is read in its own format instead of dropped. A KTO row (an answer
-    labelled good or bad) among SFT rows is a problem: its bad answer must not be learnt."""
-    if isinstance(row.get("label"), bool) and fmt != "kto":
-        return None, [("label", "kto_row", KTO_ROW_IN_SFT)], {}
-    out = normalize(row, fmt, mapping, tools=tools, removed=removed)
-    if out[0] is not None or cfg.format not in ("", "auto"):
-        return out
-    own, own_mapping = _row_format(row, cfg)
-    if own is None or own == fmt or own not in TASK_FORMATS.get(cfg.task, ()):
-        return out
-    if removed:
-        removed.clear()  # the gaps of the failed reading, not of this one
-    again = normalize(row, own, own_mapping, tools=tools, removed=removed)
-    return again if again[0] is not None else out
-
-
 def _read_ahead(records: Iterator) -> tuple[list, Iterator]:
     head, good = [], 0
     for rec in records:
@@ -389,12 +327,7 @@ def _empty_message(head: list, sources: list[Source]) -> str:
     return f"no readable row: all {len(head)} rows read have problems, first at {first.where}: {first.message}"
 
 
-def _row_key(norm: dict) -> str | tuple:
-    if "text" in norm:
-        return norm["text"]
-    if "tools" in norm or any("tool_calls" in m for m in norm["messages"]):
-        return json.dumps(norm, sort_keys=True, default=str)  # calls and results count too
-    return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
+# -- the scan: format, rows, duplicates, summary -------------------------------
 
 
 def _scan(
@@ -424,9 +357,11 @@ def _scan(
     job = _job(cfg, fmt, mapping, sources, tokenizer, keep)
     report.chat_template = job.template  # None for the text task: no template renders it
     rows = _read_rows(job, itertools.chain(head, rest), report, cancel, progress, num_proc)
-    _note_tools(report, job)
     keep_mask = _mark_duplicates(rows, sources, report)
     return report, _summarise(report, rows, keep_mask, job, batch_size)
+
+
+# -- 1. the format, from the first rows ----------------------------------------
 
 
 def _read_format(cfg: DataConfig, head: list[SourceRecord], report: DataReport) -> tuple[str, dict]:
@@ -452,6 +387,61 @@ def _read_format(cfg: DataConfig, head: list[SourceRecord], report: DataReport) 
         )
     check_task_reads(cfg.task, fmt)
     return fmt, mapping
+
+
+def _detect_for_task(sample: list[dict], cfg: DataConfig) -> tuple[str, dict, list[str]]:
+    """detect_format, except that a file mixing formats is read in the one the task takes:
+    when the format detected first is not one the task reads, the rows that are decide."""
+    fmt, mapping, evidence = detect_format(sample, cfg.columns, cfg.format)
+    accepted = TASK_FORMATS.get(cfg.task, ())
+    # KTO rows also have a prompt and a completion, but half of their answers are bad ones:
+    # never read them as SFT rows (the caller refuses them with the KTO message).
+    if cfg.format not in ("", "auto") or fmt in accepted or fmt == "kto":
+        return fmt, mapping, evidence
+    fitting = [row for row in sample if _row_format(row, cfg)[0] in accepted]
+    if not fitting:
+        return fmt, mapping, evidence  # refused by the caller, with the task that fits
+    fmt2, mapping2, evidence2 = detect_format(fitting, cfg.columns)
+    note = (
+        f"{len(sample) - len(fitting)} of the first {len(sample)} rows are "
+        f"{FORMAT_NAMES.get(fmt, fmt)}, which the {cfg.task} task does not read: they are "
+        "reported as problems"
+    )
+    return fmt2, mapping2, [*evidence2, note]
+
+
+def _row_format(row: dict, cfg: DataConfig) -> tuple[str | None, dict]:
+    """The format of one row on its own (and its column mapping); None when it has none."""
+    try:
+        fmt, mapping, _ = detect_format([row], cfg.columns)
+    except UserError:
+        return None, {}
+    return fmt, mapping
+
+
+@dataclass
+class _Job:
+    """Everything a batch needs; inherited by forked helper processes, never pickled."""
+
+    cfg: DataConfig
+    fmt: str
+    mapping: dict
+    sources: list[Source]
+    tokenizer: object
+    template: str | None
+    keep: bool
+    tools: bool = False  # the template renders tool calls: rows keep them
+
+
+def _job(cfg: DataConfig, fmt: str, mapping: dict, sources, tokenizer, keep: bool) -> _Job:
+    template = chat_template_for(tokenizer) if tokenizer is not None else None
+    if cfg.task == "text":
+        return _Job(cfg, fmt, mapping, sources, tokenizer, None, keep)
+    tools = template is not None and template_supports_tools(tokenizer, template)
+    return _Job(cfg, fmt, mapping, sources, tokenizer, template, keep, tools)
+
+
+# -- 2. every row normalised, tokenised and masked, by batch -------------------
 
 
 @dataclass
@@ -518,106 +508,6 @@ def _keep_batch(rows: _Rows, done: _Done, job: _Job) -> None:
                 rows.examples.append(exs or [])
         if i in done.previews and len(rows.previews) < PREVIEW_ROWS * 3:
             rows.previews.append((len(rows.hashes) - 1, done.previews[i], exs or []))
-
-
-def _summarise(
-    report: DataReport, rows: _Rows, keep_mask: BoolArray, job: _Job, batch_size: int
-) -> list[list[dict]]:
-    """Fill in what is known once duplicates are out: usable rows, previews, token statistics
-    and notes. Returns the kept rows' examples (empty unless the job keeps them)."""
-    report.rows_ok = int(keep_mask.sum())
-    for index, norm, exs in rows.previews:
-        if keep_mask[index] and len(report.preview) < PREVIEW_ROWS:
-            report.preview.append(norm)
-            if exs:
-                report.examples.append(exs[0])
-    if job.tokenizer is None:
-        return []
-    report.token_stats = _token_summary(rows, keep_mask, job.cfg, batch_size, report.cut_lengths)
-    _note_lengths(report, rows.split_docs, job.cfg)
-    if not job.keep:
-        return []
-    return [exs for exs, k in zip(rows.examples, keep_mask, strict=True) if k]
-
-
-def _token_summary(
-    rows: _Rows, keep_mask: BoolArray, cfg: DataConfig, batch_size: int, cut: list[int]
-) -> TokenStats | None:
-    """Token statistics of the rows kept, with the sequences training will make of them."""
-    lengths = [n for n, k in zip(rows.lengths, keep_mask, strict=False) if k]
-    text_task = cfg.task == "text"
-    stats = token_stats(
-        lengths,
-        cfg.max_seq_len,
-        trained_tokens=sum(t for t, k in zip(rows.trained, keep_mask, strict=False) if k),
-        batch_size=batch_size,
-        truncates=not text_task,
-        cut=cut,
-    )
-    if stats is None:
-        return None
-    if text_task:  # long documents become several chunks
-        chunks = [
-            min(max(n - a, 0), cfg.max_seq_len)
-            for n in lengths
-            for a in range(0, n, cfg.max_seq_len)
-        ]
-        stats.sequences = (
-            packed_count(chunks, cfg.max_seq_len) if packing_enabled(cfg) else len(chunks)
-        )
-    elif packing_enabled(cfg):
-        stats.sequences = packed_count(lengths, cfg.max_seq_len)
-    return stats
-
-
-def _note_lengths(report: DataReport, split_docs: int, cfg: DataConfig) -> None:
-    """Say what became of tokens that cross an answer's start, and of documents too long."""
-    if report.boundary_merges:
-        report.notes.append(
-            f"{report.boundary_merges} rows have a token that spans the end of the prompt and the "
-            "start of the answer (the tokenizer merges across the template); it is not trained"
-        )
-    if split_docs:
-        report.notes.append(
-            f"{split_docs} documents longer than max_seq_len ({cfg.max_seq_len}) are split "
-            "into several sequences (no token lost)"
-        )
-
-
-def _note_tools(report: DataReport, job: _Job) -> None:
-    """Say what became of tool calls, results and definitions, and why."""
-    if report.tool_rows:
-        report.notes.append(
-            f"{report.tool_rows} rows use tools: the chat template renders them, the assistant's "
-            "tool calls are trained, tool results and definitions are not"
-        )
-    elif job.template is not None and any(k in report.skipped_parts for k in TOOL_PARTS):
-        report.notes.append(
-            "this model's chat template cannot express tools, so tool calls, results and "
-            f"definitions are left out; templates that can: {TOOL_TEMPLATE_FAMILIES}"
-        )
-
-
-@dataclass
-class _Job:
-    """Everything a batch needs; inherited by forked helper processes, never pickled."""
-
-    cfg: DataConfig
-    fmt: str
-    mapping: dict
-    sources: list[Source]
-    tokenizer: object
-    template: str | None
-    keep: bool
-    tools: bool = False  # the template renders tool calls: rows keep them
-
-
-def _job(cfg: DataConfig, fmt: str, mapping: dict, sources, tokenizer, keep: bool) -> _Job:
-    template = chat_template_for(tokenizer) if tokenizer is not None else None
-    if cfg.task == "text":
-        return _Job(cfg, fmt, mapping, sources, tokenizer, None, keep)
-    tools = template is not None and template_supports_tools(tokenizer, template)
-    return _Job(cfg, fmt, mapping, sources, tokenizer, template, keep, tools)
 
 
 @dataclass
@@ -717,10 +607,50 @@ def _process(job: _Job, batch: list) -> _Done:
     return done
 
 
+KTO_ROW_IN_SFT = (
+    "a KTO row (answer labelled true/false): its answer may be a bad one, so it is not "
+    "trained as SFT; train KTO data with --objective kto"
+)
+
+
+def _normalize_mixed(
+    row: dict,
+    fmt: str,
+    mapping: dict,
+    cfg: DataConfig,
+    tools: bool = False,
+    removed: list | None = None,
+):
+    """normalize() in the detected format; with the format detected (not set), a row that
+    does not fit it but is itself of a format the task reads (a file mixing Alpaca and
+    `messages` rows) is read in its own format instead of dropped. A KTO row (an answer
+    labelled good or bad) among SFT rows is a problem: its bad answer must not be learnt."""
+    if isinstance(row.get("label"), bool) and fmt != "kto":
+        return None, [("label", "kto_row", KTO_ROW_IN_SFT)], {}
+    out = normalize(row, fmt, mapping, tools=tools, removed=removed)
+    if out[0] is not None or cfg.format not in ("", "auto"):
+        return out
+    own, own_mapping = _row_format(row, cfg)
+    if own is None or own == fmt or own not in TASK_FORMATS.get(cfg.task, ()):
+        return out
+    if removed:
+        removed.clear()  # the gaps of the failed reading, not of this one
+    again = normalize(row, own, own_mapping, tools=tools, removed=removed)
+    return again if again[0] is not None else out
+
+
 def _uses_tools(norm: dict) -> bool:
     return "tools" in norm or any(
         m["role"] == "tool" or "tool_calls" in m for m in norm.get("messages", ())
     )
+
+
+def _row_key(norm: dict) -> str | tuple:
+    if "text" in norm:
+        return norm["text"]
+    if "tools" in norm or any("tool_calls" in m for m in norm["messages"]):
+        return json.dumps(norm, sort_keys=True, default=str)  # calls and results count too
+    return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
 
 
 def _tokenize(good, job: _Job, done: _Done):
@@ -790,6 +720,9 @@ def _tokenize(good, job: _Job, done: _Done):
     return out
 
 
+# -- 3. duplicates -------------------------------------------------------------
+
+
 def _mark_duplicates(rows: _Rows, sources: list[Source], report: DataReport) -> BoolArray:
     """Later copies of a row are problems; the first copy is kept. Returns a keep mask.
 
@@ -820,6 +753,91 @@ def _mark_duplicates(rows: _Rows, sources: list[Source], report: DataReport) -> 
         first = sources[rows.srcs[j]].where(rows.locs[j])
         report.add_problem(Problem(here, "duplicate", f"same as {first}"))
     return keep
+
+
+# -- 4. the summary ------------------------------------------------------------
+
+
+def _summarise(
+    report: DataReport, rows: _Rows, keep_mask: BoolArray, job: _Job, batch_size: int
+) -> list[list[dict]]:
+    """Fill in what is known once duplicates are out: usable rows, previews, token statistics
+    and notes. Returns the kept rows' examples (empty unless the job keeps them)."""
+    report.rows_ok = int(keep_mask.sum())
+    _note_tools(report, job)
+    for index, norm, exs in rows.previews:
+        if keep_mask[index] and len(report.preview) < PREVIEW_ROWS:
+            report.preview.append(norm)
+            if exs:
+                report.examples.append(exs[0])
+    if job.tokenizer is None:
+        return []
+    report.token_stats = _token_summary(rows, keep_mask, job.cfg, batch_size, report.cut_lengths)
+    _note_lengths(report, rows.split_docs, job.cfg)
+    if not job.keep:
+        return []
+    return [exs for exs, k in zip(rows.examples, keep_mask, strict=True) if k]
+
+
+def _token_summary(
+    rows: _Rows, keep_mask: BoolArray, cfg: DataConfig, batch_size: int, cut: list[int]
+) -> TokenStats | None:
+    """Token statistics of the rows kept, with the sequences training will make of them."""
+    lengths = [n for n, k in zip(rows.lengths, keep_mask, strict=False) if k]
+    text_task = cfg.task == "text"
+    stats = token_stats(
+        lengths,
+        cfg.max_seq_len,
+        trained_tokens=sum(t for t, k in zip(rows.trained, keep_mask, strict=False) if k),
+        batch_size=batch_size,
+        truncates=not text_task,
+        cut=cut,
+    )
+    if stats is None:
+        return None
+    if text_task:  # long documents become several chunks
+        chunks = [
+            min(max(n - a, 0), cfg.max_seq_len)
+            for n in lengths
+            for a in range(0, n, cfg.max_seq_len)
+        ]
+        stats.sequences = (
+            packed_count(chunks, cfg.max_seq_len) if packing_enabled(cfg) else len(chunks)
+        )
+    elif packing_enabled(cfg):
+        stats.sequences = packed_count(lengths, cfg.max_seq_len)
+    return stats
+
+
+def _note_tools(report: DataReport, job: _Job) -> None:
+    """Say what became of tool calls, results and definitions, and why."""
+    if report.tool_rows:
+        report.notes.append(
+            f"{report.tool_rows} rows use tools: the chat template renders them, the assistant's "
+            "tool calls are trained, tool results and definitions are not"
+        )
+    elif job.template is not None and any(k in report.skipped_parts for k in TOOL_PARTS):
+        report.notes.append(
+            "this model's chat template cannot express tools, so tool calls, results and "
+            f"definitions are left out; templates that can: {TOOL_TEMPLATE_FAMILIES}"
+        )
+
+
+def _note_lengths(report: DataReport, split_docs: int, cfg: DataConfig) -> None:
+    """Say what became of tokens that cross an answer's start, and of documents too long."""
+    if report.boundary_merges:
+        report.notes.append(
+            f"{report.boundary_merges} rows have a token that spans the end of the prompt and the "
+            "start of the answer (the tokenizer merges across the template); it is not trained"
+        )
+    if split_docs:
+        report.notes.append(
+            f"{split_docs} documents longer than max_seq_len ({cfg.max_seq_len}) are split "
+            "into several sequences (no token lost)"
+        )
+
+
+# -- usable or not -------------------------------------------------------------
 
 
 def _check_usable(report: DataReport, cfg: DataConfig, where: str) -> None:
