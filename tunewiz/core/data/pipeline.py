@@ -32,6 +32,7 @@ from tunewiz.core.data.stats import pack, packed_count, split, token_stats
 from tunewiz.core.data.template import (
     TOOL_TEMPLATE_FAMILIES,
     TemplateError,
+    Tokenized,
     chat_template_for,
     gap_tokens,
     render,
@@ -54,6 +55,8 @@ PREVIEW_ROWS = 3
 
 # (source index, loc, row, problem): a record of `load` with the source it came from
 SourceRecord = tuple[int, int, "dict | None", "Problem | None"]
+UsableRow = tuple[int, int, dict]  # (source index, loc, the row normalised)
+RowTokens = tuple[list[dict], int, int]  # (examples, length before truncation, trained tokens)
 
 TASK_HELP = {
     "instruction": "Teach the model to answer: each row is one prompt and the response you want.",
@@ -653,71 +656,104 @@ def _row_key(norm: dict) -> str | tuple:
     return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
 
 
-def _tokenize(good, job: _Job, done: _Done):
-    """Per usable row: (examples, length before truncation, trained tokens), or None if it failed."""
-    cfg, tokenizer, sources = job.cfg, job.tokenizer, job.sources
-    max_len = cfg.max_seq_len
-    out: list = [None] * len(good)
-    if cfg.task == "text":
-        toks = tokenize_rendered(
-            [n["text"] for _, _, n in good],
-            [None] * len(good),
-            tokenizer,
-            max_len,
-            add_special_tokens=True,
-            append_eos=True,
-            truncate=False,
-        )
-        for i, t in enumerate(toks):
-            chunks = [
-                {"input_ids": t.input_ids[a : a + max_len], "labels": t.labels[a : a + max_len]}
-                for a in range(0, len(t.input_ids), max_len)
-            ]
-            out[i] = (chunks, t.length, t.length)
+def _tokenize(good: list[UsableRow], job: _Job, done: _Done) -> list[RowTokens | None]:
+    """Per usable row: (examples, length before truncation, trained tokens), or None if it
+    failed (the problem is added to `done`)."""
+    if job.cfg.task == "text":
+        return _tokenize_text(good, job)
+    return _tokenize_chat(good, job, done)
+
+
+def _tokenize_text(good: list[UsableRow], job: _Job) -> list[RowTokens | None]:
+    """Plain text, every token trained; a document longer than max_seq_len is split into
+    chunks of that length rather than cut."""
+    max_len = job.cfg.max_seq_len
+    toks = tokenize_rendered(
+        [n["text"] for _, _, n in good],
+        [None] * len(good),
+        job.tokenizer,
+        max_len,
+        add_special_tokens=True,
+        append_eos=True,
+        truncate=False,
+    )
+    out: list[RowTokens | None] = []
+    for t in toks:
+        chunks = [
+            {"input_ids": t.input_ids[a : a + max_len], "labels": t.labels[a : a + max_len]}
+            for a in range(0, len(t.input_ids), max_len)
+        ]
+        out.append((chunks, t.length, t.length))
+    return out
+
+
+def _tokenize_chat(good: list[UsableRow], job: _Job, done: _Done) -> list[RowTokens | None]:
+    """Conversations rendered with the chat template and masked so that only the answers
+    train (all of it with train_on_inputs); truncated to max_seq_len."""
+    max_len = job.cfg.max_seq_len
+    out: list[RowTokens | None] = [None] * len(good)
+    texts, spans, idx = _render_rows(good, job, done)
+    if not texts:
         return out
+    toks = tokenize_rendered(texts, spans, job.tokenizer, max_len)
+    for i, t in zip(idx, toks, strict=False):
+        si, loc, _ = good[i]
+        if _check_tokens(t, job.sources[si].where(loc), max_len, done):
+            out[i] = ([{"input_ids": t.input_ids, "labels": t.labels}], t.length, t.trained)
+    return out
+
+
+def _render_rows(
+    good: list[UsableRow], job: _Job, done: _Done
+) -> tuple[list[str], list[list[tuple[int, int]] | None], list[int]]:
+    """The rows the chat template renders: (texts, answer spans or None to train every
+    token, their indices in `good`); a row the template refuses is a problem."""
     assert job.template is not None  # a tokenizer always brings a template
-    texts, spans, idx = [], [], []
+    texts: list[str] = []
+    spans: list[list[tuple[int, int]] | None] = []
+    idx: list[int] = []
     for i, (si, loc, norm) in enumerate(good):
         try:
-            text, row_spans = render(norm["messages"], tokenizer, job.template, norm.get("tools"))
+            text, row_spans = render(
+                norm["messages"], job.tokenizer, job.template, norm.get("tools")
+            )
         except TemplateError as exc:
             done.problems.append(
                 Problem(
-                    sources[si].where(loc),
+                    job.sources[si].where(loc),
                     "template_error",
                     f"the chat template refused this row: {exc}",
                 )
             )
             continue
         texts.append(text)
-        spans.append(None if cfg.train_on_inputs else row_spans)
+        spans.append(None if job.cfg.train_on_inputs else row_spans)
         idx.append(i)
-    if not texts:
-        return out
-    toks = tokenize_rendered(texts, spans, tokenizer, max_len)
-    for i, t in zip(idx, toks, strict=False):
-        si, loc, _ = good[i]
-        where = sources[si].where(loc)
+    return texts, spans, idx
+
+
+def _check_tokens(t: Tokenized, where: str, max_len: int, done: _Done) -> bool:
+    """Whether a tokenized row is usable; what truncation and masking did to it goes to
+    `done` (tokens lost, a token across an answer's start, nothing left to train)."""
+    if t.length > max_len:
+        done.problems.append(
+            Problem(
+                where,
+                "too_long",
+                f"{t.length} tokens: truncated to {max_len}, {t.length - max_len} tokens lost",
+            )
+        )
+    if t.straddles:
+        done.boundary_merges += 1
+    if t.trained == 0:
+        why = " (the answer lies past max_seq_len)" if t.length > max_len else ""
         if t.length > max_len:
-            done.problems.append(
-                Problem(
-                    where,
-                    "too_long",
-                    f"{t.length} tokens: truncated to {max_len}, {t.length - max_len} tokens lost",
-                )
-            )
-        if t.straddles:
-            done.boundary_merges += 1
-        if t.trained == 0:
-            why = " (the answer lies past max_seq_len)" if t.length > max_len else ""
-            if t.length > max_len:
-                done.cut_lengths.append(t.length)
-            done.problems.append(
-                Problem(where, "no_trainable", "no token left to train on after masking" + why)
-            )
-            continue
-        out[i] = ([{"input_ids": t.input_ids, "labels": t.labels}], t.length, t.trained)
-    return out
+            done.cut_lengths.append(t.length)
+        done.problems.append(
+            Problem(where, "no_trainable", "no token left to train on after masking" + why)
+        )
+        return False
+    return True
 
 
 # -- 3. duplicates -------------------------------------------------------------
