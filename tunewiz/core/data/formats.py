@@ -11,6 +11,7 @@ conversations keep them: assistant `tool_calls`, `tool` turns and `{"tools": [..
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 from tunewiz.core.data.tool_turns import call_turn, result_turn, tool_calls_of, tools_of
 from tunewiz.core.errors import UserError
@@ -40,6 +41,12 @@ ASSISTANT_ROLES = {"assistant", "gpt", "chatgpt", "bing", "bard", "model"}
 SYSTEM_ROLES = {"system", "developer"}
 TOOL_CALL_ROLES = {"function_call", "tool_call"}
 TOOL_RESULT_ROLES = {"tool", "function", "observation", "ipython", "tool_response"}
+# The chat role each accepted role name stands for (the sets above do not overlap).
+CHAT_ROLES = {
+    **dict.fromkeys(USER_ROLES, "user"),
+    **dict.fromkeys(ASSISTANT_ROLES, "assistant"),
+    **dict.fromkeys(SYSTEM_ROLES, "system"),
+}
 # The names parts left out are counted under in `skipped` (images and others are too).
 TOOL_PARTS = ("tool calls", "function results", "tool definitions")
 
@@ -301,82 +308,108 @@ def conversation_from_turns(
     removed: list | None = None,
 ):
     """Turns as messages; tool parts kept with `tools`, else counted (and placed in `removed`)."""
-
-    def leave_out(kind: str, at: int) -> None:
-        skipped[kind] += 1
-        if removed is not None:
-            removed.append((at, kind[:-1]))  # "tool calls" -> "tool call"
-
+    how = _TurnReading(role_key, text_key, skipped, tools, removed)
     issues: list[Issue] = []
     msgs: list[dict] = []
     for i, turn in enumerate(turns):
-        here = f"{name}[{i}]"
-        if not isinstance(turn, dict):
-            issues.append((here, "non_string", "a message should be an object"))
-            continue
-        role_raw = turn.get(role_key, turn.get("role", turn.get("from")))
-        text = turn.get(text_key, turn.get("content", turn.get("value")))
-        role = str(role_raw).lower() if role_raw is not None else None
-        if role in TOOL_CALL_ROLES or role in TOOL_RESULT_ROLES:
-            calling = role in TOOL_CALL_ROLES
-            if not tools:
-                leave_out("tool calls" if calling else "function results", len(msgs))
-                continue
-            call, bad = call_turn(text, f"{here}.{text_key}") if calling else (None, None)
-            if bad:
-                issues.append(bad)
-            else:
-                msgs.append(call or result_turn(turn, text))
-            continue
-        calls = None
-        if turn.get("tool_calls") or turn.get("function_call"):
-            if not tools:
-                leave_out("tool calls", len(msgs) + bool(text))  # the call follows its text
-                if not text:  # a message that only calls a tool: nothing to learn from it here
-                    continue
-            else:
-                calls, bad = tool_calls_of(turn, here)
-                if bad:
-                    issues.append(bad)
-                    continue
-                text = text or ""
-        if role is None:
-            issues.append((here, "missing_field", f"message has no '{role_key}'"))
-            continue
-        if role in USER_ROLES:
-            role = "user"
-        elif role in ASSISTANT_ROLES:
-            role = "assistant"
-        elif role in SYSTEM_ROLES:
-            role = "system"
-        else:
-            issues.append((here, "unknown_role", f"unknown role {role_raw!r}"))
-            continue
-        content, bad = _content(text, f"{here}.{text_key}", skipped)
-        if bad:
-            issues.append(
-                bad if text is not None else (here, "missing_field", f"message has no '{text_key}'")
-            )
-            continue
-        assert content is not None  # _content gives the text or the issue, never neither
-        if calls and role != "assistant":
-            issues.append(
-                (f"{here}.tool_calls", "unknown_role", f"a {role} turn cannot call tools")
-            )
-            continue
-        if not content.strip() and not calls:
-            issues.append((f"{here}.{text_key}", "empty_field", f"empty {role} message"))
-            continue
-        message: dict = {"role": role, "content": content}
-        if calls:
-            message["tool_calls"] = calls
-        msgs.append(message)
+        message, issue = _turn_message(turn, f"{name}[{i}]", how, at=len(msgs))
+        if issue is not None:
+            issues.append(issue)
+        elif message is not None:
+            msgs.append(message)
     if issues:
         return None, issues, skipped
     order = check_turn_order(msgs)
     if order:
         return None, [(name, "turn_order", order)], skipped
     return {"messages": msgs}, [], skipped
+
+
+@dataclass
+class _TurnReading:
+    """How a conversation's turns are read, and where the parts left out are counted."""
+
+    role_key: str  # "role" (OpenAI) or "from" (ShareGPT)
+    text_key: str  # "content" or "value"
+    skipped: Counter
+    tools: bool  # keep tool calls and results (the template can express them)
+    removed: list | None  # receives (message index, what) for each part left out
+
+    def leave_out(self, kind: str, at: int) -> None:
+        """Count a tool part that is not trained, placed before kept message `at`."""
+        self.skipped[kind] += 1
+        if self.removed is not None:
+            self.removed.append((at, kind[:-1]))  # "tool calls" -> "tool call"
+
+
+def _turn_message(
+    turn: object, here: str, how: _TurnReading, at: int
+) -> tuple[dict | None, Issue | None]:
+    """One turn as a message, or the problem with it; neither when the turn is left out.
+    `at` is the number of messages kept before it."""
+    if not isinstance(turn, dict):
+        return None, (here, "non_string", "a message should be an object")
+    role_raw = turn.get(how.role_key, turn.get("role", turn.get("from")))
+    text = turn.get(how.text_key, turn.get("content", turn.get("value")))
+    role = str(role_raw).lower() if role_raw is not None else None
+    if role in TOOL_CALL_ROLES or role in TOOL_RESULT_ROLES:
+        return _tool_turn(turn, role in TOOL_CALL_ROLES, text, here, how, at)
+    calls = None
+    if turn.get("tool_calls") or turn.get("function_call"):
+        if not how.tools:
+            how.leave_out("tool calls", at + bool(text))  # the call follows its text
+            if not text:  # a message that only calls a tool: nothing to learn from it here
+                return None, None
+        else:
+            calls, bad = tool_calls_of(turn, here)
+            if bad:
+                return None, bad
+            text = text or ""
+    if role is None:
+        return None, (here, "missing_field", f"message has no '{how.role_key}'")
+    return _chat_message(role, role_raw, text, calls, here, how)
+
+
+def _tool_turn(
+    turn: dict, calling: bool, text: object, here: str, how: _TurnReading, at: int
+) -> tuple[dict | None, Issue | None]:
+    """A turn that calls a tool or holds its result (ShareGPT's function_call, observation):
+    a message when the template can express it, else left out and counted."""
+    if not how.tools:
+        how.leave_out("tool calls" if calling else "function results", at)
+        return None, None
+    call, bad = call_turn(text, f"{here}.{how.text_key}") if calling else (None, None)
+    if bad:
+        return None, bad
+    return call or result_turn(turn, text), None
+
+
+def _chat_message(
+    role: str,
+    role_raw: object,
+    text: object,
+    calls: list[dict] | None,
+    here: str,
+    how: _TurnReading,
+) -> tuple[dict | None, Issue | None]:
+    """A user, assistant or system message (with the assistant's tool calls), or the problem
+    with it: an unknown role, text missing or empty, a non-assistant turn calling tools."""
+    chat_role = CHAT_ROLES.get(role)
+    if chat_role is None:
+        return None, (here, "unknown_role", f"unknown role {role_raw!r}")
+    content, bad = _content(text, f"{here}.{how.text_key}", how.skipped)
+    if bad:
+        missing = (here, "missing_field", f"message has no '{how.text_key}'")
+        return None, bad if text is not None else missing
+    assert content is not None  # _content gives the text or the issue, never neither
+    if calls and chat_role != "assistant":
+        return None, (f"{here}.tool_calls", "unknown_role", f"a {chat_role} turn cannot call tools")
+    if not content.strip() and not calls:
+        return None, (f"{here}.{how.text_key}", "empty_field", f"empty {chat_role} message")
+    message: dict = {"role": chat_role, "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return message, None
 
 
 def check_turn_order(msgs: list[dict]) -> str | None:
