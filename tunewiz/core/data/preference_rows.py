@@ -18,9 +18,7 @@ import re
 from collections import Counter
 
 from tunewiz.core.data.formats import (
-    ASSISTANT_ROLES,
-    SYSTEM_ROLES,
-    USER_ROLES,
+    CHAT_ROLES,
     Issue,
     _content,
     _system,
@@ -29,7 +27,6 @@ from tunewiz.core.data.formats import (
 )
 
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "input")
-_ROLES = {**dict.fromkeys(USER_ROLES, "user"), **dict.fromkeys(SYSTEM_ROLES, "system")}
 _HH_TURN = re.compile(r"\n*(Human|Assistant):\s?")
 
 
@@ -146,7 +143,7 @@ def _side(row: dict, name: str, skipped: Counter) -> tuple[list[dict], list[Issu
         if not isinstance(turn, dict):
             return [], [(here, "non_string", "a message should be an object")]
         raw = str(turn.get("role", turn.get("from", "assistant"))).lower()
-        role = _ROLES.get(raw, "assistant" if raw in ASSISTANT_ROLES else None)
+        role = CHAT_ROLES.get(raw)
         if role is None:
             return [], [(here, "unknown_role", f"unknown role {raw!r}")]
         text, bad = _content(turn.get("content", turn.get("value")), here, skipped)
