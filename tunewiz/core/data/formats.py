@@ -11,6 +11,7 @@ conversations keep them: assistant `tool_calls`, `tool` turns and `{"tools": [..
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunewiz.core.data.tool_turns import call_turn, result_turn, tool_calls_of, tools_of
@@ -51,6 +52,9 @@ CHAT_ROLES = {
 TOOL_PARTS = ("tool calls", "function results", "tool definitions")
 
 Issue = tuple[str, str, str]  # (field, kind, message)
+# A row in the common shape (None when it has problems), its problems, the parts left out
+Normalized = tuple["dict | None", list[Issue], Counter]
+Column = Callable[[str, str], str]  # the user's name for a column: mapping.get(name, default)
 # Shared empties for the common clean row: callers only read them.
 _NO_ISSUES: list = []
 _NO_SKIPS: Counter = Counter()
@@ -140,7 +144,7 @@ def suggest_task(fmt: str) -> str:
 
 def normalize(
     row: dict, fmt: str, mapping: dict, *, tools: bool = False, removed: list | None = None
-) -> tuple[dict | None, list[Issue], Counter]:
+) -> Normalized:
     """One row in the common shape, or the problems that stop it.
 
     `tools`: keep tool calls, results and definitions (the template can render them).
@@ -148,39 +152,57 @@ def normalize(
     the index being the kept message it stood before, for previews that show the gap.
     """
     col = mapping.get
-    skipped = _NO_SKIPS
     if fmt == "text":
-        name = col("text", "text")
-        issues = _need_text(row, name)
-        return (None if issues else {"text": row[name]}), issues, skipped
+        return _text_row(row, col)
     if fmt == "alpaca":
         return _alpaca(row, col)
     if fmt == "prompt_completion":
-        p, r = col("prompt", "prompt"), col("response", "response")
-        issues = _need_text(row, p) + _need_text(row, r)
-        msgs = _system(row, col("system", "system"), issues)
-        if issues:
-            return None, issues, skipped
-        msgs += [{"role": "user", "content": row[p]}, {"role": "assistant", "content": row[r]}]
-        return {"messages": msgs}, [], skipped
-    if fmt in ("openai", "sharegpt", "preference"):
-        skipped = Counter()
+        return _prompt_completion(row, col)
     if fmt == "openai":
-        name = col("messages", "messages")
-        out, issues, skipped = _conversation(row, name, "role", "content", skipped, tools, removed)
-        return _with_tools(row, out, issues, skipped, tools, removed)
+        return _openai(row, col, tools, removed)
     if fmt == "sharegpt":
-        name = col("conversations", "conversations")
-        out, issues, skipped = _conversation(row, name, "from", "value", skipped, tools, removed)
-        if out is not None and isinstance(row.get("system"), str) and row["system"].strip():
-            if out["messages"][0]["role"] != "system":
-                out["messages"].insert(0, {"role": "system", "content": row["system"]})
-                if removed:  # the gaps move down with the messages
-                    removed[:] = [(index + 1, what) for index, what in removed]
-        return _with_tools(row, out, issues, skipped, tools, removed)
+        return _sharegpt(row, col, tools, removed)
     if fmt == "preference":
-        return _preference(row, col, skipped)
+        return _preference(row, col)
     raise UserError(f"unknown format {fmt!r}", where="data.format", hint=", ".join(FORMAT_NAMES))
+
+
+def _text_row(row: dict, col: Column) -> Normalized:
+    """`{"text"}` from the row's text column."""
+    name = col("text", "text")
+    issues = _need_text(row, name)
+    return (None if issues else {"text": row[name]}), issues, _NO_SKIPS
+
+
+def _prompt_completion(row: dict, col: Column) -> Normalized:
+    """A prompt and its response (and an optional system prompt) as one exchange."""
+    p, r = col("prompt", "prompt"), col("response", "response")
+    issues = _need_text(row, p) + _need_text(row, r)
+    msgs = _system(row, col("system", "system"), issues)
+    if issues:
+        return None, issues, _NO_SKIPS
+    msgs += [{"role": "user", "content": row[p]}, {"role": "assistant", "content": row[r]}]
+    return {"messages": msgs}, [], _NO_SKIPS
+
+
+def _openai(row: dict, col: Column, tools: bool, removed: list | None) -> Normalized:
+    """`messages` with role / content, and the row's tool definitions."""
+    name = col("messages", "messages")
+    out, issues, skipped = _conversation(row, name, "role", "content", Counter(), tools, removed)
+    return _with_tools(row, out, issues, skipped, tools, removed)
+
+
+def _sharegpt(row: dict, col: Column, tools: bool, removed: list | None) -> Normalized:
+    """`conversations` with from / value, the row's `system` first when the turns have none,
+    and the row's tool definitions."""
+    name = col("conversations", "conversations")
+    out, issues, skipped = _conversation(row, name, "from", "value", Counter(), tools, removed)
+    if out is not None and isinstance(row.get("system"), str) and row["system"].strip():
+        if out["messages"][0]["role"] != "system":
+            out["messages"].insert(0, {"role": "system", "content": row["system"]})
+            if removed:  # the gaps move down with the messages
+                removed[:] = [(index + 1, what) for index, what in removed]
+    return _with_tools(row, out, issues, skipped, tools, removed)
 
 
 def _need_text(row: dict, name: str) -> list[Issue]:
@@ -207,7 +229,7 @@ def _system(row: dict, name: str, issues: list[Issue]) -> list[dict]:
     return [{"role": "system", "content": value}] if value.strip() else []
 
 
-def _alpaca(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
+def _alpaca(row: dict, col: Column) -> Normalized:
     ins, inp, out = (
         col("instruction", "instruction"),
         col("input", "input"),
@@ -439,7 +461,7 @@ def check_turn_order(msgs: list[dict]) -> str | None:
     return None
 
 
-def _preference(row: dict, col, skipped: Counter):
+def _preference(row: dict, col: Column) -> Normalized:
     """Preference rows trained as instruction data on the chosen answer (rejected is not used)."""
     from tunewiz.core.data.preference_rows import normalize_pair
 
