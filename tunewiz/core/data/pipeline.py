@@ -14,7 +14,8 @@ import json
 import logging
 import signal
 from array import array
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,6 +23,7 @@ from tunewiz.core.config import DataConfig
 from tunewiz.core.data.formats import (
     FORMAT_NAMES,
     TOOL_PARTS,
+    Normalized,
     detect_format,
     normalize,
     suggest_task,
@@ -33,6 +35,7 @@ from tunewiz.core.data.template import (
     TOOL_TEMPLATE_FAMILIES,
     TemplateError,
     Tokenized,
+    Tokenizer,
     chat_template_for,
     gap_tokens,
     render,
@@ -42,6 +45,9 @@ from tunewiz.core.data.template import (
 from tunewiz.core.errors import UserError
 
 if TYPE_CHECKING:
+    from multiprocessing.pool import AsyncResult
+    from pathlib import Path
+
     import numpy as np
     import numpy.typing as npt
 
@@ -57,6 +63,9 @@ PREVIEW_ROWS = 3
 SourceRecord = tuple[int, int, "dict | None", "Problem | None"]
 UsableRow = tuple[int, int, dict]  # (source index, loc, the row normalised)
 RowTokens = tuple[list[dict], int, int]  # (examples, length before truncation, trained tokens)
+# Per usable row of a batch: (source index, loc, content hash, examples or None, length,
+# trained tokens); examples travel back from a batch only when kept or shown
+KeptRow = tuple[int, int, int, "list[dict] | None", int, int]
 
 TASK_HELP = {
     "instruction": "Teach the model to answer: each row is one prompt and the response you want.",
@@ -145,7 +154,7 @@ def rows_hint(cfg: DataConfig) -> int | None:
     return total
 
 
-def _count_lines(path) -> int:
+def _count_lines(path: Path) -> int:
     n, last = 0, b"\n"
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -156,7 +165,7 @@ def _count_lines(path) -> int:
 
 def inspect_data(
     cfg: DataConfig,
-    tokenizer=None,
+    tokenizer: Tokenizer | None = None,
     *,
     cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
@@ -176,7 +185,7 @@ def inspect_data(
 
 def prepare(
     cfg: DataConfig,
-    tokenizer,
+    tokenizer: Tokenizer | None,
     *,
     cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
@@ -270,7 +279,7 @@ class RowView:
     gaps: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
 
-def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
+def row_view(cfg: DataConfig, number: int, tokenizer: Tokenizer | None = None) -> RowView:
     """Read up to row `number` (1-based) and return it with its tokenized form. Reads the data
     from the start (a preview needs one row, not an index of every row)."""
     if number < 1:
@@ -284,6 +293,7 @@ def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
     view = RowView(number, sources[si].where(loc), row, problem.message if problem else "")
     if problem is not None:
         return view
+    assert row is not None  # a record holds a row or a problem
     sample = [r[2] for r in head if r[2] is not None]
     fmt, mapping, _ = detect_format(sample, cfg.columns, cfg.format)
     job = _job(cfg, fmt, mapping, sources, tokenizer, keep=True)
@@ -293,9 +303,9 @@ def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
         view.problem = "; ".join(msg for _f, _k, msg in issues)
     elif tokenizer is not None:
         done = _Done(rows=1, problems=[], skipped={})
-        toks = _tokenize([(si, loc, norm)], job, done)
-        if toks[0] is not None:
-            view.example = toks[0][0][0]
+        tok = _tokenize([(si, loc, norm)], job, tokenizer, done)[0]
+        if tok is not None:
+            view.example = tok[0][0]
             if removed and job.template is not None:
                 view.gaps = gap_tokens(norm["messages"], removed, tokenizer, job.template)
         elif done.problems:
@@ -312,8 +322,13 @@ def _records(sources: list[Source], text_split: str) -> Iterator[SourceRecord]:
             yield si, loc, row, problem
 
 
-def _read_ahead(records: Iterator) -> tuple[list, Iterator]:
-    head, good = [], 0
+def _read_ahead(
+    records: Iterator[SourceRecord],
+) -> tuple[list[SourceRecord], Iterator[SourceRecord]]:
+    """The first records, up to SAMPLE_ROWS readable ones (to tell the format from), and
+    the iterator that goes on after them."""
+    head: list[SourceRecord] = []
+    good = 0
     for rec in records:
         head.append(rec)
         good += rec[2] is not None
@@ -322,11 +337,14 @@ def _read_ahead(records: Iterator) -> tuple[list, Iterator]:
     return head, records
 
 
-def _empty_message(head: list, sources: list[Source]) -> str:
+def _empty_message(head: list[SourceRecord], sources: list[Source]) -> str:
+    """Why no row of `head` (the first records) can be read: there are none, or each has a
+    problem."""
     if not head:
         names = ", ".join(s.name for s in sources[:3])
         return f"no rows: the data is empty ({names})"
     first = head[0][3]
+    assert first is not None  # called when no record of head holds a row
     return f"no readable row: all {len(head)} rows read have problems, first at {first.where}: {first.message}"
 
 
@@ -335,7 +353,7 @@ def _empty_message(head: list, sources: list[Source]) -> str:
 
 def _scan(
     cfg: DataConfig,
-    tokenizer,
+    tokenizer: Tokenizer | None,
     *,
     keep: bool,
     cancel: CancelFlag | None,
@@ -430,17 +448,26 @@ class _Job:
     fmt: str
     mapping: dict
     sources: list[Source]
-    tokenizer: object
-    template: str | None
+    tokenizer: Tokenizer | None
+    template: str | None  # None for the text task, or without a tokenizer
     keep: bool
     tools: bool = False  # the template renders tool calls: rows keep them
 
 
-def _job(cfg: DataConfig, fmt: str, mapping: dict, sources, tokenizer, keep: bool) -> _Job:
-    template = chat_template_for(tokenizer) if tokenizer is not None else None
-    if cfg.task == "text":
+def _job(
+    cfg: DataConfig,
+    fmt: str,
+    mapping: dict,
+    sources: list[Source],
+    tokenizer: Tokenizer | None,
+    keep: bool,
+) -> _Job:
+    """The job for these rows: the chat template that renders them and whether it renders
+    tool calls (plain text has no template)."""
+    if cfg.task == "text" or tokenizer is None:
         return _Job(cfg, fmt, mapping, sources, tokenizer, None, keep)
-    tools = template is not None and template_supports_tools(tokenizer, template)
+    template = chat_template_for(tokenizer)
+    tools = template_supports_tools(tokenizer, template)
     return _Job(cfg, fmt, mapping, sources, tokenizer, template, keep, tools)
 
 
@@ -519,21 +546,22 @@ class _Done:
 
     rows: int
     problems: list[Problem]
-    skipped: dict
+    skipped: dict[str, int]
     boundary_merges: int = 0
     tool_rows: int = 0  # usable rows that kept tool calls or results
     cut_lengths: list[int] = dataclasses.field(default_factory=list)  # rows cut to nothing
-    # per usable row: (source, loc, content hash, examples or None, length, trained tokens)
-    kept: list[tuple] = dataclasses.field(default_factory=list)
+    kept: list[KeptRow] = dataclasses.field(default_factory=list)
     previews: dict[int, dict] = dataclasses.field(default_factory=dict)  # kept index -> row
 
 
-def _batches(records: Iterator) -> Iterator[list]:
+def _batches(records: Iterator[SourceRecord]) -> Iterator[list[SourceRecord]]:
     while batch := list(itertools.islice(records, BATCH)):
         yield batch
 
 
-def _run_batches(job: _Job, batches: Iterator[list], num_proc: int) -> Iterator[_Done]:
+def _run_batches(
+    job: _Job, batches: Iterator[list[SourceRecord]], num_proc: int
+) -> Iterator[_Done]:
     """Each batch's outcome, in order; tokenized by `num_proc` processes when above 1.
 
     Rows are read here and sent out as they are read; at most two batches per
@@ -547,7 +575,7 @@ def _run_batches(job: _Job, batches: Iterator[list], num_proc: int) -> Iterator[
     # fork: the helpers inherit the loaded tokenizer and the hash seed (duplicates are
     # found by hash, so every process must hash a row the same way).
     ctx = multiprocessing.get_context("fork")
-    pending: collections.deque = collections.deque()
+    pending: collections.deque[AsyncResult[_Done]] = collections.deque()
     with ctx.Pool(num_proc, initializer=_init_child, initargs=(job,)) as pool:
         for batch in batches:
             pending.append(pool.apply_async(_process_in_child, (batch,)))
@@ -569,19 +597,20 @@ def _init_child(job: _Job) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _process_in_child(batch: list) -> _Done:
+def _process_in_child(batch: list[SourceRecord]) -> _Done:
     assert _CHILD_JOB is not None
     return _process(_CHILD_JOB, batch)
 
 
-def _process(job: _Job, batch: list) -> _Done:
+def _process(job: _Job, batch: list[SourceRecord]) -> _Done:
     """Check, normalise and (with a tokenizer) tokenize one batch of records."""
     done = _Done(rows=len(batch), problems=[], skipped={})
-    good: list[tuple[int, int, dict]] = []
+    good: list[UsableRow] = []
     for si, loc, row, problem in batch:
         if problem is not None:
             done.problems.append(problem)
             continue
+        assert row is not None  # a record holds a row or a problem
         norm, issues, skipped = _normalize_mixed(row, job.fmt, job.mapping, job.cfg, job.tools)
         for part, n in (skipped or {}).items():
             done.skipped[part] = done.skipped.get(part, 0) + n
@@ -593,10 +622,11 @@ def _process(job: _Job, batch: list) -> _Done:
             continue
         good.append((si, loc, norm))
         done.tool_rows += job.tools and _uses_tools(norm)
+    toks: Sequence[tuple[list[dict] | None, int, int] | None]
     if job.tokenizer is None:
-        toks: list = [(None, 0, 0)] * len(good)
+        toks = [(None, 0, 0)] * len(good)
     else:
-        toks = _tokenize(good, job, done) if good else []
+        toks = _tokenize(good, job, job.tokenizer, done) if good else []
     for (si, loc, norm), tok in zip(good, toks, strict=True):
         if tok is None:
             continue  # reported by _tokenize
@@ -623,13 +653,13 @@ def _normalize_mixed(
     cfg: DataConfig,
     tools: bool = False,
     removed: list | None = None,
-):
+) -> Normalized:
     """normalize() in the detected format; with the format detected (not set), a row that
     does not fit it but is itself of a format the task reads (a file mixing Alpaca and
     `messages` rows) is read in its own format instead of dropped. A KTO row (an answer
     labelled good or bad) among SFT rows is a problem: its bad answer must not be learnt."""
     if isinstance(row.get("label"), bool) and fmt != "kto":
-        return None, [("label", "kto_row", KTO_ROW_IN_SFT)], {}
+        return None, [("label", "kto_row", KTO_ROW_IN_SFT)], Counter()
     out = normalize(row, fmt, mapping, tools=tools, removed=removed)
     if out[0] is not None or cfg.format not in ("", "auto"):
         return out
@@ -643,12 +673,14 @@ def _normalize_mixed(
 
 
 def _uses_tools(norm: dict) -> bool:
+    """Whether a normalised row kept tool definitions, calls or results."""
     return "tools" in norm or any(
         m["role"] == "tool" or "tool_calls" in m for m in norm.get("messages", ())
     )
 
 
-def _row_key(norm: dict) -> str | tuple:
+def _row_key(norm: dict) -> str | tuple[str, ...]:
+    """What makes two normalised rows the same (hashed to find duplicates)."""
     if "text" in norm:
         return norm["text"]
     if "tools" in norm or any("tool_calls" in m for m in norm["messages"]):
@@ -656,22 +688,26 @@ def _row_key(norm: dict) -> str | tuple:
     return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
 
 
-def _tokenize(good: list[UsableRow], job: _Job, done: _Done) -> list[RowTokens | None]:
+def _tokenize(
+    good: list[UsableRow], job: _Job, tokenizer: Tokenizer, done: _Done
+) -> list[RowTokens | None]:
     """Per usable row: (examples, length before truncation, trained tokens), or None if it
     failed (the problem is added to `done`)."""
     if job.cfg.task == "text":
-        return _tokenize_text(good, job)
-    return _tokenize_chat(good, job, done)
+        return _tokenize_text(good, job.cfg, tokenizer)
+    return _tokenize_chat(good, job, tokenizer, done)
 
 
-def _tokenize_text(good: list[UsableRow], job: _Job) -> list[RowTokens | None]:
+def _tokenize_text(
+    good: list[UsableRow], cfg: DataConfig, tokenizer: Tokenizer
+) -> list[RowTokens | None]:
     """Plain text, every token trained; a document longer than max_seq_len is split into
     chunks of that length rather than cut."""
-    max_len = job.cfg.max_seq_len
+    max_len = cfg.max_seq_len
     toks = tokenize_rendered(
         [n["text"] for _, _, n in good],
         [None] * len(good),
-        job.tokenizer,
+        tokenizer,
         max_len,
         add_special_tokens=True,
         append_eos=True,
@@ -687,15 +723,17 @@ def _tokenize_text(good: list[UsableRow], job: _Job) -> list[RowTokens | None]:
     return out
 
 
-def _tokenize_chat(good: list[UsableRow], job: _Job, done: _Done) -> list[RowTokens | None]:
+def _tokenize_chat(
+    good: list[UsableRow], job: _Job, tokenizer: Tokenizer, done: _Done
+) -> list[RowTokens | None]:
     """Conversations rendered with the chat template and masked so that only the answers
     train (all of it with train_on_inputs); truncated to max_seq_len."""
     max_len = job.cfg.max_seq_len
     out: list[RowTokens | None] = [None] * len(good)
-    texts, spans, idx = _render_rows(good, job, done)
+    texts, spans, idx = _render_rows(good, job, tokenizer, done)
     if not texts:
         return out
-    toks = tokenize_rendered(texts, spans, job.tokenizer, max_len)
+    toks = tokenize_rendered(texts, spans, tokenizer, max_len)
     for i, t in zip(idx, toks, strict=False):
         si, loc, _ = good[i]
         if _check_tokens(t, job.sources[si].where(loc), max_len, done):
@@ -704,7 +742,7 @@ def _tokenize_chat(good: list[UsableRow], job: _Job, done: _Done) -> list[RowTok
 
 
 def _render_rows(
-    good: list[UsableRow], job: _Job, done: _Done
+    good: list[UsableRow], job: _Job, tokenizer: Tokenizer, done: _Done
 ) -> tuple[list[str], list[list[tuple[int, int]] | None], list[int]]:
     """The rows the chat template renders: (texts, answer spans or None to train every
     token, their indices in `good`); a row the template refuses is a problem."""
@@ -714,9 +752,7 @@ def _render_rows(
     idx: list[int] = []
     for i, (si, loc, norm) in enumerate(good):
         try:
-            text, row_spans = render(
-                norm["messages"], job.tokenizer, job.template, norm.get("tools")
-            )
+            text, row_spans = render(norm["messages"], tokenizer, job.template, norm.get("tools"))
         except TemplateError as exc:
             done.problems.append(
                 Problem(

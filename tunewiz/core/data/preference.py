@@ -98,6 +98,7 @@ def scan_preference(
         if problem is not None:
             report.add_problem(problem)
             continue
+        assert row is not None  # a record holds a row or a problem
         col = mapping.get
         norm, issues, _ = normalize_kto(row, col) if fmt == "kto" else normalize_pair(row, col)
         where = sources[si].where(loc)
