@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunewiz.core.data.tool_turns import call_turn, result_turn, tool_calls_of, tools_of
+from tunewiz.core.data.tool_turns import Issue, call_turn, result_turn, tool_calls_of, tools_of
 from tunewiz.core.errors import UserError
 
 FORMAT_NAMES = {
@@ -51,7 +51,6 @@ CHAT_ROLES = {
 # The names parts left out are counted under in `skipped` (images and others are too).
 TOOL_PARTS = ("tool calls", "function results", "tool definitions")
 
-Issue = tuple[str, str, str]  # (field, kind, message)
 # A row in the common shape (None when it has problems), its problems, the parts left out
 Normalized = tuple["dict | None", list[Issue], Counter]
 Column = Callable[[str, str], str]  # the user's name for a column: mapping.get(name, default)
@@ -274,7 +273,7 @@ def _alpaca(row: dict, col: Column) -> Normalized:
     return {"messages": msgs}, _NO_ISSUES, _NO_SKIPS
 
 
-def _content(value, field: str, skipped: Counter) -> tuple[str | None, Issue | None]:
+def _content(value: object, field: str, skipped: Counter) -> tuple[str | None, Issue | None]:
     """A message's text; lists of parts keep their text parts and count the rest."""
     if isinstance(value, str):
         return value, None
@@ -294,16 +293,32 @@ def _content(value, field: str, skipped: Counter) -> tuple[str | None, Issue | N
     return None, (field, "non_string", f"'{field}' should be text, got {type(value).__name__}")
 
 
-def _conversation(row: dict, name: str, role_key: str, text_key: str, skipped: Counter, *how):
+def _conversation(
+    row: dict,
+    name: str,
+    role_key: str,
+    text_key: str,
+    skipped: Counter,
+    tools: bool,
+    removed: list | None,
+) -> Normalized:
+    """The row's list of turns (column `name`) as messages, or why it has none."""
     turns = row.get(name)
     if turns is None:
         return None, [(name, "missing_field", f"missing field '{name}'")], skipped
     if not isinstance(turns, list):
         return None, [(name, "non_string", f"'{name}' should be a list of messages")], skipped
-    return conversation_from_turns(turns, name, role_key, text_key, skipped, *how)
+    return conversation_from_turns(turns, name, role_key, text_key, skipped, tools, removed)
 
 
-def _with_tools(row: dict, out, issues: list[Issue], skipped: Counter, tools: bool, removed):
+def _with_tools(
+    row: dict,
+    out: dict | None,
+    issues: list[Issue],
+    skipped: Counter,
+    tools: bool,
+    removed: list | None,
+) -> Normalized:
     """The row's `tools` definitions: kept beside the messages, or left out and counted
     (a malformed field is a problem only when it would be used)."""
     defs, bad = tools_of(row)
@@ -328,7 +343,7 @@ def conversation_from_turns(
     skipped: Counter,
     tools: bool = False,
     removed: list | None = None,
-):
+) -> Normalized:
     """Turns as messages; tool parts kept with `tools`, else counted (and placed in `removed`)."""
     how = _TurnReading(role_key, text_key, skipped, tools, removed)
     issues: list[Issue] = []

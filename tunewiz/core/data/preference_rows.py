@@ -19,7 +19,9 @@ from collections import Counter
 
 from tunewiz.core.data.formats import (
     CHAT_ROLES,
+    Column,
     Issue,
+    Normalized,
     _content,
     _system,
     check_turn_order,
@@ -30,9 +32,7 @@ PROMPT_COLUMNS = ("prompt", "instruction", "question", "input")
 _HH_TURN = re.compile(r"\n*(Human|Assistant):\s?")
 
 
-def normalize_pair(
-    row: dict, col, *, strict: bool = True
-) -> tuple[dict | None, list[Issue], Counter]:
+def normalize_pair(row: dict, col: Column, *, strict: bool = True) -> Normalized:
     """`{"prompt", "chosen", "rejected"}` from a pair row; `strict` also refuses equal or empty sides."""
     skipped: Counter = Counter()
     names = col("chosen", "chosen"), col("rejected", "rejected")
@@ -58,7 +58,7 @@ def normalize_pair(
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, [], skipped
 
 
-def normalize_kto(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
+def normalize_kto(row: dict, col: Column) -> Normalized:
     """`{"prompt", "completion", "label"}` from a KTO row."""
     skipped: Counter = Counter()
     name, label_name = col("completion", "completion"), col("label", "label")
@@ -93,7 +93,7 @@ def unpair(pair: dict) -> list[dict]:
 # -- parts ---------------------------------------------------------------------
 
 
-def _prompt(row: dict, col, skipped: Counter) -> tuple[list[dict] | None, list[Issue]]:
+def _prompt(row: dict, col: Column, skipped: Counter) -> tuple[list[dict] | None, list[Issue]]:
     """The prompt messages, None when the row has none (HH style), or the problems with it."""
     for name in ("conversations", "messages"):
         if isinstance(row.get(name), list):
@@ -120,7 +120,7 @@ def _prompt_turns(
     # A prompt ends where the answer starts: checked as a conversation with a placeholder answer.
     probe = [*turns, {"role": "assistant", "content": "·"}]
     out, issues, _ = conversation_from_turns(probe, name, "role", "content", skipped)
-    if issues:
+    if out is None:
         return None, issues
     return out["messages"][:-1], []
 
@@ -161,7 +161,11 @@ def _hh_turns(text: str) -> list[dict]:
     return msgs
 
 
-def _split_shared(chosen: list[dict], rejected: list[dict]):
+def _split_shared(
+    chosen: list[dict], rejected: list[dict]
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(prompt, chosen, rejected) from two whole conversations: the prompt is the turns both
+    begin with, short of each one's last turn."""
     n = 0
     while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
         n += 1
