@@ -19,14 +19,18 @@ import json
 import lzma
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from tunewiz.core.config import SAMPLE_HELDOUT_NAME
 from tunewiz.core.data.report import Problem
 from tunewiz.core.errors import UserError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
 KINDS = {
@@ -163,14 +167,14 @@ class _ZstdReader(io.RawIOBase):
     """Decompresses every frame of a .zst file. zstandard's own stream_reader ends silently
     on a truncated file; this raises EOFError then, as gzip, bz2 and lzma do."""
 
-    def __init__(self, fh, zstandard):
+    def __init__(self, fh: BinaryIO, zstandard: ModuleType) -> None:
         self._fh, self._new = fh, zstandard.ZstdDecompressor().decompressobj
         self._d, self._buf, self._started = self._new(), b"", False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         while not self._buf:
             chunk = self._fh.read(CHUNK)
             if not chunk:
@@ -179,8 +183,9 @@ class _ZstdReader(io.RawIOBase):
                 return 0
             self._started = True
             self._buf = self._frames(chunk)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
+        view = memoryview(b)  # the reader's buffer, whatever object it is, as bytes
+        n = min(len(view), len(self._buf))
+        view[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
 
@@ -244,7 +249,7 @@ def _records(src: Source, text_split: str) -> Iterator[Record]:
             yield from _read_txt(src, f, text_split)
 
 
-def _read_jsonl(src: Source, f, first_line: int = 1) -> Iterator[Record]:
+def _read_jsonl(src: Source, f: Iterable[bytes], first_line: int = 1) -> Iterator[Record]:
     # The hot loop of big files: blank lines are only looked at when parsing fails.
     decode = json.JSONDecoder().decode  # what json.loads(str) calls, minus its checks
     for lineno, raw in enumerate(f, first_line):
@@ -273,8 +278,10 @@ def _read_jsonl(src: Source, f, first_line: int = 1) -> Iterator[Record]:
         yield lineno, row, None
 
 
-def _read_json(src: Source, f) -> Iterator[Record]:
-    reader = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape")
+def _read_json(src: Source, f: io.BufferedIOBase) -> Iterator[Record]:
+    # type-var: typeshed wants the `name` of a file; BufferedIOBase does not declare one (and
+    # TextIOWrapper only shows it in its repr)
+    reader = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape")  # type: ignore[type-var]
     head = reader.read(CHUNK)
     stripped = head.lstrip().lstrip("\ufeff")
     if not stripped:
@@ -306,7 +313,7 @@ def _read_json(src: Source, f) -> Iterator[Record]:
     yield from _rows_of_object(src, doc)
 
 
-def _rows_of_object(src: Source, doc) -> Iterator[Record]:
+def _rows_of_object(src: Source, doc: object) -> Iterator[Record]:
     if not isinstance(doc, dict):
         yield (
             0,
@@ -465,9 +472,9 @@ def _element_record(src: Source, index: int, obj: Any, utf8: bool) -> Record:
     return index, obj, None
 
 
-def _read_csv(src: Source, f, delimiter: str) -> Iterator[Record]:
+def _read_csv(src: Source, f: io.BufferedIOBase, delimiter: str) -> Iterator[Record]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")  # type: ignore[type-var]  # as in _read_json
     # strict: a quote that is not closed where a field ends is an error we can place,
     # instead of a field that silently swallows the lines after it
     reader = csv.reader(text, delimiter=delimiter, strict=True)
@@ -519,7 +526,7 @@ def _unclosed_quote(src: Source, start: int, end: int) -> Problem:
     )
 
 
-def _read_txt(src: Source, f, text_split: str) -> Iterator[Record]:
+def _read_txt(src: Source, f: io.BufferedIOBase, text_split: str) -> Iterator[Record]:
     text = f.read().decode("utf-8", errors="surrogateescape")
     if text_split == "document":
         if text.strip():
