@@ -29,7 +29,13 @@ from tunewiz.core.data.pipeline import (
 from tunewiz.core.data.preference_rows import normalize_kto, normalize_pair, unpair
 from tunewiz.core.data.report import DataReport, Problem
 from tunewiz.core.data.stats import split, token_stats
-from tunewiz.core.data.template import TemplateError, chat_template_for, render, tokenize_rendered
+from tunewiz.core.data.template import (
+    TemplateError,
+    Tokenizer,
+    chat_template_for,
+    render,
+    tokenize_rendered,
+)
 from tunewiz.core.errors import UserError
 
 NOTES = {
@@ -41,7 +47,12 @@ NOTES = {
 
 
 def prepare_preference(
-    cfg: DataConfig, tokenizer, objective: str, *, cancel=None, batch_size: int = 4
+    cfg: DataConfig,
+    tokenizer: Tokenizer | None,
+    objective: str,
+    *,
+    cancel: CancelFlag | None = None,
+    batch_size: int = 4,
 ) -> PreparedData:
     """Checked preference rows split for training; UserError when none is usable."""
     report, rows = scan_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)
@@ -70,7 +81,7 @@ def prepare_preference(
 
 def scan_preference(
     cfg: DataConfig,
-    tokenizer,
+    tokenizer: Tokenizer | None,
     objective: str,
     *,
     cancel: CancelFlag | None = None,
@@ -142,7 +153,9 @@ def _sides(row: dict) -> list[str]:
     return ["chosen", "rejected"] if "chosen" in row else ["completion"]
 
 
-def _measure(rows: list[dict], tokenizer, cfg: DataConfig, report: DataReport, batch_size: int):
+def _measure(
+    rows: list[dict], tokenizer: Tokenizer, cfg: DataConfig, report: DataReport, batch_size: int
+) -> list[dict]:
     """Tokenize each side as training will see it: lengths, truncation, masking examples."""
     template = chat_template_for(tokenizer)
     report.chat_template = template
