@@ -1,4 +1,5 @@
-"""`tunewiz data inspect PATH`: what is in a dataset, what is wrong with it and where, before training."""
+"""`tunewiz data inspect PATH`: what is in a dataset, what is wrong with it and where, before
+training; `tunewiz data augment PATH`: more rows, the questions rephrased by a model."""
 
 from __future__ import annotations
 

@@ -138,6 +138,7 @@ def _pair_mapping(rows: list[dict], mapping: dict) -> dict | None:
 
 
 def suggest_task(fmt: str) -> str:
+    """The task that trains on data of this format."""
     return {"text": "text", "openai": "chat", "sharegpt": "chat"}.get(fmt, "instruction")
 
 
@@ -205,6 +206,7 @@ def _sharegpt(row: dict, col: Column, tools: bool, removed: list | None) -> Norm
 
 
 def _need_text(row: dict, name: str) -> list[Issue]:
+    """The problem with the row's column `name` if it is not text with something in it."""
     value = row.get(name)
     if type(value) is str and value.strip():  # the common case, first
         return _NO_ISSUES
@@ -219,6 +221,7 @@ def _need_text(row: dict, name: str) -> list[Issue]:
 
 
 def _system(row: dict, name: str, issues: list[Issue]) -> list[dict]:
+    """The row's system prompt as a message (none when empty); a non-text one is an issue."""
     value = row.get(name)
     if value is None or value == "":
         return []
@@ -229,6 +232,8 @@ def _system(row: dict, name: str, issues: list[Issue]) -> list[dict]:
 
 
 def _alpaca(row: dict, col: Column) -> Normalized:
+    """Instruction (with its input below it) and output, after the system prompt and any
+    earlier exchanges in `history`."""
     ins, inp, out = (
         col("instruction", "instruction"),
         col("input", "input"),

@@ -56,6 +56,8 @@ Record = tuple[int, "dict | None", "Problem | None"]
 
 @dataclass
 class Source:
+    """One file (or hub dataset) to read rows from, and how to name places in it."""
+
     name: str  # what the user sees in places: the file name, or the hub id
     kind: str  # jsonl, json, csv, tsv, parquet, txt, hub
     path: Path | None = None
@@ -143,6 +145,7 @@ def _file_source(path: Path, *, display: str) -> Source:
 
 
 def open_binary(src: Source) -> io.BufferedIOBase:
+    """The file as bytes, decompressed on the fly when it is compressed."""
     assert src.path is not None
     if src.compression == "gzip":
         return gzip.open(src.path, "rb")
@@ -232,6 +235,7 @@ def _damaged_file(src: Source, last: int, exc: BaseException) -> UserError:
 
 
 def _records(src: Source, text_split: str) -> Iterator[Record]:
+    """The records of one source, by the reader of its kind."""
     if src.kind == "hub":
         yield from _read_hub(src)
         return
@@ -250,6 +254,7 @@ def _records(src: Source, text_split: str) -> Iterator[Record]:
 
 
 def _read_jsonl(src: Source, f: Iterable[bytes], first_line: int = 1) -> Iterator[Record]:
+    """One record per non-blank line; a line that is not a JSON object is a problem."""
     # The hot loop of big files: blank lines are only looked at when parsing fails.
     decode = json.JSONDecoder().decode  # what json.loads(str) calls, minus its checks
     for lineno, raw in enumerate(f, first_line):
@@ -279,6 +284,8 @@ def _read_jsonl(src: Source, f: Iterable[bytes], first_line: int = 1) -> Iterato
 
 
 def _read_json(src: Source, f: io.BufferedIOBase) -> Iterator[Record]:
+    """A JSON file: an array streamed element by element, an object read whole, and values
+    one after the other read as JSON Lines."""
     # type-var: typeshed wants the `name` of a file; BufferedIOBase does not declare one (and
     # TextIOWrapper only shows it in its repr)
     reader = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape")  # type: ignore[type-var]
@@ -314,6 +321,8 @@ def _read_json(src: Source, f: io.BufferedIOBase) -> Iterator[Record]:
 
 
 def _rows_of_object(src: Source, doc: object) -> Iterator[Record]:
+    """The rows of a JSON object: its first array of rows, its columns as arrays, or the
+    object itself as the only row."""
     if not isinstance(doc, dict):
         yield (
             0,
@@ -473,6 +482,7 @@ def _element_record(src: Source, index: int, obj: Any, utf8: bool) -> Record:
 
 
 def _read_csv(src: Source, f: io.BufferedIOBase, delimiter: str) -> Iterator[Record]:
+    """CSV or TSV rows keyed by the header; a quote never closed is placed and reported."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")  # type: ignore[type-var]  # as in _read_json
     # strict: a quote that is not closed where a field ends is an error we can place,
@@ -527,6 +537,7 @@ def _unclosed_quote(src: Source, start: int, end: int) -> Problem:
 
 
 def _read_txt(src: Source, f: io.BufferedIOBase, text_split: str) -> Iterator[Record]:
+    """Plain text as `{"text"}` rows: one per paragraph, or the whole file as one document."""
     text = f.read().decode("utf-8", errors="surrogateescape")
     if text_split == "document":
         if text.strip():

@@ -102,6 +102,7 @@ class PreparedData:
 
 
 def packing_enabled(cfg: DataConfig) -> bool:
+    """Whether examples are packed into full sequences (`auto`: for the text task only)."""
     return cfg.packing == "true" or (cfg.packing == "auto" and cfg.task == "text")
 
 
@@ -155,6 +156,7 @@ def rows_hint(cfg: DataConfig) -> int | None:
 
 
 def _count_lines(path: Path) -> int:
+    """Lines in a file, a last one without its newline included, read 1 MB at a time."""
     n, last = 0, b"\n"
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -317,6 +319,7 @@ def row_view(cfg: DataConfig, number: int, tokenizer: Tokenizer | None = None) -
 
 
 def _records(sources: list[Source], text_split: str) -> Iterator[SourceRecord]:
+    """Every record of every source in turn, with the index of the source it came from."""
     for si, src in enumerate(sources):
         for loc, row, problem in read_source(src, text_split=text_split):
             yield si, loc, row, problem
@@ -555,6 +558,7 @@ class _Done:
 
 
 def _batches(records: Iterator[SourceRecord]) -> Iterator[list[SourceRecord]]:
+    """The records in lists of BATCH (one tokenizer call each), read as they are needed."""
     while batch := list(itertools.islice(records, BATCH)):
         yield batch
 
@@ -913,6 +917,7 @@ def _note_lengths(report: DataReport, split_docs: int, cfg: DataConfig) -> None:
 
 
 def _check_usable(report: DataReport, cfg: DataConfig, where: str) -> None:
+    """UserError when no row is usable, or when a row is bad and on_bad_rows is `stop`."""
     if report.rows_ok == 0:
         raise UserError(
             no_usable_reason(report),

@@ -238,6 +238,8 @@ def _rewritten_turn(
 
 @dataclass
 class Tokenized:
+    """One row tokenized and labelled: the tokens, their labels (-100 where not trained)."""
+
     input_ids: list[int]
     labels: list[int]
     length: int  # before truncation
