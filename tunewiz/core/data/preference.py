@@ -12,15 +12,17 @@ import dataclasses
 import itertools
 import json
 import random
+from collections.abc import Callable, Iterator
 
 from tunewiz.core.config import DataConfig
-from tunewiz.core.data.formats import detect_format
-from tunewiz.core.data.load import resolve_sources
+from tunewiz.core.data.formats import Column, Normalized, detect_format
+from tunewiz.core.data.load import Source, resolve_sources
 from tunewiz.core.data.pipeline import (
     PREVIEW_ROWS,
     CancelFlag,
     DataCancelled,
     PreparedData,
+    SourceRecord,
     _check_usable,
     _empty_message,
     _read_ahead,
@@ -100,9 +102,30 @@ def scan_preference(
     report.notes.append(NOTES[objective])
     if fmt == "preference" and objective == "kto":
         report.notes.append("each chosen/rejected pair trains as two KTO rows (good and bad)")
+    normalize_row = normalize_kto if fmt == "kto" else normalize_pair
+    rows = _read_rows(itertools.chain(head, rest), sources, normalize_row, mapping, report, cancel)
+    if tokenizer is not None:
+        rows = _measure(rows, tokenizer, cfg, report, batch_size)
+    report.rows_ok = len(rows)
+    report.preview = [{k: v for k, v in r.items() if k != "_where"} for r in rows[:PREVIEW_ROWS]]
+    for r in rows:
+        r.pop("_where", None)
+    return report, rows
+
+
+def _read_rows(
+    records: Iterator[SourceRecord],
+    sources: list[Source],
+    normalize_row: Callable[[dict, Column], Normalized],
+    mapping: dict,
+    report: DataReport,
+    cancel: CancelFlag | None,
+) -> list[dict]:
+    """Every record checked and normalised, its problems and duplicates in the report; the
+    usable rows come back with their place (`_where`, for later problems)."""
     rows: list[dict] = []
     first_seen: dict[str, str] = {}
-    for si, loc, row, problem in itertools.chain(head, rest):
+    for si, loc, row, problem in records:
         if cancel is not None and cancel.is_set():
             raise DataCancelled()
         report.rows_total += 1
@@ -110,8 +133,7 @@ def scan_preference(
             report.add_problem(problem)
             continue
         assert row is not None  # a record holds a row or a problem
-        col = mapping.get
-        norm, issues, _ = normalize_kto(row, col) if fmt == "kto" else normalize_pair(row, col)
+        norm, issues, _ = normalize_row(row, mapping.get)
         where = sources[si].where(loc)
         for fld, kind, msg in issues:
             report.add_problem(Problem(sources[si].where(loc, fld), kind, msg))
@@ -123,13 +145,7 @@ def scan_preference(
             continue
         first_seen[key] = where
         rows.append({**norm, "_where": where})
-    if tokenizer is not None:
-        rows = _measure(rows, tokenizer, cfg, report, batch_size)
-    report.rows_ok = len(rows)
-    report.preview = [{k: v for k, v in r.items() if k != "_where"} for r in rows[:PREVIEW_ROWS]]
-    for r in rows:
-        r.pop("_where", None)
-    return report, rows
+    return rows
 
 
 def _check_layout(fmt: str, objective: str) -> None:
