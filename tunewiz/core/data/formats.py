@@ -77,13 +77,7 @@ def detect_format(
         return f"{count} of the first {n} rows have {names}: {FORMAT_NAMES[fmt]}"
 
     if override and override != "auto":
-        fmt = override
-        evidence = [f"format set to {override} (not detected)"]
-        if fmt == "prompt_completion":
-            mapping = _pair_mapping(rows, mapping) or mapping
-            mapping.setdefault("prompt", "prompt")
-            mapping.setdefault("response", "response")
-        return fmt, mapping, evidence
+        return _format_as_set(rows, mapping, override)
 
     if share("chosen", "rejected"):
         return (
@@ -128,6 +122,17 @@ def detect_format(
         hint="map your columns, e.g. --columns prompt=question,response=answer (or text=body), "
         "or set --format",
     )
+
+
+def _format_as_set(rows: list[dict], mapping: dict, fmt: str) -> tuple[str, dict, list[str]]:
+    """The format the user set, not detected; for prompt_completion, the columns that hold
+    the prompt and the response (a known pair found in the rows, else the mapped names)."""
+    evidence = [f"format set to {fmt} (not detected)"]
+    if fmt == "prompt_completion":
+        mapping = _pair_mapping(rows, mapping) or mapping
+        mapping.setdefault("prompt", "prompt")
+        mapping.setdefault("response", "response")
+    return fmt, mapping, evidence
 
 
 def _pair_mapping(rows: list[dict], mapping: dict) -> dict | None:
