@@ -1,13 +1,21 @@
-"""`tunewiz data inspect PATH`: what is in a dataset, what is wrong with it and where, before training."""
+"""`tunewiz data inspect PATH`: what is in a dataset, what is wrong with it and where, before
+training; `tunewiz data augment PATH`: more rows, the questions rephrased by a model."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from tunewiz.core.config import DATA_FORMATS, OBJECTIVES, TASKS, TEXT_SPLITS
 from tunewiz.core.errors import UserError
 from tunewiz.core.text import dumps_json, visible
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tunewiz.core.data import DataReport, TokenStats
+    from tunewiz.core.data.template import Tokenizer
 
 BAR = "█"
 
@@ -151,11 +159,25 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0 if report.rows_ok else 1
 
 
-def print_report(console, report, tokenizer=None) -> None:
-    from rich.table import Table
+def print_report(console: Console, report: DataReport, tokenizer: Tokenizer | None = None) -> None:
+    """The report as tables for a terminal: what was read, the problems, token statistics
+    and one example (its masking when a tokenizer is given)."""
+    _print_summary(console, report)
+    if report.problems:
+        _print_problems(console, report)
+    if report.token_stats is not None:
+        _print_tokens(console, report.token_stats)
+    if report.examples and tokenizer is not None:
+        _print_masking(console, report.examples[0], tokenizer)
+    elif report.preview:
+        _print_first_row(console, report.preview[0])
+
+
+def _print_summary(console: Console, report: DataReport) -> None:
+    """Source, format and why, task, row counts; then parts not trained on and notes."""
     from rich.text import Text
 
-    from tunewiz.core.data import FORMAT_NAMES, TASK_HELP, masking_preview, no_usable_reason
+    from tunewiz.core.data import FORMAT_NAMES, TASK_HELP, no_usable_reason
 
     head = Text()
     head.append("Data  ", style="bold")
@@ -180,84 +202,104 @@ def print_report(console, report, tokenizer=None) -> None:
     if not report.rows_ok:
         console.print(Text(visible(no_usable_reason(report)), style="bold red"))
 
-    if report.problems:
-        counts = ", ".join(
-            f"{n:,} {k}" for k, n in sorted(report.problem_counts.items(), key=lambda kv: -kv[1])
-        )
-        table = Table(title=f"Problems ({counts})", title_justify="left", show_lines=False)
-        table.add_column("where", overflow="fold")
-        table.add_column("kind")
-        table.add_column("what is wrong", overflow="fold")
-        from tunewiz.core.data.report import WARNING_KINDS
 
-        # rows that were skipped first; truncation warnings (rows kept) after them
-        shown = sorted(report.problems, key=lambda p: p.kind in WARNING_KINDS)[:20]
-        for p in shown:
-            table.add_row(Text(visible(p.where)), Text(p.kind), Text(visible(p.message)))
-        console.print(table)
-        total = sum(report.problem_counts.values())
-        if total > len(shown):
-            console.print(
-                Text(f"… and {total - len(shown):,} more (--json lists up to 1,000)", style="dim")
-            )
+def _print_problems(console: Console, report: DataReport) -> None:
+    """The first 20 problems with their places (rows skipped before rows truncated)."""
+    from rich.table import Table
+    from rich.text import Text
 
-    ts = report.token_stats
-    if ts is not None:
-        table = Table(title="Tokens", title_justify="left", show_header=False)
-        table.add_column(style="bold")
-        table.add_column(justify="right")
-        for label, value in (
-            ("rows", ts.count),
-            ("total tokens", ts.total),
-            ("trained tokens", ts.trained_tokens),
-            ("min / median / p95 / max", f"{ts.min:,} / {ts.median:,} / {ts.p95:,} / {ts.max:,}"),
-            ("max_seq_len", ts.max_seq_len),
-            ("rows truncated", ts.rows_truncated),
-            ("tokens lost to truncation", ts.tokens_lost),
-            (
-                "suggested max_seq_len",
-                f"{ts.suggested_max_len:,} (all rows but {ts.rows_over_suggested:,} whole)"
-                if ts.rows_over_suggested
-                else f"{ts.suggested_max_len:,} (every row whole)",
-            ),
-            (f"steps per epoch (batch {ts.batch_size})", ts.steps_per_epoch()),
-        ):
-            table.add_row(label, f"{value:,}" if isinstance(value, int) else value)
-        console.print(table)
-        peak = max((n for _, _, n in ts.histogram), default=0) or 1
-        hist = Text("Length histogram (tokens → rows)\n", style="bold")
-        for lo, hi, n in ts.histogram:
-            hist.append(f"{lo:>7,}–{hi:<7,} ")
-            hist.append(BAR * max(1 if n else 0, round(30 * n / peak)), style="cyan")
-            hist.append(f" {n:,}\n")
-        console.print(hist)
+    from tunewiz.core.data.report import WARNING_KINDS
 
-    if report.examples and tokenizer is not None:
-        text = Text()
-        for piece, trained in masking_preview(report.examples[0], tokenizer):
-            text.append(visible(piece), style="bold green" if trained else "dim")
+    counts = ", ".join(
+        f"{n:,} {k}" for k, n in sorted(report.problem_counts.items(), key=lambda kv: -kv[1])
+    )
+    table = Table(title=f"Problems ({counts})", title_justify="left", show_lines=False)
+    table.add_column("where", overflow="fold")
+    table.add_column("kind")
+    table.add_column("what is wrong", overflow="fold")
+    # rows that were skipped first; truncation warnings (rows kept) after them
+    shown = sorted(report.problems, key=lambda p: p.kind in WARNING_KINDS)[:20]
+    for p in shown:
+        table.add_row(Text(visible(p.where)), Text(p.kind), Text(visible(p.message)))
+    console.print(table)
+    total = sum(report.problem_counts.values())
+    if total > len(shown):
         console.print(
-            Text("Example as trained (", style="bold")
-            + Text("green", style="bold green")
-            + Text(" = trained, ", style="bold")
-            + Text("dim", style="dim")
-            + Text(" = context only)", style="bold")
+            Text(f"… and {total - len(shown):,} more (--json lists up to 1,000)", style="dim")
         )
-        console.print(text)
-    elif report.preview:
-        console.print(Text("First usable row:", style="bold"))
-        row = report.preview[0]
-        if "text" in row:
-            console.print(Text(visible(row["text"][:2000])))
-        else:
-            sides = [k for k in ("chosen", "rejected", "completion") if k in row]
-            turns = row.get("messages") or row["prompt"] + [
-                {"role": side, "content": m["content"]} for side in sides for m in row[side]
-            ]
-            for m in turns:
-                line = Text(f"{visible(m['role'])}: ", style="bold")
-                line.append(visible(m["content"][:2000]))
-                console.print(line)
+
+
+def _print_tokens(console: Console, ts: TokenStats) -> None:
+    """Token statistics as a table, then the histogram of row lengths."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Tokens", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    suggested = (
+        f"{ts.suggested_max_len:,} (all rows but {ts.rows_over_suggested:,} whole)"
+        if ts.rows_over_suggested
+        else f"{ts.suggested_max_len:,} (every row whole)"
+    )
+    for label, value in (
+        ("rows", ts.count),
+        ("total tokens", ts.total),
+        ("trained tokens", ts.trained_tokens),
+        ("min / median / p95 / max", f"{ts.min:,} / {ts.median:,} / {ts.p95:,} / {ts.max:,}"),
+        ("max_seq_len", ts.max_seq_len),
+        ("rows truncated", ts.rows_truncated),
+        ("tokens lost to truncation", ts.tokens_lost),
+        ("suggested max_seq_len", suggested),
+        (f"steps per epoch (batch {ts.batch_size})", ts.steps_per_epoch()),
+    ):
+        table.add_row(label, f"{value:,}" if isinstance(value, int) else value)
+    console.print(table)
+    peak = max((n for _, _, n in ts.histogram), default=0) or 1
+    hist = Text("Length histogram (tokens → rows)\n", style="bold")
+    for lo, hi, n in ts.histogram:
+        hist.append(f"{lo:>7,}–{hi:<7,} ")
+        hist.append(BAR * max(1 if n else 0, round(30 * n / peak)), style="cyan")
+        hist.append(f" {n:,}\n")
+    console.print(hist)
+
+
+def _print_masking(console: Console, example: dict, tokenizer: Tokenizer) -> None:
+    """One tokenized example, the trained tokens in green and the context dim."""
+    from rich.text import Text
+
+    from tunewiz.core.data import masking_preview
+
+    text = Text()
+    for piece, trained in masking_preview(example, tokenizer):
+        text.append(visible(piece), style="bold green" if trained else "dim")
+    console.print(
+        Text("Example as trained (", style="bold")
+        + Text("green", style="bold green")
+        + Text(" = trained, ", style="bold")
+        + Text("dim", style="dim")
+        + Text(" = context only)", style="bold")
+    )
+    console.print(text)
+
+
+def _print_first_row(console: Console, row: dict) -> None:
+    """The first usable row as normalised (without a tokenizer there is no masking to show);
+    a preference row shows its prompt, then each answer under its side's name."""
+    from rich.text import Text
+
+    console.print(Text("First usable row:", style="bold"))
+    if "text" in row:
+        console.print(Text(visible(row["text"][:2000])))
+        return
+    sides = [k for k in ("chosen", "rejected", "completion") if k in row]
+    turns = row.get("messages") or row["prompt"] + [
+        {"role": side, "content": m["content"]} for side in sides for m in row[side]
+    ]
+    for m in turns:
+        line = Text(f"{visible(m['role'])}: ", style="bold")
+        line.append(visible(m["content"][:2000]))
+        console.print(line)
 
 
 def run_augment(args: argparse.Namespace) -> int:

@@ -11,8 +11,10 @@ conversations keep them: assistant `tool_calls`, `tool` turns and `{"tools": [..
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from tunewiz.core.data.tool_turns import call_turn, result_turn, tool_calls_of, tools_of
+from tunewiz.core.data.tool_turns import Issue, call_turn, result_turn, tool_calls_of, tools_of
 from tunewiz.core.errors import UserError
 
 FORMAT_NAMES = {
@@ -40,10 +42,18 @@ ASSISTANT_ROLES = {"assistant", "gpt", "chatgpt", "bing", "bard", "model"}
 SYSTEM_ROLES = {"system", "developer"}
 TOOL_CALL_ROLES = {"function_call", "tool_call"}
 TOOL_RESULT_ROLES = {"tool", "function", "observation", "ipython", "tool_response"}
+# The chat role each accepted role name stands for (the sets above do not overlap).
+CHAT_ROLES = {
+    **dict.fromkeys(USER_ROLES, "user"),
+    **dict.fromkeys(ASSISTANT_ROLES, "assistant"),
+    **dict.fromkeys(SYSTEM_ROLES, "system"),
+}
 # The names parts left out are counted under in `skipped` (images and others are too).
 TOOL_PARTS = ("tool calls", "function results", "tool definitions")
 
-Issue = tuple[str, str, str]  # (field, kind, message)
+# A row in the common shape (None when it has problems), its problems, the parts left out
+Normalized = tuple["dict | None", list[Issue], Counter]
+Column = Callable[[str, str], str]  # the user's name for a column: mapping.get(name, default)
 # Shared empties for the common clean row: callers only read them.
 _NO_ISSUES: list = []
 _NO_SKIPS: Counter = Counter()
@@ -67,13 +77,7 @@ def detect_format(
         return f"{count} of the first {n} rows have {names}: {FORMAT_NAMES[fmt]}"
 
     if override and override != "auto":
-        fmt = override
-        evidence = [f"format set to {override} (not detected)"]
-        if fmt == "prompt_completion":
-            mapping = _pair_mapping(rows, mapping) or mapping
-            mapping.setdefault("prompt", "prompt")
-            mapping.setdefault("response", "response")
-        return fmt, mapping, evidence
+        return _format_as_set(rows, mapping, override)
 
     if share("chosen", "rejected"):
         return (
@@ -120,6 +124,17 @@ def detect_format(
     )
 
 
+def _format_as_set(rows: list[dict], mapping: dict, fmt: str) -> tuple[str, dict, list[str]]:
+    """The format the user set, not detected; for prompt_completion, the columns that hold
+    the prompt and the response (a known pair found in the rows, else the mapped names)."""
+    evidence = [f"format set to {fmt} (not detected)"]
+    if fmt == "prompt_completion":
+        mapping = _pair_mapping(rows, mapping) or mapping
+        mapping.setdefault("prompt", "prompt")
+        mapping.setdefault("response", "response")
+    return fmt, mapping, evidence
+
+
 def _pair_mapping(rows: list[dict], mapping: dict) -> dict | None:
     for p, r in PAIR_COLUMNS:
         if any(p in row and r in row for row in rows):
@@ -128,12 +143,13 @@ def _pair_mapping(rows: list[dict], mapping: dict) -> dict | None:
 
 
 def suggest_task(fmt: str) -> str:
+    """The task that trains on data of this format."""
     return {"text": "text", "openai": "chat", "sharegpt": "chat"}.get(fmt, "instruction")
 
 
 def normalize(
     row: dict, fmt: str, mapping: dict, *, tools: bool = False, removed: list | None = None
-) -> tuple[dict | None, list[Issue], Counter]:
+) -> Normalized:
     """One row in the common shape, or the problems that stop it.
 
     `tools`: keep tool calls, results and definitions (the template can render them).
@@ -141,42 +157,61 @@ def normalize(
     the index being the kept message it stood before, for previews that show the gap.
     """
     col = mapping.get
-    skipped = _NO_SKIPS
     if fmt == "text":
-        name = col("text", "text")
-        issues = _need_text(row, name)
-        return (None if issues else {"text": row[name]}), issues, skipped
+        return _text_row(row, col)
     if fmt == "alpaca":
         return _alpaca(row, col)
     if fmt == "prompt_completion":
-        p, r = col("prompt", "prompt"), col("response", "response")
-        issues = _need_text(row, p) + _need_text(row, r)
-        msgs = _system(row, col("system", "system"), issues)
-        if issues:
-            return None, issues, skipped
-        msgs += [{"role": "user", "content": row[p]}, {"role": "assistant", "content": row[r]}]
-        return {"messages": msgs}, [], skipped
-    if fmt in ("openai", "sharegpt", "preference"):
-        skipped = Counter()
+        return _prompt_completion(row, col)
     if fmt == "openai":
-        name = col("messages", "messages")
-        out, issues, skipped = _conversation(row, name, "role", "content", skipped, tools, removed)
-        return _with_tools(row, out, issues, skipped, tools, removed)
+        return _openai(row, col, tools, removed)
     if fmt == "sharegpt":
-        name = col("conversations", "conversations")
-        out, issues, skipped = _conversation(row, name, "from", "value", skipped, tools, removed)
-        if out is not None and isinstance(row.get("system"), str) and row["system"].strip():
-            if out["messages"][0]["role"] != "system":
-                out["messages"].insert(0, {"role": "system", "content": row["system"]})
-                if removed:  # the gaps move down with the messages
-                    removed[:] = [(index + 1, what) for index, what in removed]
-        return _with_tools(row, out, issues, skipped, tools, removed)
+        return _sharegpt(row, col, tools, removed)
     if fmt == "preference":
-        return _preference(row, col, skipped)
+        return _preference(row, col)
     raise UserError(f"unknown format {fmt!r}", where="data.format", hint=", ".join(FORMAT_NAMES))
 
 
+def _text_row(row: dict, col: Column) -> Normalized:
+    """`{"text"}` from the row's text column."""
+    name = col("text", "text")
+    issues = _need_text(row, name)
+    return (None if issues else {"text": row[name]}), issues, _NO_SKIPS
+
+
+def _prompt_completion(row: dict, col: Column) -> Normalized:
+    """A prompt and its response (and an optional system prompt) as one exchange."""
+    p, r = col("prompt", "prompt"), col("response", "response")
+    issues = _need_text(row, p) + _need_text(row, r)
+    msgs = _system(row, col("system", "system"), issues)
+    if issues:
+        return None, issues, _NO_SKIPS
+    msgs += [{"role": "user", "content": row[p]}, {"role": "assistant", "content": row[r]}]
+    return {"messages": msgs}, [], _NO_SKIPS
+
+
+def _openai(row: dict, col: Column, tools: bool, removed: list | None) -> Normalized:
+    """`messages` with role / content, and the row's tool definitions."""
+    name = col("messages", "messages")
+    out, issues, skipped = _conversation(row, name, "role", "content", Counter(), tools, removed)
+    return _with_tools(row, out, issues, skipped, tools, removed)
+
+
+def _sharegpt(row: dict, col: Column, tools: bool, removed: list | None) -> Normalized:
+    """`conversations` with from / value, the row's `system` first when the turns have none,
+    and the row's tool definitions."""
+    name = col("conversations", "conversations")
+    out, issues, skipped = _conversation(row, name, "from", "value", Counter(), tools, removed)
+    if out is not None and isinstance(row.get("system"), str) and row["system"].strip():
+        if out["messages"][0]["role"] != "system":
+            out["messages"].insert(0, {"role": "system", "content": row["system"]})
+            if removed:  # the gaps move down with the messages
+                removed[:] = [(index + 1, what) for index, what in removed]
+    return _with_tools(row, out, issues, skipped, tools, removed)
+
+
 def _need_text(row: dict, name: str) -> list[Issue]:
+    """The problem with the row's column `name` if it is not text with something in it."""
     value = row.get(name)
     if type(value) is str and value.strip():  # the common case, first
         return _NO_ISSUES
@@ -191,6 +226,7 @@ def _need_text(row: dict, name: str) -> list[Issue]:
 
 
 def _system(row: dict, name: str, issues: list[Issue]) -> list[dict]:
+    """The row's system prompt as a message (none when empty); a non-text one is an issue."""
     value = row.get(name)
     if value is None or value == "":
         return []
@@ -200,7 +236,9 @@ def _system(row: dict, name: str, issues: list[Issue]) -> list[dict]:
     return [{"role": "system", "content": value}] if value.strip() else []
 
 
-def _alpaca(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
+def _alpaca(row: dict, col: Column) -> Normalized:
+    """Instruction (with its input below it) and output, after the system prompt and any
+    earlier exchanges in `history`."""
     ins, inp, out = (
         col("instruction", "instruction"),
         col("input", "input"),
@@ -245,7 +283,7 @@ def _alpaca(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
     return {"messages": msgs}, _NO_ISSUES, _NO_SKIPS
 
 
-def _content(value, field: str, skipped: Counter) -> tuple[str | None, Issue | None]:
+def _content(value: object, field: str, skipped: Counter) -> tuple[str | None, Issue | None]:
     """A message's text; lists of parts keep their text parts and count the rest."""
     if isinstance(value, str):
         return value, None
@@ -265,16 +303,32 @@ def _content(value, field: str, skipped: Counter) -> tuple[str | None, Issue | N
     return None, (field, "non_string", f"'{field}' should be text, got {type(value).__name__}")
 
 
-def _conversation(row: dict, name: str, role_key: str, text_key: str, skipped: Counter, *how):
+def _conversation(
+    row: dict,
+    name: str,
+    role_key: str,
+    text_key: str,
+    skipped: Counter,
+    tools: bool,
+    removed: list | None,
+) -> Normalized:
+    """The row's list of turns (column `name`) as messages, or why it has none."""
     turns = row.get(name)
     if turns is None:
         return None, [(name, "missing_field", f"missing field '{name}'")], skipped
     if not isinstance(turns, list):
         return None, [(name, "non_string", f"'{name}' should be a list of messages")], skipped
-    return conversation_from_turns(turns, name, role_key, text_key, skipped, *how)
+    return conversation_from_turns(turns, name, role_key, text_key, skipped, tools, removed)
 
 
-def _with_tools(row: dict, out, issues: list[Issue], skipped: Counter, tools: bool, removed):
+def _with_tools(
+    row: dict,
+    out: dict | None,
+    issues: list[Issue],
+    skipped: Counter,
+    tools: bool,
+    removed: list | None,
+) -> Normalized:
     """The row's `tools` definitions: kept beside the messages, or left out and counted
     (a malformed field is a problem only when it would be used)."""
     defs, bad = tools_of(row)
@@ -299,84 +353,110 @@ def conversation_from_turns(
     skipped: Counter,
     tools: bool = False,
     removed: list | None = None,
-):
+) -> Normalized:
     """Turns as messages; tool parts kept with `tools`, else counted (and placed in `removed`)."""
-
-    def leave_out(kind: str, at: int) -> None:
-        skipped[kind] += 1
-        if removed is not None:
-            removed.append((at, kind[:-1]))  # "tool calls" -> "tool call"
-
+    how = _TurnReading(role_key, text_key, skipped, tools, removed)
     issues: list[Issue] = []
     msgs: list[dict] = []
     for i, turn in enumerate(turns):
-        here = f"{name}[{i}]"
-        if not isinstance(turn, dict):
-            issues.append((here, "non_string", "a message should be an object"))
-            continue
-        role_raw = turn.get(role_key, turn.get("role", turn.get("from")))
-        text = turn.get(text_key, turn.get("content", turn.get("value")))
-        role = str(role_raw).lower() if role_raw is not None else None
-        if role in TOOL_CALL_ROLES or role in TOOL_RESULT_ROLES:
-            calling = role in TOOL_CALL_ROLES
-            if not tools:
-                leave_out("tool calls" if calling else "function results", len(msgs))
-                continue
-            call, bad = call_turn(text, f"{here}.{text_key}") if calling else (None, None)
-            if bad:
-                issues.append(bad)
-            else:
-                msgs.append(call or result_turn(turn, text))
-            continue
-        calls = None
-        if turn.get("tool_calls") or turn.get("function_call"):
-            if not tools:
-                leave_out("tool calls", len(msgs) + bool(text))  # the call follows its text
-                if not text:  # a message that only calls a tool: nothing to learn from it here
-                    continue
-            else:
-                calls, bad = tool_calls_of(turn, here)
-                if bad:
-                    issues.append(bad)
-                    continue
-                text = text or ""
-        if role is None:
-            issues.append((here, "missing_field", f"message has no '{role_key}'"))
-            continue
-        if role in USER_ROLES:
-            role = "user"
-        elif role in ASSISTANT_ROLES:
-            role = "assistant"
-        elif role in SYSTEM_ROLES:
-            role = "system"
-        else:
-            issues.append((here, "unknown_role", f"unknown role {role_raw!r}"))
-            continue
-        content, bad = _content(text, f"{here}.{text_key}", skipped)
-        if bad:
-            issues.append(
-                bad if text is not None else (here, "missing_field", f"message has no '{text_key}'")
-            )
-            continue
-        assert content is not None  # _content gives the text or the issue, never neither
-        if calls and role != "assistant":
-            issues.append(
-                (f"{here}.tool_calls", "unknown_role", f"a {role} turn cannot call tools")
-            )
-            continue
-        if not content.strip() and not calls:
-            issues.append((f"{here}.{text_key}", "empty_field", f"empty {role} message"))
-            continue
-        message: dict = {"role": role, "content": content}
-        if calls:
-            message["tool_calls"] = calls
-        msgs.append(message)
+        message, issue = _turn_message(turn, f"{name}[{i}]", how, at=len(msgs))
+        if issue is not None:
+            issues.append(issue)
+        elif message is not None:
+            msgs.append(message)
     if issues:
         return None, issues, skipped
     order = check_turn_order(msgs)
     if order:
         return None, [(name, "turn_order", order)], skipped
     return {"messages": msgs}, [], skipped
+
+
+@dataclass
+class _TurnReading:
+    """How a conversation's turns are read, and where the parts left out are counted."""
+
+    role_key: str  # "role" (OpenAI) or "from" (ShareGPT)
+    text_key: str  # "content" or "value"
+    skipped: Counter
+    tools: bool  # keep tool calls and results (the template can express them)
+    removed: list | None  # receives (message index, what) for each part left out
+
+    def leave_out(self, kind: str, at: int) -> None:
+        """Count a tool part that is not trained, placed before kept message `at`."""
+        self.skipped[kind] += 1
+        if self.removed is not None:
+            self.removed.append((at, kind[:-1]))  # "tool calls" -> "tool call"
+
+
+def _turn_message(
+    turn: object, here: str, how: _TurnReading, at: int
+) -> tuple[dict | None, Issue | None]:
+    """One turn as a message, or the problem with it; neither when the turn is left out.
+    `at` is the number of messages kept before it."""
+    if not isinstance(turn, dict):
+        return None, (here, "non_string", "a message should be an object")
+    role_raw = turn.get(how.role_key, turn.get("role", turn.get("from")))
+    text = turn.get(how.text_key, turn.get("content", turn.get("value")))
+    role = str(role_raw).lower() if role_raw is not None else None
+    if role in TOOL_CALL_ROLES or role in TOOL_RESULT_ROLES:
+        return _tool_turn(turn, role in TOOL_CALL_ROLES, text, here, how, at)
+    calls = None
+    if turn.get("tool_calls") or turn.get("function_call"):
+        if not how.tools:
+            how.leave_out("tool calls", at + bool(text))  # the call follows its text
+            if not text:  # a message that only calls a tool: nothing to learn from it here
+                return None, None
+        else:
+            calls, bad = tool_calls_of(turn, here)
+            if bad:
+                return None, bad
+            text = text or ""
+    if role is None:
+        return None, (here, "missing_field", f"message has no '{how.role_key}'")
+    return _chat_message(role, role_raw, text, calls, here, how)
+
+
+def _tool_turn(
+    turn: dict, calling: bool, text: object, here: str, how: _TurnReading, at: int
+) -> tuple[dict | None, Issue | None]:
+    """A turn that calls a tool or holds its result (ShareGPT's function_call, observation):
+    a message when the template can express it, else left out and counted."""
+    if not how.tools:
+        how.leave_out("tool calls" if calling else "function results", at)
+        return None, None
+    call, bad = call_turn(text, f"{here}.{how.text_key}") if calling else (None, None)
+    if bad:
+        return None, bad
+    return call or result_turn(turn, text), None
+
+
+def _chat_message(
+    role: str,
+    role_raw: object,
+    text: object,
+    calls: list[dict] | None,
+    here: str,
+    how: _TurnReading,
+) -> tuple[dict | None, Issue | None]:
+    """A user, assistant or system message (with the assistant's tool calls), or the problem
+    with it: an unknown role, text missing or empty, a non-assistant turn calling tools."""
+    chat_role = CHAT_ROLES.get(role)
+    if chat_role is None:
+        return None, (here, "unknown_role", f"unknown role {role_raw!r}")
+    content, bad = _content(text, f"{here}.{how.text_key}", how.skipped)
+    if bad:
+        missing = (here, "missing_field", f"message has no '{how.text_key}'")
+        return None, bad if text is not None else missing
+    assert content is not None  # _content gives the text or the issue, never neither
+    if calls and chat_role != "assistant":
+        return None, (f"{here}.tool_calls", "unknown_role", f"a {chat_role} turn cannot call tools")
+    if not content.strip() and not calls:
+        return None, (f"{here}.{how.text_key}", "empty_field", f"empty {chat_role} message")
+    message: dict = {"role": chat_role, "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return message, None
 
 
 def check_turn_order(msgs: list[dict]) -> str | None:
@@ -406,7 +486,7 @@ def check_turn_order(msgs: list[dict]) -> str | None:
     return None
 
 
-def _preference(row: dict, col, skipped: Counter):
+def _preference(row: dict, col: Column) -> Normalized:
     """Preference rows trained as instruction data on the chosen answer (rejected is not used)."""
     from tunewiz.core.data.preference_rows import normalize_pair
 

@@ -19,13 +19,18 @@ import json
 import lzma
 import re
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from tunewiz.core.config import SAMPLE_HELDOUT_NAME
 from tunewiz.core.data.report import Problem
 from tunewiz.core.errors import UserError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
 KINDS = {
@@ -42,6 +47,7 @@ KINDS = {
 # this finds the rows that had them.
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _PARAGRAPH = re.compile(r"(?:[^\n]*\S[^\n]*(?:\n|$))+")  # runs of non-blank lines
+_BLANK = re.compile(r"[ \t\r\n]*")  # JSON's whitespace; matches everywhere, if only ""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CHUNK = 1 << 20
 
@@ -50,6 +56,8 @@ Record = tuple[int, "dict | None", "Problem | None"]
 
 @dataclass
 class Source:
+    """One file (or hub dataset) to read rows from, and how to name places in it."""
+
     name: str  # what the user sees in places: the file name, or the hub id
     kind: str  # jsonl, json, csv, tsv, parquet, txt, hub
     path: Path | None = None
@@ -137,6 +145,7 @@ def _file_source(path: Path, *, display: str) -> Source:
 
 
 def open_binary(src: Source) -> io.BufferedIOBase:
+    """The file as bytes, decompressed on the fly when it is compressed."""
     assert src.path is not None
     if src.compression == "gzip":
         return gzip.open(src.path, "rb")
@@ -161,14 +170,14 @@ class _ZstdReader(io.RawIOBase):
     """Decompresses every frame of a .zst file. zstandard's own stream_reader ends silently
     on a truncated file; this raises EOFError then, as gzip, bz2 and lzma do."""
 
-    def __init__(self, fh, zstandard):
+    def __init__(self, fh: BinaryIO, zstandard: ModuleType) -> None:
         self._fh, self._new = fh, zstandard.ZstdDecompressor().decompressobj
         self._d, self._buf, self._started = self._new(), b"", False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         while not self._buf:
             chunk = self._fh.read(CHUNK)
             if not chunk:
@@ -177,8 +186,9 @@ class _ZstdReader(io.RawIOBase):
                 return 0
             self._started = True
             self._buf = self._frames(chunk)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
+        view = memoryview(b)  # the reader's buffer, whatever object it is, as bytes
+        n = min(len(view), len(self._buf))
+        view[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
 
@@ -225,6 +235,7 @@ def _damaged_file(src: Source, last: int, exc: BaseException) -> UserError:
 
 
 def _records(src: Source, text_split: str) -> Iterator[Record]:
+    """The records of one source, by the reader of its kind."""
     if src.kind == "hub":
         yield from _read_hub(src)
         return
@@ -242,7 +253,8 @@ def _records(src: Source, text_split: str) -> Iterator[Record]:
             yield from _read_txt(src, f, text_split)
 
 
-def _read_jsonl(src: Source, f, first_line: int = 1) -> Iterator[Record]:
+def _read_jsonl(src: Source, f: Iterable[bytes], first_line: int = 1) -> Iterator[Record]:
+    """One record per non-blank line; a line that is not a JSON object is a problem."""
     # The hot loop of big files: blank lines are only looked at when parsing fails.
     decode = json.JSONDecoder().decode  # what json.loads(str) calls, minus its checks
     for lineno, raw in enumerate(f, first_line):
@@ -271,8 +283,12 @@ def _read_jsonl(src: Source, f, first_line: int = 1) -> Iterator[Record]:
         yield lineno, row, None
 
 
-def _read_json(src: Source, f) -> Iterator[Record]:
-    reader = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape")
+def _read_json(src: Source, f: io.BufferedIOBase) -> Iterator[Record]:
+    """A JSON file: an array streamed element by element, an object read whole, and values
+    one after the other read as JSON Lines."""
+    # type-var: typeshed wants the `name` of a file; BufferedIOBase does not declare one (and
+    # TextIOWrapper only shows it in its repr)
+    reader = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape")  # type: ignore[type-var]
     head = reader.read(CHUNK)
     stripped = head.lstrip().lstrip("\ufeff")
     if not stripped:
@@ -304,7 +320,9 @@ def _read_json(src: Source, f) -> Iterator[Record]:
     yield from _rows_of_object(src, doc)
 
 
-def _rows_of_object(src: Source, doc) -> Iterator[Record]:
+def _rows_of_object(src: Source, doc: object) -> Iterator[Record]:
+    """The rows of a JSON object: its first array of rows, its columns as arrays, or the
+    object itself as the only row."""
     if not isinstance(doc, dict):
         yield (
             0,
@@ -351,102 +369,122 @@ def _rows_of_object(src: Source, doc) -> Iterator[Record]:
     )
 
 
-def _stream_array(src: Source, reader, buf: str) -> Iterator[Record]:
-    """Elements of a top-level JSON array, decoded one by one from 1 MB chunks."""
-    decode = json.JSONDecoder().raw_decode
-    pos = buf.index("[") + 1
-    lines_before = 0  # newlines in text already dropped from buf
-    eof = False
+def _stream_array(src: Source, reader: TextIO, buf: str) -> Iterator[Record]:
+    """Elements of a top-level JSON array, decoded one by one from 1 MB chunks.
+
+    An element that cannot be read ends the stream with a problem saying where: the rest
+    of a broken array cannot be told apart reliably."""
+    cur = _ArrayCursor(reader, buf, buf.index("[") + 1)
     index = 0
-    expect_comma = False
     while True:
-        while True:  # skip whitespace and the comma between elements
-            while pos < len(buf) and buf[pos] in " \t\r\n":
-                pos += 1
-            if pos < len(buf) and expect_comma and buf[pos] == ",":
-                pos += 1
-                expect_comma = False
-                continue
-            if pos < len(buf) or eof:
-                break
-            more = reader.read(CHUNK)
-            eof = not more
-            lines_before += buf.count("\n", 0, pos)
-            buf, pos = buf[pos:] + more, 0
-        if pos >= len(buf):
-            line = lines_before + buf.count("\n", 0, pos) + 1
-            yield (
-                index,
-                None,
-                Problem(
-                    f"{src.name}:{line}",
-                    "invalid_json",
-                    "invalid JSON: the array is not closed with ]",
-                ),
-            )
+        _skip_separator(cur)
+        if cur.pos >= len(cur.buf):
+            detail = "invalid JSON: the array is not closed with ]"
+            yield index, None, Problem(f"{src.name}:{cur.line(cur.pos)}", "invalid_json", detail)
             return
-        if buf[pos] == "]":
+        if cur.buf[cur.pos] == "]":
             return
         try:
-            if expect_comma:
-                raise json.JSONDecodeError("Expecting ',' delimiter", buf, pos)
-            obj, end = decode(buf, pos)
-            if end >= len(buf) and not eof:
-                raise json.JSONDecodeError("need more", buf, end)
+            obj, end = _decode_element(cur)
         except RecursionError:
-            line = lines_before + buf.count("\n", 0, pos) + 1
             detail = (
                 f"invalid JSON: element [{index}] is nested too deeply to read; nor what follows"
             )
-            yield index, None, Problem(f"{src.name}:{line}", "invalid_json", detail)
+            yield index, None, Problem(f"{src.name}:{cur.line(cur.pos)}", "invalid_json", detail)
             return
         except json.JSONDecodeError as exc:
-            if not eof:
-                more = reader.read(CHUNK)
-                eof = not more
-                lines_before += buf.count("\n", 0, pos)
-                buf, pos = buf[pos:] + more, 0
-                continue
-            line = lines_before + buf.count("\n", 0, exc.pos) + 1
-            yield (
-                index,
-                None,
-                Problem(
-                    f"{src.name}:{line}",
-                    "invalid_json",
-                    f"invalid JSON: {exc.msg}; element [{index}] and everything after it could not be read",
-                ),
+            detail = (
+                f"invalid JSON: {exc.msg}; element [{index}] and everything after it could not "
+                "be read"
             )
+            yield index, None, Problem(f"{src.name}:{cur.line(exc.pos)}", "invalid_json", detail)
             return
-        if not isinstance(obj, dict):
-            yield (
-                index,
-                None,
-                Problem(
-                    src.where(index),
-                    "not_an_object",
-                    f"expected an object, got {type(obj).__name__}",
-                ),
-            )
-        elif _SURROGATE.search(buf, pos, end):
-            yield (
-                index,
-                None,
-                Problem(src.where(index), "non_utf8", "holds bytes that are not UTF-8"),
-            )
-        else:
-            yield index, obj, None
+        yield _element_record(src, index, obj, _SURROGATE.search(cur.buf, cur.pos, end) is None)
         index += 1
-        pos = end
-        expect_comma = True
-        if pos > CHUNK:
-            lines_before += buf.count("\n", 0, pos)
-            buf, pos = buf[pos:], 0
+        cur.step_past(end)
 
 
-def _read_csv(src: Source, f, delimiter: str) -> Iterator[Record]:
+@dataclass
+class _ArrayCursor:
+    """Where reading a JSON array stands: `buf[pos:]` is the text not yet read, the text
+    before it is dropped a chunk at a time (its newlines counted, for line numbers)."""
+
+    reader: TextIO
+    buf: str
+    pos: int
+    lines_before: int = 0  # newlines in the text already dropped from buf
+    eof: bool = False
+    expect_comma: bool = False  # an element was read: a comma must come before the next
+    decode: Callable[[str, int], tuple[Any, int]] = field(
+        default_factory=lambda: json.JSONDecoder().raw_decode
+    )
+
+    def line(self, at: int) -> int:
+        """The line number (from 1) of `buf[at]` in the whole text."""
+        return self.lines_before + self.buf.count("\n", 0, at) + 1
+
+    def read_more(self) -> None:
+        """Drop the text read and append the next chunk (`eof` when there is none)."""
+        more = self.reader.read(CHUNK)
+        self.eof = not more
+        self.lines_before += self.buf.count("\n", 0, self.pos)
+        self.buf, self.pos = self.buf[self.pos :] + more, 0
+
+    def step_past(self, end: int) -> None:
+        """Move past an element read, dropping the text read once it exceeds a chunk."""
+        self.pos = end
+        self.expect_comma = True
+        if self.pos > CHUNK:
+            self.lines_before += self.buf.count("\n", 0, self.pos)
+            self.buf, self.pos = self.buf[self.pos :], 0
+
+
+def _skip_separator(cur: _ArrayCursor) -> None:
+    """Move past whitespace and the comma between elements, reading more text when the
+    buffer runs out; stops at the next element, at `]`, or at the end of the text."""
+    while True:
+        buf = cur.buf
+        pos = cur.pos = _BLANK.match(buf, cur.pos).end()  # type: ignore[union-attr]
+        if pos < len(buf) and cur.expect_comma and buf[pos] == ",":
+            cur.pos += 1
+            cur.expect_comma = False
+            continue
+        if pos < len(buf) or cur.eof:
+            return
+        cur.read_more()
+
+
+def _decode_element(cur: _ArrayCursor) -> tuple[Any, int]:
+    """The element at the cursor and where it ends, reading more text while it may run past
+    the buffer; JSONDecodeError (or RecursionError) when it cannot be read."""
+    while True:
+        try:
+            if cur.expect_comma:
+                raise json.JSONDecodeError("Expecting ',' delimiter", cur.buf, cur.pos)
+            obj, end = cur.decode(cur.buf, cur.pos)
+            if end >= len(cur.buf) and not cur.eof:
+                raise json.JSONDecodeError("need more", cur.buf, end)
+            return obj, end
+        except json.JSONDecodeError:
+            if cur.eof:
+                raise
+            cur.read_more()
+
+
+def _element_record(src: Source, index: int, obj: Any, utf8: bool) -> Record:
+    """An array element as a row, or the problem with it (not an object, bytes not UTF-8)."""
+    if not isinstance(obj, dict):
+        detail = f"expected an object, got {type(obj).__name__}"
+        return index, None, Problem(src.where(index), "not_an_object", detail)
+    if not utf8:
+        return index, None, Problem(src.where(index), "non_utf8", "holds bytes that are not UTF-8")
+    return index, obj, None
+
+
+def _read_csv(src: Source, f: io.BufferedIOBase, delimiter: str) -> Iterator[Record]:
+    """CSV or TSV rows keyed by the header; a quote never closed is placed and reported."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")  # type: ignore[type-var]  # as in _read_json
     # strict: a quote that is not closed where a field ends is an error we can place,
     # instead of a field that silently swallows the lines after it
     reader = csv.reader(text, delimiter=delimiter, strict=True)
@@ -498,7 +536,8 @@ def _unclosed_quote(src: Source, start: int, end: int) -> Problem:
     )
 
 
-def _read_txt(src: Source, f, text_split: str) -> Iterator[Record]:
+def _read_txt(src: Source, f: io.BufferedIOBase, text_split: str) -> Iterator[Record]:
+    """Plain text as `{"text"}` rows: one per paragraph, or the whole file as one document."""
     text = f.read().decode("utf-8", errors="surrogateescape")
     if text_split == "document":
         if text.strip():

@@ -14,24 +14,28 @@ import json
 import logging
 import signal
 from array import array
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tunewiz.core.config import DataConfig
 from tunewiz.core.data.formats import (
     FORMAT_NAMES,
     TOOL_PARTS,
+    Normalized,
     detect_format,
     normalize,
     suggest_task,
 )
 from tunewiz.core.data.load import Source, read_source, resolve_sources
-from tunewiz.core.data.report import WARNING_KINDS, DataReport, Problem
+from tunewiz.core.data.report import WARNING_KINDS, DataReport, Problem, TokenStats
 from tunewiz.core.data.stats import pack, packed_count, split, token_stats
 from tunewiz.core.data.template import (
     TOOL_TEMPLATE_FAMILIES,
     TemplateError,
+    Tokenized,
+    Tokenizer,
     chat_template_for,
     gap_tokens,
     render,
@@ -40,11 +44,28 @@ from tunewiz.core.data.template import (
 )
 from tunewiz.core.errors import UserError
 
+if TYPE_CHECKING:
+    from multiprocessing.pool import AsyncResult
+    from pathlib import Path
+
+    import numpy as np
+    import numpy.typing as npt
+
+    BoolArray = npt.NDArray[np.bool_]
+
 log = logging.getLogger(__name__)
 
 BATCH = 2048  # rows per tokenizer call (and per progress report)
 SAMPLE_ROWS = 200  # rows read ahead to detect the format
 PREVIEW_ROWS = 3
+
+# (source index, loc, row, problem): a record of `load` with the source it came from
+SourceRecord = tuple[int, int, "dict | None", "Problem | None"]
+UsableRow = tuple[int, int, dict]  # (source index, loc, the row normalised)
+RowTokens = tuple[list[dict], int, int]  # (examples, length before truncation, trained tokens)
+# Per usable row of a batch: (source index, loc, content hash, examples or None, length,
+# trained tokens); examples travel back from a batch only when kept or shown
+KeptRow = tuple[int, int, int, "list[dict] | None", int, int]
 
 TASK_HELP = {
     "instruction": "Teach the model to answer: each row is one prompt and the response you want.",
@@ -81,6 +102,7 @@ class PreparedData:
 
 
 def packing_enabled(cfg: DataConfig) -> bool:
+    """Whether examples are packed into full sequences (`auto`: for the text task only)."""
     return cfg.packing == "true" or (cfg.packing == "auto" and cfg.task == "text")
 
 
@@ -133,7 +155,8 @@ def rows_hint(cfg: DataConfig) -> int | None:
     return total
 
 
-def _count_lines(path) -> int:
+def _count_lines(path: Path) -> int:
+    """Lines in a file, a last one without its newline included, read 1 MB at a time."""
     n, last = 0, b"\n"
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -144,7 +167,7 @@ def _count_lines(path) -> int:
 
 def inspect_data(
     cfg: DataConfig,
-    tokenizer=None,
+    tokenizer: Tokenizer | None = None,
     *,
     cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
@@ -164,7 +187,7 @@ def inspect_data(
 
 def prepare(
     cfg: DataConfig,
-    tokenizer,
+    tokenizer: Tokenizer | None,
     *,
     cancel: CancelFlag | None = None,
     progress: Callable[[int], None] | None = None,
@@ -258,7 +281,7 @@ class RowView:
     gaps: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
 
-def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
+def row_view(cfg: DataConfig, number: int, tokenizer: Tokenizer | None = None) -> RowView:
     """Read up to row `number` (1-based) and return it with its tokenized form. Reads the data
     from the start (a preview needs one row, not an index of every row)."""
     if number < 1:
@@ -272,6 +295,7 @@ def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
     view = RowView(number, sources[si].where(loc), row, problem.message if problem else "")
     if problem is not None:
         return view
+    assert row is not None  # a record holds a row or a problem
     sample = [r[2] for r in head if r[2] is not None]
     fmt, mapping, _ = detect_format(sample, cfg.columns, cfg.format)
     job = _job(cfg, fmt, mapping, sources, tokenizer, keep=True)
@@ -281,9 +305,9 @@ def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
         view.problem = "; ".join(msg for _f, _k, msg in issues)
     elif tokenizer is not None:
         done = _Done(rows=1, problems=[], skipped={})
-        toks = _tokenize([(si, loc, norm)], job, done)
-        if toks[0] is not None:
-            view.example = toks[0][0][0]
+        tok = _tokenize([(si, loc, norm)], job, tokenizer, done)[0]
+        if tok is not None:
+            view.example = tok[0][0]
             if removed and job.template is not None:
                 view.gaps = gap_tokens(norm["messages"], removed, tokenizer, job.template)
         elif done.problems:
@@ -294,20 +318,98 @@ def row_view(cfg: DataConfig, number: int, tokenizer=None) -> RowView:
 # -- reading -------------------------------------------------------------------
 
 
-def _records(
-    sources: list[Source], text_split: str
-) -> Iterator[tuple[int, int, dict | None, Problem | None]]:
+def _records(sources: list[Source], text_split: str) -> Iterator[SourceRecord]:
+    """Every record of every source in turn, with the index of the source it came from."""
     for si, src in enumerate(sources):
         for loc, row, problem in read_source(src, text_split=text_split):
             yield si, loc, row, problem
 
 
-def _row_format(row: dict, cfg: DataConfig) -> tuple[str | None, dict]:
-    """The format of one row on its own (and its column mapping); None when it has none."""
-    try:
-        fmt, mapping, _ = detect_format([row], cfg.columns)
-    except UserError:
-        return None, {}
+def _read_ahead(
+    records: Iterator[SourceRecord],
+) -> tuple[list[SourceRecord], Iterator[SourceRecord]]:
+    """The first records, up to SAMPLE_ROWS readable ones (to tell the format from), and
+    the iterator that goes on after them."""
+    head: list[SourceRecord] = []
+    good = 0
+    for rec in records:
+        head.append(rec)
+        good += rec[2] is not None
+        if good >= SAMPLE_ROWS:
+            break
+    return head, records
+
+
+def _empty_message(head: list[SourceRecord], sources: list[Source]) -> str:
+    """Why no row of `head` (the first records) can be read: there are none, or each has a
+    problem."""
+    if not head:
+        names = ", ".join(s.name for s in sources[:3])
+        return f"no rows: the data is empty ({names})"
+    first = head[0][3]
+    assert first is not None  # called when no record of head holds a row
+    return f"no readable row: all {len(head)} rows read have problems, first at {first.where}: {first.message}"
+
+
+# -- the scan: format, rows, duplicates, summary -------------------------------
+
+
+def _scan(
+    cfg: DataConfig,
+    tokenizer: Tokenizer | None,
+    *,
+    keep: bool,
+    cancel: CancelFlag | None,
+    progress: Callable[[int], None] | None,
+    batch_size: int,
+    num_proc: int = 1,
+) -> tuple[DataReport, list[list[dict]]]:
+    """Read every row once: the report, and one group of examples per usable row (only with
+    `keep` and a tokenizer; a long text document makes several examples).
+
+    The steps, in order: detect the format from the first rows; read and normalise,
+    tokenise and mask every row (batch by batch, maybe in other processes); mark
+    duplicates; summarise.
+    """
+    sources = resolve_sources(cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split)
+    source_name = str(sources[0].path) if cfg.data == "sample" and sources[0].path else cfg.data
+    report = DataReport(source=source_name, task=cfg.task)
+    head, rest = _read_ahead(_records(sources, cfg.text_split))
+    if not head:
+        raise UserError(_empty_message(head, sources), where=cfg.data)
+    fmt, mapping = _read_format(cfg, head, report)
+    job = _job(cfg, fmt, mapping, sources, tokenizer, keep)
+    report.chat_template = job.template  # None for the text task: no template renders it
+    rows = _read_rows(job, itertools.chain(head, rest), report, cancel, progress, num_proc)
+    keep_mask = _mark_duplicates(rows, sources, report)
+    return report, _summarise(report, rows, keep_mask, job, batch_size)
+
+
+# -- 1. the format, from the first rows ----------------------------------------
+
+
+def _read_format(cfg: DataConfig, head: list[SourceRecord], report: DataReport) -> tuple[str, dict]:
+    """The format (and column mapping) the rows are read in, told from the first rows and
+    recorded in the report; UserError when the task cannot train on data of that format."""
+    sample = [r[2] for r in head if r[2] is not None]
+    if sample:
+        fmt, mapping, evidence = _detect_for_task(sample, cfg)
+    else:  # nothing readable: every row is reported, the format stays unknown
+        fmt, mapping, evidence = "unknown", {}, ["no readable row to tell the format from"]
+    report.format, report.evidence = fmt, evidence
+    report.preference_data = fmt == "preference"
+    if report.preference_data:
+        report.notes.append(
+            "preference data: with objective sft only the prompt and the `chosen` answer train; "
+            "`rejected` is not used (--objective dpo, orpo or kto learn from both)"
+        )
+    if fmt == "kto":  # every answer would be learnt as a good one, the bad ones included
+        raise UserError(
+            "this is KTO data (answers marked good or bad by `label`): it cannot train as sft",
+            where="training.objective",
+            hint="train it with --objective kto",
+        )
+    check_task_reads(cfg.task, fmt)
     return fmt, mapping
 
 
@@ -332,193 +434,13 @@ def _detect_for_task(sample: list[dict], cfg: DataConfig) -> tuple[str, dict, li
     return fmt2, mapping2, [*evidence2, note]
 
 
-KTO_ROW_IN_SFT = (
-    "a KTO row (answer labelled true/false): its answer may be a bad one, so it is not "
-    "trained as SFT; train KTO data with --objective kto"
-)
-
-
-def _normalize_mixed(
-    row: dict,
-    fmt: str,
-    mapping: dict,
-    cfg: DataConfig,
-    tools: bool = False,
-    removed: list | None = None,
-):
-    """normalize() in the detected format; with the format detected (not set), a row that
-    does not fit it but is itself of a format the task reads (a file mixing Alpaca and
-    `messages` rows) is read in its own format instead of dropped. A KTO row (an answer
-    labelled good or bad) among SFT rows is a problem: its bad answer must not be learnt."""
-    if isinstance(row.get("label"), bool) and fmt != "kto":
-        return None, [("label", "kto_row", KTO_ROW_IN_SFT)], {}
-    out = normalize(row, fmt, mapping, tools=tools, removed=removed)
-    if out[0] is not None or cfg.format not in ("", "auto"):
-        return out
-    own, own_mapping = _row_format(row, cfg)
-    if own is None or own == fmt or own not in TASK_FORMATS.get(cfg.task, ()):
-        return out
-    if removed:
-        removed.clear()  # the gaps of the failed reading, not of this one
-    again = normalize(row, own, own_mapping, tools=tools, removed=removed)
-    return again if again[0] is not None else out
-
-
-def _read_ahead(records: Iterator) -> tuple[list, Iterator]:
-    head, good = [], 0
-    for rec in records:
-        head.append(rec)
-        good += rec[2] is not None
-        if good >= SAMPLE_ROWS:
-            break
-    return head, records
-
-
-def _empty_message(head: list, sources: list[Source]) -> str:
-    if not head:
-        names = ", ".join(s.name for s in sources[:3])
-        return f"no rows: the data is empty ({names})"
-    first = head[0][3]
-    return f"no readable row: all {len(head)} rows read have problems, first at {first.where}: {first.message}"
-
-
-def _row_key(norm: dict) -> str | tuple:
-    if "text" in norm:
-        return norm["text"]
-    if "tools" in norm or any("tool_calls" in m for m in norm["messages"]):
-        return json.dumps(norm, sort_keys=True, default=str)  # calls and results count too
-    return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
-
-
-def _scan(
-    cfg: DataConfig, tokenizer, *, keep: bool, cancel, progress, batch_size: int, num_proc: int = 1
-):
-    sources = resolve_sources(cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split)
-    source_name = str(sources[0].path) if cfg.data == "sample" and sources[0].path else cfg.data
-    report = DataReport(source=source_name, task=cfg.task)
-    head, rest = _read_ahead(_records(sources, cfg.text_split))
-    sample = [r[2] for r in head if r[2] is not None]
-    if not head:
-        raise UserError(_empty_message(head, sources), where=cfg.data)
-    if sample:
-        fmt, mapping, evidence = _detect_for_task(sample, cfg)
-    else:  # nothing readable: every row is reported below, the format stays unknown
-        fmt, mapping, evidence = "unknown", {}, ["no readable row to tell the format from"]
-    report.format, report.evidence = fmt, evidence
-    report.preference_data = fmt == "preference"
-    if report.preference_data:
-        report.notes.append(
-            "preference data: with objective sft only the prompt and the `chosen` answer train; "
-            "`rejected` is not used (--objective dpo, orpo or kto learn from both)"
-        )
-    if fmt == "kto":  # every answer would be learnt as a good one, the bad ones included
-        raise UserError(
-            "this is KTO data (answers marked good or bad by `label`): it cannot train as sft",
-            where="training.objective",
-            hint="train it with --objective kto",
-        )
-    check_task_reads(cfg.task, fmt)
-    text_task = cfg.task == "text"
-    template = chat_template_for(tokenizer) if tokenizer is not None else None
-    report.chat_template = template if not text_task else None
-    job = _job(cfg, fmt, mapping, sources, tokenizer, keep)
-
-    # One entry per usable row (before duplicates are removed): compact arrays keep memory flat.
-    hashes, srcs, locs, lengths, trained = (
-        array("q"),
-        array("H"),
-        array("q"),
-        array("q"),
-        array("q"),
-    )
-    row_examples: list[list[dict]] = []
-    previews: list[tuple[int, dict, list[dict]]] = []
-    split_docs = 0
-
-    for done in _run_batches(job, _batches(itertools.chain(head, rest)), num_proc):
-        if cancel is not None and cancel.is_set():
-            raise DataCancelled()
-        report.rows_total += done.rows
-        for problem in done.problems:
-            report.add_problem(problem)
-        for part, n in done.skipped.items():
-            report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
-        report.boundary_merges += done.boundary_merges
-        report.tool_rows += done.tool_rows
-        report.cut_lengths.extend(done.cut_lengths)
-        for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
-            hashes.append(key)
-            srcs.append(si)
-            locs.append(loc)
-            if tokenizer is not None:
-                lengths.append(length)
-                trained.append(n_trained)
-                split_docs += len(exs or ()) > 1
-                if keep:
-                    row_examples.append(exs)
-            if i in done.previews and len(previews) < PREVIEW_ROWS * 3:
-                previews.append((len(hashes) - 1, done.previews[i], exs or []))
-        if progress is not None:
-            progress(report.rows_total)
-
-    _note_tools(report, job)
-    keep_mask = _mark_duplicates(hashes, srcs, locs, sources, report)
-    report.rows_ok = int(keep_mask.sum())
-    for index, norm, exs in previews:
-        if keep_mask[index] and len(report.preview) < PREVIEW_ROWS:
-            report.preview.append(norm)
-            if exs:
-                report.examples.append(exs[0])
-    groups: list[list[dict]] = []
-    if tokenizer is not None:
-        kept_lengths = [n for n, k in zip(lengths, keep_mask, strict=False) if k]
-        report.token_stats = token_stats(
-            kept_lengths,
-            cfg.max_seq_len,
-            trained_tokens=sum(t for t, k in zip(trained, keep_mask, strict=False) if k),
-            batch_size=batch_size,
-            truncates=not text_task,
-            cut=report.cut_lengths,
-        )
-        if report.token_stats is not None:
-            if text_task:  # long documents become several chunks
-                chunks = [
-                    min(max(n - a, 0), cfg.max_seq_len)
-                    for n in kept_lengths
-                    for a in range(0, n, cfg.max_seq_len)
-                ]
-                report.token_stats.sequences = (
-                    packed_count(chunks, cfg.max_seq_len) if packing_enabled(cfg) else len(chunks)
-                )
-            elif packing_enabled(cfg):
-                report.token_stats.sequences = packed_count(kept_lengths, cfg.max_seq_len)
-        if report.boundary_merges:
-            report.notes.append(
-                f"{report.boundary_merges} rows have a token that spans the end of the prompt and the "
-                "start of the answer (the tokenizer merges across the template); it is not trained"
-            )
-        if split_docs:
-            report.notes.append(
-                f"{split_docs} documents longer than max_seq_len ({cfg.max_seq_len}) are split "
-                "into several sequences (no token lost)"
-            )
-        if keep:  # one group per row: a long text document makes several examples
-            groups = [exs for exs, k in zip(row_examples, keep_mask, strict=True) if k]
-    return report, groups
-
-
-def _note_tools(report: DataReport, job: _Job) -> None:
-    """Say what became of tool calls, results and definitions, and why."""
-    if report.tool_rows:
-        report.notes.append(
-            f"{report.tool_rows} rows use tools: the chat template renders them, the assistant's "
-            "tool calls are trained, tool results and definitions are not"
-        )
-    elif job.template is not None and any(k in report.skipped_parts for k in TOOL_PARTS):
-        report.notes.append(
-            "this model's chat template cannot express tools, so tool calls, results and "
-            f"definitions are left out; templates that can: {TOOL_TEMPLATE_FAMILIES}"
-        )
+def _row_format(row: dict, cfg: DataConfig) -> tuple[str | None, dict]:
+    """The format of one row on its own (and its column mapping); None when it has none."""
+    try:
+        fmt, mapping, _ = detect_format([row], cfg.columns)
+    except UserError:
+        return None, {}
+    return fmt, mapping
 
 
 @dataclass
@@ -529,18 +451,96 @@ class _Job:
     fmt: str
     mapping: dict
     sources: list[Source]
-    tokenizer: object
-    template: str | None
+    tokenizer: Tokenizer | None
+    template: str | None  # None for the text task, or without a tokenizer
     keep: bool
     tools: bool = False  # the template renders tool calls: rows keep them
 
 
-def _job(cfg: DataConfig, fmt: str, mapping: dict, sources, tokenizer, keep: bool) -> _Job:
-    template = chat_template_for(tokenizer) if tokenizer is not None else None
-    if cfg.task == "text":
+def _job(
+    cfg: DataConfig,
+    fmt: str,
+    mapping: dict,
+    sources: list[Source],
+    tokenizer: Tokenizer | None,
+    keep: bool,
+) -> _Job:
+    """The job for these rows: the chat template that renders them and whether it renders
+    tool calls (plain text has no template)."""
+    if cfg.task == "text" or tokenizer is None:
         return _Job(cfg, fmt, mapping, sources, tokenizer, None, keep)
-    tools = template is not None and template_supports_tools(tokenizer, template)
+    template = chat_template_for(tokenizer)
+    tools = template_supports_tools(tokenizer, template)
     return _Job(cfg, fmt, mapping, sources, tokenizer, template, keep, tools)
+
+
+# -- 2. every row normalised, tokenised and masked, by batch -------------------
+
+
+@dataclass
+class _Rows:
+    """One entry per usable row, duplicates included (they are only found once every row is
+    read): compact arrays keep memory flat, examples are held only when kept."""
+
+    hashes: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # content
+    srcs: array[int] = dataclasses.field(default_factory=lambda: array("H"))  # source index
+    locs: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # line or index
+    lengths: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # tokens
+    trained: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # trained tokens
+    examples: list[list[dict]] = dataclasses.field(default_factory=list)  # with `keep`
+    # (row index, normalised row, its examples) for the first rows, candidates for the preview
+    previews: list[tuple[int, dict, list[dict]]] = dataclasses.field(default_factory=list)
+    split_docs: int = 0  # text documents longer than max_seq_len (several examples)
+
+
+def _read_rows(
+    job: _Job,
+    records: Iterator[SourceRecord],
+    report: DataReport,
+    cancel: CancelFlag | None,
+    progress: Callable[[int], None] | None,
+    num_proc: int,
+) -> _Rows:
+    """Read and normalise, then tokenise and mask every record, batch by batch: the batches'
+    problems and counts go to `report`, their usable rows come back."""
+    rows = _Rows()
+    for done in _run_batches(job, _batches(records), num_proc):
+        if cancel is not None and cancel.is_set():
+            raise DataCancelled()
+        _count_batch(report, done)
+        _keep_batch(rows, done, job)
+        if progress is not None:
+            progress(report.rows_total)
+    return rows
+
+
+def _count_batch(report: DataReport, done: _Done) -> None:
+    """Add one batch's rows, problems and counts to the report."""
+    report.rows_total += done.rows
+    for problem in done.problems:
+        report.add_problem(problem)
+    for part, n in done.skipped.items():
+        report.skipped_parts[part] = report.skipped_parts.get(part, 0) + n
+    report.boundary_merges += done.boundary_merges
+    report.tool_rows += done.tool_rows
+    report.cut_lengths.extend(done.cut_lengths)
+
+
+def _keep_batch(rows: _Rows, done: _Done, job: _Job) -> None:
+    """Append one batch's usable rows: their hashes and places always, their token counts
+    with a tokenizer, their examples when the job keeps them."""
+    for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
+        rows.hashes.append(key)
+        rows.srcs.append(si)
+        rows.locs.append(loc)
+        if job.tokenizer is not None:
+            rows.lengths.append(length)
+            rows.trained.append(n_trained)
+            rows.split_docs += len(exs or ()) > 1
+            if job.keep:
+                rows.examples.append(exs or [])
+        if i in done.previews and len(rows.previews) < PREVIEW_ROWS * 3:
+            rows.previews.append((len(rows.hashes) - 1, done.previews[i], exs or []))
 
 
 @dataclass
@@ -549,21 +549,23 @@ class _Done:
 
     rows: int
     problems: list[Problem]
-    skipped: dict
+    skipped: dict[str, int]
     boundary_merges: int = 0
     tool_rows: int = 0  # usable rows that kept tool calls or results
     cut_lengths: list[int] = dataclasses.field(default_factory=list)  # rows cut to nothing
-    # per usable row: (source, loc, content hash, examples or None, length, trained tokens)
-    kept: list[tuple] = dataclasses.field(default_factory=list)
+    kept: list[KeptRow] = dataclasses.field(default_factory=list)
     previews: dict[int, dict] = dataclasses.field(default_factory=dict)  # kept index -> row
 
 
-def _batches(records: Iterator) -> Iterator[list]:
+def _batches(records: Iterator[SourceRecord]) -> Iterator[list[SourceRecord]]:
+    """The records in lists of BATCH (one tokenizer call each), read as they are needed."""
     while batch := list(itertools.islice(records, BATCH)):
         yield batch
 
 
-def _run_batches(job: _Job, batches: Iterator[list], num_proc: int) -> Iterator[_Done]:
+def _run_batches(
+    job: _Job, batches: Iterator[list[SourceRecord]], num_proc: int
+) -> Iterator[_Done]:
     """Each batch's outcome, in order; tokenized by `num_proc` processes when above 1.
 
     Rows are read here and sent out as they are read; at most two batches per
@@ -577,7 +579,7 @@ def _run_batches(job: _Job, batches: Iterator[list], num_proc: int) -> Iterator[
     # fork: the helpers inherit the loaded tokenizer and the hash seed (duplicates are
     # found by hash, so every process must hash a row the same way).
     ctx = multiprocessing.get_context("fork")
-    pending: collections.deque = collections.deque()
+    pending: collections.deque[AsyncResult[_Done]] = collections.deque()
     with ctx.Pool(num_proc, initializer=_init_child, initargs=(job,)) as pool:
         for batch in batches:
             pending.append(pool.apply_async(_process_in_child, (batch,)))
@@ -599,19 +601,20 @@ def _init_child(job: _Job) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _process_in_child(batch: list) -> _Done:
+def _process_in_child(batch: list[SourceRecord]) -> _Done:
     assert _CHILD_JOB is not None
     return _process(_CHILD_JOB, batch)
 
 
-def _process(job: _Job, batch: list) -> _Done:
+def _process(job: _Job, batch: list[SourceRecord]) -> _Done:
     """Check, normalise and (with a tokenizer) tokenize one batch of records."""
     done = _Done(rows=len(batch), problems=[], skipped={})
-    good: list[tuple[int, int, dict]] = []
+    good: list[UsableRow] = []
     for si, loc, row, problem in batch:
         if problem is not None:
             done.problems.append(problem)
             continue
+        assert row is not None  # a record holds a row or a problem
         norm, issues, skipped = _normalize_mixed(row, job.fmt, job.mapping, job.cfg, job.tools)
         for part, n in (skipped or {}).items():
             done.skipped[part] = done.skipped.get(part, 0) + n
@@ -623,10 +626,11 @@ def _process(job: _Job, batch: list) -> _Done:
             continue
         good.append((si, loc, norm))
         done.tool_rows += job.tools and _uses_tools(norm)
+    toks: Sequence[tuple[list[dict] | None, int, int] | None]
     if job.tokenizer is None:
-        toks: list = [(None, 0, 0)] * len(good)
+        toks = [(None, 0, 0)] * len(good)
     else:
-        toks = _tokenize(good, job, done) if good else []
+        toks = _tokenize(good, job, job.tokenizer, done) if good else []
     for (si, loc, norm), tok in zip(good, toks, strict=True):
         if tok is None:
             continue  # reported by _tokenize
@@ -640,80 +644,162 @@ def _process(job: _Job, batch: list) -> _Done:
     return done
 
 
+KTO_ROW_IN_SFT = (
+    "a KTO row (answer labelled true/false): its answer may be a bad one, so it is not "
+    "trained as SFT; train KTO data with --objective kto"
+)
+
+
+def _normalize_mixed(
+    row: dict,
+    fmt: str,
+    mapping: dict,
+    cfg: DataConfig,
+    tools: bool = False,
+    removed: list | None = None,
+) -> Normalized:
+    """normalize() in the detected format; with the format detected (not set), a row that
+    does not fit it but is itself of a format the task reads (a file mixing Alpaca and
+    `messages` rows) is read in its own format instead of dropped. A KTO row (an answer
+    labelled good or bad) among SFT rows is a problem: its bad answer must not be learnt."""
+    if isinstance(row.get("label"), bool) and fmt != "kto":
+        return None, [("label", "kto_row", KTO_ROW_IN_SFT)], Counter()
+    out = normalize(row, fmt, mapping, tools=tools, removed=removed)
+    if out[0] is not None or cfg.format not in ("", "auto"):
+        return out
+    own, own_mapping = _row_format(row, cfg)
+    if own is None or own == fmt or own not in TASK_FORMATS.get(cfg.task, ()):
+        return out
+    if removed:
+        removed.clear()  # the gaps of the failed reading, not of this one
+    again = normalize(row, own, own_mapping, tools=tools, removed=removed)
+    return again if again[0] is not None else out
+
+
 def _uses_tools(norm: dict) -> bool:
+    """Whether a normalised row kept tool definitions, calls or results."""
     return "tools" in norm or any(
         m["role"] == "tool" or "tool_calls" in m for m in norm.get("messages", ())
     )
 
 
-def _tokenize(good, job: _Job, done: _Done):
-    """Per usable row: (examples, length before truncation, trained tokens), or None if it failed."""
-    cfg, tokenizer, sources = job.cfg, job.tokenizer, job.sources
+def _row_key(norm: dict) -> str | tuple[str, ...]:
+    """What makes two normalised rows the same (hashed to find duplicates)."""
+    if "text" in norm:
+        return norm["text"]
+    if "tools" in norm or any("tool_calls" in m for m in norm["messages"]):
+        return json.dumps(norm, sort_keys=True, default=str)  # calls and results count too
+    return tuple([x for m in norm["messages"] for x in (m["role"], m["content"])])
+
+
+def _tokenize(
+    good: list[UsableRow], job: _Job, tokenizer: Tokenizer, done: _Done
+) -> list[RowTokens | None]:
+    """Per usable row: (examples, length before truncation, trained tokens), or None if it
+    failed (the problem is added to `done`)."""
+    if job.cfg.task == "text":
+        return _tokenize_text(good, job.cfg, tokenizer)
+    return _tokenize_chat(good, job, tokenizer, done)
+
+
+def _tokenize_text(
+    good: list[UsableRow], cfg: DataConfig, tokenizer: Tokenizer
+) -> list[RowTokens | None]:
+    """Plain text, every token trained; a document longer than max_seq_len is split into
+    chunks of that length rather than cut."""
     max_len = cfg.max_seq_len
-    out: list = [None] * len(good)
-    if cfg.task == "text":
-        toks = tokenize_rendered(
-            [n["text"] for _, _, n in good],
-            [None] * len(good),
-            tokenizer,
-            max_len,
-            add_special_tokens=True,
-            append_eos=True,
-            truncate=False,
-        )
-        for i, t in enumerate(toks):
-            chunks = [
-                {"input_ids": t.input_ids[a : a + max_len], "labels": t.labels[a : a + max_len]}
-                for a in range(0, len(t.input_ids), max_len)
-            ]
-            out[i] = (chunks, t.length, t.length)
+    toks = tokenize_rendered(
+        [n["text"] for _, _, n in good],
+        [None] * len(good),
+        tokenizer,
+        max_len,
+        add_special_tokens=True,
+        append_eos=True,
+        truncate=False,
+    )
+    out: list[RowTokens | None] = []
+    for t in toks:
+        chunks = [
+            {"input_ids": t.input_ids[a : a + max_len], "labels": t.labels[a : a + max_len]}
+            for a in range(0, len(t.input_ids), max_len)
+        ]
+        out.append((chunks, t.length, t.length))
+    return out
+
+
+def _tokenize_chat(
+    good: list[UsableRow], job: _Job, tokenizer: Tokenizer, done: _Done
+) -> list[RowTokens | None]:
+    """Conversations rendered with the chat template and masked so that only the answers
+    train (all of it with train_on_inputs); truncated to max_seq_len."""
+    max_len = job.cfg.max_seq_len
+    out: list[RowTokens | None] = [None] * len(good)
+    texts, spans, idx = _render_rows(good, job, tokenizer, done)
+    if not texts:
         return out
+    toks = tokenize_rendered(texts, spans, tokenizer, max_len)
+    for i, t in zip(idx, toks, strict=False):
+        si, loc, _ = good[i]
+        if _check_tokens(t, job.sources[si].where(loc), max_len, done):
+            out[i] = ([{"input_ids": t.input_ids, "labels": t.labels}], t.length, t.trained)
+    return out
+
+
+def _render_rows(
+    good: list[UsableRow], job: _Job, tokenizer: Tokenizer, done: _Done
+) -> tuple[list[str], list[list[tuple[int, int]] | None], list[int]]:
+    """The rows the chat template renders: (texts, answer spans or None to train every
+    token, their indices in `good`); a row the template refuses is a problem."""
     assert job.template is not None  # a tokenizer always brings a template
-    texts, spans, idx = [], [], []
+    texts: list[str] = []
+    spans: list[list[tuple[int, int]] | None] = []
+    idx: list[int] = []
     for i, (si, loc, norm) in enumerate(good):
         try:
             text, row_spans = render(norm["messages"], tokenizer, job.template, norm.get("tools"))
         except TemplateError as exc:
             done.problems.append(
                 Problem(
-                    sources[si].where(loc),
+                    job.sources[si].where(loc),
                     "template_error",
                     f"the chat template refused this row: {exc}",
                 )
             )
             continue
         texts.append(text)
-        spans.append(None if cfg.train_on_inputs else row_spans)
+        spans.append(None if job.cfg.train_on_inputs else row_spans)
         idx.append(i)
-    if not texts:
-        return out
-    toks = tokenize_rendered(texts, spans, tokenizer, max_len)
-    for i, t in zip(idx, toks, strict=False):
-        si, loc, _ = good[i]
-        where = sources[si].where(loc)
+    return texts, spans, idx
+
+
+def _check_tokens(t: Tokenized, where: str, max_len: int, done: _Done) -> bool:
+    """Whether a tokenized row is usable; what truncation and masking did to it goes to
+    `done` (tokens lost, a token across an answer's start, nothing left to train)."""
+    if t.length > max_len:
+        done.problems.append(
+            Problem(
+                where,
+                "too_long",
+                f"{t.length} tokens: truncated to {max_len}, {t.length - max_len} tokens lost",
+            )
+        )
+    if t.straddles:
+        done.boundary_merges += 1
+    if t.trained == 0:
+        why = " (the answer lies past max_seq_len)" if t.length > max_len else ""
         if t.length > max_len:
-            done.problems.append(
-                Problem(
-                    where,
-                    "too_long",
-                    f"{t.length} tokens: truncated to {max_len}, {t.length - max_len} tokens lost",
-                )
-            )
-        if t.straddles:
-            done.boundary_merges += 1
-        if t.trained == 0:
-            why = " (the answer lies past max_seq_len)" if t.length > max_len else ""
-            if t.length > max_len:
-                done.cut_lengths.append(t.length)
-            done.problems.append(
-                Problem(where, "no_trainable", "no token left to train on after masking" + why)
-            )
-            continue
-        out[i] = ([{"input_ids": t.input_ids, "labels": t.labels}], t.length, t.trained)
-    return out
+            done.cut_lengths.append(t.length)
+        done.problems.append(
+            Problem(where, "no_trainable", "no token left to train on after masking" + why)
+        )
+        return False
+    return True
 
 
-def _mark_duplicates(hashes, srcs, locs, sources, report: DataReport):
+# -- 3. duplicates -------------------------------------------------------------
+
+
+def _mark_duplicates(rows: _Rows, sources: list[Source], report: DataReport) -> BoolArray:
     """Later copies of a row are problems; the first copy is kept. Returns a keep mask.
 
     Rows are compared by the hash of their normalized content, sorted once at the
@@ -721,11 +807,11 @@ def _mark_duplicates(hashes, srcs, locs, sources, report: DataReport):
     """
     import numpy as np
 
-    n = len(hashes)
+    n = len(rows.hashes)
     keep = np.ones(n, dtype=bool)
     if n < 2:
         return keep
-    h = np.frombuffer(hashes, dtype=np.int64)
+    h = np.frombuffer(rows.hashes, dtype=np.int64)
     order = np.argsort(h, kind="stable")  # stable: the first copy comes first in its run
     sorted_h = h[order]
     same = np.zeros(n, dtype=bool)
@@ -739,12 +825,99 @@ def _mark_duplicates(hashes, srcs, locs, sources, report: DataReport):
     dups = order[dup_pos]
     keep[dups] = False
     for i, j in sorted(zip(dups.tolist(), firsts.tolist(), strict=True)):
-        here, first = sources[srcs[i]].where(locs[i]), sources[srcs[j]].where(locs[j])
+        here = sources[rows.srcs[i]].where(rows.locs[i])
+        first = sources[rows.srcs[j]].where(rows.locs[j])
         report.add_problem(Problem(here, "duplicate", f"same as {first}"))
     return keep
 
 
+# -- 4. the summary ------------------------------------------------------------
+
+
+def _summarise(
+    report: DataReport, rows: _Rows, keep_mask: BoolArray, job: _Job, batch_size: int
+) -> list[list[dict]]:
+    """Fill in what is known once duplicates are out: usable rows, previews, token statistics
+    and notes. Returns the kept rows' examples (empty unless the job keeps them)."""
+    report.rows_ok = int(keep_mask.sum())
+    _note_tools(report, job)
+    for index, norm, exs in rows.previews:
+        if keep_mask[index] and len(report.preview) < PREVIEW_ROWS:
+            report.preview.append(norm)
+            if exs:
+                report.examples.append(exs[0])
+    if job.tokenizer is None:
+        return []
+    report.token_stats = _token_summary(rows, keep_mask, job.cfg, batch_size, report.cut_lengths)
+    _note_lengths(report, rows.split_docs, job.cfg)
+    if not job.keep:
+        return []
+    return [exs for exs, k in zip(rows.examples, keep_mask, strict=True) if k]
+
+
+def _token_summary(
+    rows: _Rows, keep_mask: BoolArray, cfg: DataConfig, batch_size: int, cut: list[int]
+) -> TokenStats | None:
+    """Token statistics of the rows kept, with the sequences training will make of them."""
+    lengths = [n for n, k in zip(rows.lengths, keep_mask, strict=False) if k]
+    text_task = cfg.task == "text"
+    stats = token_stats(
+        lengths,
+        cfg.max_seq_len,
+        trained_tokens=sum(t for t, k in zip(rows.trained, keep_mask, strict=False) if k),
+        batch_size=batch_size,
+        truncates=not text_task,
+        cut=cut,
+    )
+    if stats is None:
+        return None
+    if text_task:  # long documents become several chunks
+        chunks = [
+            min(max(n - a, 0), cfg.max_seq_len)
+            for n in lengths
+            for a in range(0, n, cfg.max_seq_len)
+        ]
+        stats.sequences = (
+            packed_count(chunks, cfg.max_seq_len) if packing_enabled(cfg) else len(chunks)
+        )
+    elif packing_enabled(cfg):
+        stats.sequences = packed_count(lengths, cfg.max_seq_len)
+    return stats
+
+
+def _note_tools(report: DataReport, job: _Job) -> None:
+    """Say what became of tool calls, results and definitions, and why."""
+    if report.tool_rows:
+        report.notes.append(
+            f"{report.tool_rows} rows use tools: the chat template renders them, the assistant's "
+            "tool calls are trained, tool results and definitions are not"
+        )
+    elif job.template is not None and any(k in report.skipped_parts for k in TOOL_PARTS):
+        report.notes.append(
+            "this model's chat template cannot express tools, so tool calls, results and "
+            f"definitions are left out; templates that can: {TOOL_TEMPLATE_FAMILIES}"
+        )
+
+
+def _note_lengths(report: DataReport, split_docs: int, cfg: DataConfig) -> None:
+    """Say what became of tokens that cross an answer's start, and of documents too long."""
+    if report.boundary_merges:
+        report.notes.append(
+            f"{report.boundary_merges} rows have a token that spans the end of the prompt and the "
+            "start of the answer (the tokenizer merges across the template); it is not trained"
+        )
+    if split_docs:
+        report.notes.append(
+            f"{split_docs} documents longer than max_seq_len ({cfg.max_seq_len}) are split "
+            "into several sequences (no token lost)"
+        )
+
+
+# -- usable or not -------------------------------------------------------------
+
+
 def _check_usable(report: DataReport, cfg: DataConfig, where: str) -> None:
+    """UserError when no row is usable, or when a row is bad and on_bad_rows is `stop`."""
     if report.rows_ok == 0:
         raise UserError(
             no_usable_reason(report),

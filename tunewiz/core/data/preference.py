@@ -12,15 +12,17 @@ import dataclasses
 import itertools
 import json
 import random
+from collections.abc import Callable, Iterator
 
 from tunewiz.core.config import DataConfig
-from tunewiz.core.data.formats import detect_format
-from tunewiz.core.data.load import resolve_sources
+from tunewiz.core.data.formats import Column, Normalized, detect_format
+from tunewiz.core.data.load import Source, resolve_sources
 from tunewiz.core.data.pipeline import (
     PREVIEW_ROWS,
     CancelFlag,
     DataCancelled,
     PreparedData,
+    SourceRecord,
     _check_usable,
     _empty_message,
     _read_ahead,
@@ -29,7 +31,13 @@ from tunewiz.core.data.pipeline import (
 from tunewiz.core.data.preference_rows import normalize_kto, normalize_pair, unpair
 from tunewiz.core.data.report import DataReport, Problem
 from tunewiz.core.data.stats import split, token_stats
-from tunewiz.core.data.template import TemplateError, chat_template_for, render, tokenize_rendered
+from tunewiz.core.data.template import (
+    TemplateError,
+    Tokenizer,
+    chat_template_for,
+    render,
+    tokenize_rendered,
+)
 from tunewiz.core.errors import UserError
 
 NOTES = {
@@ -41,7 +49,12 @@ NOTES = {
 
 
 def prepare_preference(
-    cfg: DataConfig, tokenizer, objective: str, *, cancel=None, batch_size: int = 4
+    cfg: DataConfig,
+    tokenizer: Tokenizer | None,
+    objective: str,
+    *,
+    cancel: CancelFlag | None = None,
+    batch_size: int = 4,
 ) -> PreparedData:
     """Checked preference rows split for training; UserError when none is usable."""
     report, rows = scan_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)
@@ -70,7 +83,7 @@ def prepare_preference(
 
 def scan_preference(
     cfg: DataConfig,
-    tokenizer,
+    tokenizer: Tokenizer | None,
     objective: str,
     *,
     cancel: CancelFlag | None = None,
@@ -89,17 +102,38 @@ def scan_preference(
     report.notes.append(NOTES[objective])
     if fmt == "preference" and objective == "kto":
         report.notes.append("each chosen/rejected pair trains as two KTO rows (good and bad)")
+    normalize_row = normalize_kto if fmt == "kto" else normalize_pair
+    rows = _read_rows(itertools.chain(head, rest), sources, normalize_row, mapping, report, cancel)
+    if tokenizer is not None:
+        rows = _measure(rows, tokenizer, cfg, report, batch_size)
+    report.rows_ok = len(rows)
+    report.preview = [{k: v for k, v in r.items() if k != "_where"} for r in rows[:PREVIEW_ROWS]]
+    for r in rows:
+        r.pop("_where", None)
+    return report, rows
+
+
+def _read_rows(
+    records: Iterator[SourceRecord],
+    sources: list[Source],
+    normalize_row: Callable[[dict, Column], Normalized],
+    mapping: dict,
+    report: DataReport,
+    cancel: CancelFlag | None,
+) -> list[dict]:
+    """Every record checked and normalised, its problems and duplicates in the report; the
+    usable rows come back with their place (`_where`, for later problems)."""
     rows: list[dict] = []
     first_seen: dict[str, str] = {}
-    for si, loc, row, problem in itertools.chain(head, rest):
+    for si, loc, row, problem in records:
         if cancel is not None and cancel.is_set():
             raise DataCancelled()
         report.rows_total += 1
         if problem is not None:
             report.add_problem(problem)
             continue
-        col = mapping.get
-        norm, issues, _ = normalize_kto(row, col) if fmt == "kto" else normalize_pair(row, col)
+        assert row is not None  # a record holds a row or a problem
+        norm, issues, _ = normalize_row(row, mapping.get)
         where = sources[si].where(loc)
         for fld, kind, msg in issues:
             report.add_problem(Problem(sources[si].where(loc, fld), kind, msg))
@@ -111,13 +145,7 @@ def scan_preference(
             continue
         first_seen[key] = where
         rows.append({**norm, "_where": where})
-    if tokenizer is not None:
-        rows = _measure(rows, tokenizer, cfg, report, batch_size)
-    report.rows_ok = len(rows)
-    report.preview = [{k: v for k, v in r.items() if k != "_where"} for r in rows[:PREVIEW_ROWS]]
-    for r in rows:
-        r.pop("_where", None)
-    return report, rows
+    return rows
 
 
 def _check_layout(fmt: str, objective: str) -> None:
@@ -141,7 +169,9 @@ def _sides(row: dict) -> list[str]:
     return ["chosen", "rejected"] if "chosen" in row else ["completion"]
 
 
-def _measure(rows: list[dict], tokenizer, cfg: DataConfig, report: DataReport, batch_size: int):
+def _measure(
+    rows: list[dict], tokenizer: Tokenizer, cfg: DataConfig, report: DataReport, batch_size: int
+) -> list[dict]:
     """Tokenize each side as training will see it: lengths, truncation, masking examples."""
     template = chat_template_for(tokenizer)
     report.chat_template = template

@@ -18,10 +18,10 @@ import re
 from collections import Counter
 
 from tunewiz.core.data.formats import (
-    ASSISTANT_ROLES,
-    SYSTEM_ROLES,
-    USER_ROLES,
+    CHAT_ROLES,
+    Column,
     Issue,
+    Normalized,
     _content,
     _system,
     check_turn_order,
@@ -29,13 +29,10 @@ from tunewiz.core.data.formats import (
 )
 
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "input")
-_ROLES = {**dict.fromkeys(USER_ROLES, "user"), **dict.fromkeys(SYSTEM_ROLES, "system")}
 _HH_TURN = re.compile(r"\n*(Human|Assistant):\s?")
 
 
-def normalize_pair(
-    row: dict, col, *, strict: bool = True
-) -> tuple[dict | None, list[Issue], Counter]:
+def normalize_pair(row: dict, col: Column, *, strict: bool = True) -> Normalized:
     """`{"prompt", "chosen", "rejected"}` from a pair row; `strict` also refuses equal or empty sides."""
     skipped: Counter = Counter()
     names = col("chosen", "chosen"), col("rejected", "rejected")
@@ -61,7 +58,7 @@ def normalize_pair(
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, [], skipped
 
 
-def normalize_kto(row: dict, col) -> tuple[dict | None, list[Issue], Counter]:
+def normalize_kto(row: dict, col: Column) -> Normalized:
     """`{"prompt", "completion", "label"}` from a KTO row."""
     skipped: Counter = Counter()
     name, label_name = col("completion", "completion"), col("label", "label")
@@ -96,7 +93,7 @@ def unpair(pair: dict) -> list[dict]:
 # -- parts ---------------------------------------------------------------------
 
 
-def _prompt(row: dict, col, skipped: Counter) -> tuple[list[dict] | None, list[Issue]]:
+def _prompt(row: dict, col: Column, skipped: Counter) -> tuple[list[dict] | None, list[Issue]]:
     """The prompt messages, None when the row has none (HH style), or the problems with it."""
     for name in ("conversations", "messages"):
         if isinstance(row.get(name), list):
@@ -123,7 +120,7 @@ def _prompt_turns(
     # A prompt ends where the answer starts: checked as a conversation with a placeholder answer.
     probe = [*turns, {"role": "assistant", "content": "·"}]
     out, issues, _ = conversation_from_turns(probe, name, "role", "content", skipped)
-    if issues:
+    if out is None:
         return None, issues
     return out["messages"][:-1], []
 
@@ -146,7 +143,7 @@ def _side(row: dict, name: str, skipped: Counter) -> tuple[list[dict], list[Issu
         if not isinstance(turn, dict):
             return [], [(here, "non_string", "a message should be an object")]
         raw = str(turn.get("role", turn.get("from", "assistant"))).lower()
-        role = _ROLES.get(raw, "assistant" if raw in ASSISTANT_ROLES else None)
+        role = CHAT_ROLES.get(raw)
         if role is None:
             return [], [(here, "unknown_role", f"unknown role {raw!r}")]
         text, bad = _content(turn.get("content", turn.get("value")), here, skipped)
@@ -164,7 +161,11 @@ def _hh_turns(text: str) -> list[dict]:
     return msgs
 
 
-def _split_shared(chosen: list[dict], rejected: list[dict]):
+def _split_shared(
+    chosen: list[dict], rejected: list[dict]
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(prompt, chosen, rejected) from two whole conversations: the prompt is the turns both
+    begin with, short of each one's last turn."""
     n = 0
     while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
         n += 1

@@ -66,6 +66,9 @@ class TokenStats:
 
 @dataclass
 class DataReport:
+    """What reading a dataset found: its format and why, counts, problems, token statistics,
+    a preview of the first usable rows, and notes for the user."""
+
     source: str
     format: str = ""
     task: str = ""

@@ -15,6 +15,10 @@ from __future__ import annotations
 import bisect
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,41 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 
-def chat_template_for(tokenizer) -> str:
+class Tokenizer(Protocol):
+    """What rendering, labelling and previews call on a tokenizer. A Hugging Face fast
+    tokenizer (`PreTrainedTokenizerFast`) has all of it; spelt out so that a type checker
+    catches a call the data code makes that tokenizers do not have."""
+
+    @property
+    def eos_token_id(self) -> int | None: ...
+
+    def __call__(
+        self,
+        text: str | list[str],
+        *,
+        add_special_tokens: bool = ...,
+        return_attention_mask: bool | None = ...,
+        return_token_type_ids: bool | None = ...,
+        return_offsets_mapping: bool = ...,
+    ) -> BatchEncoding: ...
+
+    # Returns text when called with tokenize=False, as here (the real signature is a union
+    # over every mode).
+    def apply_chat_template(
+        self,
+        conversation: list[dict],
+        *,
+        tools: list[Any] | None = ...,
+        chat_template: str | None = ...,
+        tokenize: bool = ...,
+        add_generation_prompt: bool = ...,
+    ) -> Any: ...
+
+    # Returns text for one list of ids, as here.
+    def decode(self, token_ids: list[int], *, skip_special_tokens: bool = ...) -> Any: ...
+
+
+def chat_template_for(tokenizer: Tokenizer | None) -> str:
     """The template rows are rendered with: the tokenizer's own, else DEFAULT_CHAT_TEMPLATE (ChatML).
 
     ChatML wraps each turn as `<|im_start|>role\\n...<|im_end|>\\n`; a model
@@ -59,7 +97,7 @@ _PROBE_CALL = {
 }
 
 
-def template_supports_tools(tokenizer, template: str) -> bool:
+def template_supports_tools(tokenizer: Tokenizer, template: str) -> bool:
     """Whether `template` can express tools, decided by rendering, not by reading it.
 
     A conversation with one tool definition, an assistant turn calling it, its result and an
@@ -88,10 +126,15 @@ class TemplateError(ValueError):
 
 
 def _render(
-    tokenizer, messages: list[dict], template: str, generation: bool, tools: list | None = None
+    tokenizer: Tokenizer,
+    messages: list[dict],
+    template: str,
+    generation: bool,
+    tools: list | None = None,
 ) -> str:
+    """The messages as the template writes them; TemplateError when it refuses them."""
     try:
-        return tokenizer.apply_chat_template(
+        text: str = tokenizer.apply_chat_template(
             messages,
             tools=tools,
             chat_template=template,
@@ -100,10 +143,11 @@ def _render(
         )
     except Exception as exc:  # jinja raises TemplateError/others from `raise_exception`
         raise TemplateError(str(exc)) from None
+    return text
 
 
 def render(
-    messages: list[dict], tokenizer, template: str, tools: list | None = None
+    messages: list[dict], tokenizer: Tokenizer, template: str, tools: list | None = None
 ) -> tuple[str, list[tuple[int, int]]]:
     """The conversation as text, and the (start, end) character spans of its answers.
 
@@ -150,7 +194,7 @@ def render(
 
 
 def gap_tokens(
-    messages: list[dict], gaps: list[tuple[int, str]], tokenizer, template: str
+    messages: list[dict], gaps: list[tuple[int, str]], tokenizer: Tokenizer, template: str
 ) -> list[tuple[int, str]]:
     """(token index, what) for each part left out of a row, from `(message index, what)`.
 
@@ -194,6 +238,8 @@ def _rewritten_turn(
 
 @dataclass
 class Tokenized:
+    """One row tokenized and labelled: the tokens, their labels (-100 where not trained)."""
+
     input_ids: list[int]
     labels: list[int]
     length: int  # before truncation
@@ -204,7 +250,7 @@ class Tokenized:
 def tokenize_rendered(
     texts: list[str],
     spans: list[list[tuple[int, int]] | None],
-    tokenizer,
+    tokenizer: Tokenizer,
     max_len: int,
     *,
     add_special_tokens: bool = False,
@@ -246,7 +292,7 @@ def tokenize_rendered(
     return out
 
 
-def _token_range(enc, row: int, start: int, end: int) -> tuple[int, int, bool]:
+def _token_range(enc: BatchEncoding, row: int, start: int, end: int) -> tuple[int, int, bool]:
     """Tokens whose first character lies in [start, end), and whether one crosses `start`.
 
     The crossing is the token-prefix check: the prompt's tokens must end where the answer
@@ -255,15 +301,19 @@ def _token_range(enc, row: int, start: int, end: int) -> tuple[int, int, bool]:
     first = enc.char_to_token(row, start)
     last = enc.char_to_token(row, end - 1) if end > start else None
     if first is None or last is None:  # a character no token covers: walk the offsets
-        offsets = enc.encodings[row].offsets
+        encodings = enc.encodings
+        assert encodings is not None  # a fast tokenizer's (char_to_token above needs one too)
+        offsets = encodings[row].offsets
         starts = [o[0] for o in offsets]
         a, b = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
         return a, b, a > 0 and offsets[a - 1][1] > start
-    merged = enc.token_to_chars(row, first).start < start
+    span = enc.token_to_chars(row, first)
+    assert span is not None  # the token holds character `start`: it has a span
+    merged = span.start < start
     return first + merged, last + 1, merged
 
 
-def masking_preview(example: dict, tokenizer) -> list[tuple[str, bool]]:
+def masking_preview(example: dict, tokenizer: Tokenizer) -> list[tuple[str, bool]]:
     """(token text, trained?) for each token of a tokenized example, for masking views.
 
     A preference example holds its sides (`chosen`, `rejected`, or KTO's `completion`): each is

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-Issue = tuple[str, str, str]  # (field, kind, message), as in formats
+Issue = tuple[str, str, str]  # (field, kind, message): a problem with a row (formats uses it)
 
 
 def tool_calls_of(turn: dict, here: str) -> tuple[list[dict] | None, Issue | None]:
@@ -36,7 +36,7 @@ def tool_calls_of(turn: dict, here: str) -> tuple[list[dict] | None, Issue | Non
     return out, None
 
 
-def call_turn(text, here: str) -> tuple[dict | None, Issue | None]:
+def call_turn(text: object, here: str) -> tuple[dict | None, Issue | None]:
     """A ShareGPT `function_call` turn (its value a JSON `{"name", "arguments"}`) as an
     assistant message that calls the tool."""
     fn = _json(text)
@@ -46,7 +46,7 @@ def call_turn(text, here: str) -> tuple[dict | None, Issue | None]:
     return {"role": "assistant", "content": "", "tool_calls": [call]}, None
 
 
-def result_turn(turn: dict, text) -> dict:
+def result_turn(turn: dict, text: object) -> dict:
     """A tool's result as a `tool` message (its id and name kept for templates that use them)."""
     content = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)
     msg = {"role": "tool", "content": content}
@@ -74,7 +74,8 @@ def _function(fn: dict) -> dict:
     return {"name": fn["name"], "arguments": args}
 
 
-def _json(value):
+def _json(value: object) -> object:
+    """The value a JSON string spells; any other value (or text that is not JSON) as it is."""
     if isinstance(value, str):
         try:
             return json.loads(value)
