@@ -6,9 +6,18 @@ import json
 import threading
 from collections import Counter
 
+import pytest
+
 from tunewiz.core.config import DataConfig
 from tunewiz.core.data import SAMPLE_DATASET, inspect_data
-from tunewiz.core.data.augment import augment, model_generator
+from tunewiz.core.data.augment import (
+    AugmentCancelled,
+    augment,
+    augmented_path,
+    model_generator,
+    preview,
+    write_augmented,
+)
 
 
 def fake_generate(prompts: list[str], temperature: float) -> list[str]:
@@ -69,3 +78,63 @@ def test_real_model_plumbing(tiny_model_dir, tmp_path):
     report = augment("sample", generate, out, variants=1, limit=3, batch_size=3)
     assert report.written + sum(report.dropped.values()) == 3 * 2
     assert all(r["augmented_from"] for r in rows(out))
+
+
+def test_preview_makes_the_same_variants_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shown = preview("sample", fake_generate, rows=6, variants=2, temperatures=(0.3, 0.7))
+    augment("sample", fake_generate, tmp_path / "cli.jsonl", variants=2,
+            temperatures=(0.3, 0.7), limit=6)  # fmt: skip
+    assert [v.row for o in shown.originals for v in o.variants] == rows(tmp_path / "cli.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.jsonl", "cli.jsonl.done"]
+    assert len(shown.originals) == 6 and shown.report.written == 6 * 3
+    first = shown.originals[0]
+    assert first.question == "What is the capital of Lumen Isle?" and "Harrowmere" in first.answer
+    assert [(v.kind, v.temperature) for v in first.variants] == [
+        ("rephrase-0", 0.3), ("rephrase-1", 0.7), ("reverse", 0.3)
+    ]  # fmt: skip
+    assert first.variants[0].question == "Put differently (t=0.3): " + first.question
+
+
+def test_preview_stops_when_cancelled_between_two_generations():
+    cancel = threading.Event()
+    calls = []
+
+    def generate(prompts, temperature):
+        calls.append(temperature)
+        cancel.set()  # the user pressed Esc while the model was writing
+        return fake_generate(prompts, temperature)
+
+    with pytest.raises(AugmentCancelled):
+        preview("sample", generate, rows=4, variants=3, cancel=cancel)
+    assert calls == [0.3]
+
+
+def test_written_file_holds_originals_then_their_kept_variants(tmp_path):
+    data = tmp_path / "facts.jsonl"
+    lines = (SAMPLE_DATASET.read_text().splitlines())[:3]
+    data.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    shown = preview(str(data), fake_generate, rows=2, variants=1)
+    kept = [v for o in shown.originals for v in o.variants][1:]  # the user unchecked the first
+    out = augmented_path(str(data), tmp_path / "app-data")
+    assert out == tmp_path / "facts.augmented.jsonl"
+    written = write_augmented(str(data), kept, out)
+    assert (written.originals, written.variants, written.unreadable) == (3, 3, 1)
+    made = rows(out)
+    assert [r.get("augmented_from") for r in made] == [
+        None, "facts.jsonl:1", None, "facts.jsonl:3", "facts.jsonl:3", None
+    ]  # fmt: skip
+    assert made[0] == json.loads(lines[0]) and made[1] == kept[0].row
+    assert inspect_data(DataConfig(data=str(out)), None).rows_ok == 6
+    # never over a file that exists: the next one gets a new name, and the input is untouched
+    assert augmented_path(str(data), tmp_path / "app-data") == tmp_path / "facts.augmented-2.jsonl"
+    with pytest.raises(Exception, match="exists"):
+        write_augmented(str(data), kept, out)
+    assert data.read_text().count("\n") == 4
+
+
+def test_the_sample_is_augmented_into_the_app_data_folder(tmp_path):
+    out = augmented_path("sample", tmp_path / "app-data")
+    assert out == tmp_path / "app-data" / "lumen_isle.augmented.jsonl"
+    written = write_augmented("sample", [], out)
+    assert written.originals == 48 and out.read_text() == SAMPLE_DATASET.read_text()
