@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import random
+from collections.abc import Callable
 
 from tunewiz.core.config import DataConfig
 from tunewiz.core.data.formats import detect_format
@@ -21,6 +22,7 @@ from tunewiz.core.data.pipeline import (
     CancelFlag,
     DataCancelled,
     PreparedData,
+    _batches,
     _check_usable,
     _empty_message,
     _read_ahead,
@@ -75,8 +77,12 @@ def scan_preference(
     *,
     cancel: CancelFlag | None = None,
     batch_size: int = 4,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[DataReport, list[dict]]:
-    """Every row read and checked; the usable ones in TRL's conversational shape."""
+    """Every row read and checked; the usable ones in TRL's conversational shape.
+
+    Rows are read and measured `BATCH` at a time, with `progress(rows read)` after each
+    batch, as for SFT data: measuring (rendering both answers) is the slow part."""
     sources = resolve_sources(cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split)
     report = DataReport(source=cfg.data, task=cfg.task, preference_data=True)
     head, rest = _read_ahead(_records(sources, cfg.text_split))
@@ -91,9 +97,36 @@ def scan_preference(
         report.notes.append("each chosen/rejected pair trains as two KTO rows (good and bad)")
     rows: list[dict] = []
     first_seen: dict[str, str] = {}
-    for si, loc, row, problem in itertools.chain(head, rest):
+    measured = _Measured()
+    for batch in _batches(itertools.chain(head, rest)):
         if cancel is not None and cancel.is_set():
             raise DataCancelled()
+        fresh = _checked(batch, fmt, mapping, sources, report, first_seen)
+        rows += (
+            _measure(fresh, tokenizer, cfg, report, measured) if tokenizer is not None else fresh
+        )
+        if progress is not None:
+            progress(report.rows_total)
+    if tokenizer is not None:
+        report.token_stats = token_stats(
+            measured.lengths,
+            cfg.max_seq_len,
+            trained_tokens=measured.trained,
+            batch_size=batch_size,
+        )
+    report.rows_ok = len(rows)
+    report.preview = [{k: v for k, v in r.items() if k != "_where"} for r in rows[:PREVIEW_ROWS]]
+    for r in rows:
+        r.pop("_where", None)
+    return report, rows
+
+
+def _checked(
+    batch: list, fmt: str, mapping: dict, sources: list, report: DataReport, first_seen: dict
+) -> list[dict]:
+    """The batch's usable rows (TRL's shape, with `_where`); problems go to the report."""
+    rows: list[dict] = []
+    for si, loc, row, problem in batch:
         report.rows_total += 1
         if problem is not None:
             report.add_problem(problem)
@@ -111,13 +144,7 @@ def scan_preference(
             continue
         first_seen[key] = where
         rows.append({**norm, "_where": where})
-    if tokenizer is not None:
-        rows = _measure(rows, tokenizer, cfg, report, batch_size)
-    report.rows_ok = len(rows)
-    report.preview = [{k: v for k, v in r.items() if k != "_where"} for r in rows[:PREVIEW_ROWS]]
-    for r in rows:
-        r.pop("_where", None)
-    return report, rows
+    return rows
 
 
 def _check_layout(fmt: str, objective: str) -> None:
@@ -141,11 +168,19 @@ def _sides(row: dict) -> list[str]:
     return ["chosen", "rejected"] if "chosen" in row else ["completion"]
 
 
-def _measure(rows: list[dict], tokenizer, cfg: DataConfig, report: DataReport, batch_size: int):
+@dataclasses.dataclass
+class _Measured:
+    """Token counts gathered batch by batch, for the statistics at the end."""
+
+    lengths: list[int] = dataclasses.field(default_factory=list)
+    trained: int = 0
+
+
+def _measure(rows: list[dict], tokenizer, cfg: DataConfig, report: DataReport, into: _Measured):
     """Tokenize each side as training will see it: lengths, truncation, masking examples."""
     template = chat_template_for(tokenizer)
     report.chat_template = template
-    kept, lengths, trained = [], [], 0
+    kept = []
     for row in rows:
         sides = _sides(row)
         try:
@@ -171,8 +206,8 @@ def _measure(rows: list[dict], tokenizer, cfg: DataConfig, report: DataReport, b
             )
             continue
         kept.append(row)
-        lengths.append(longest)
-        trained += sum(t.trained for t in toks)
+        into.lengths.append(longest)
+        into.trained += sum(t.trained for t in toks)
         if len(report.examples) < PREVIEW_ROWS:
             report.examples.append(
                 {
@@ -180,7 +215,4 @@ def _measure(rows: list[dict], tokenizer, cfg: DataConfig, report: DataReport, b
                     for s, t in zip(sides, toks, strict=True)
                 }
             )
-    report.token_stats = token_stats(
-        lengths, cfg.max_seq_len, trained_tokens=trained, batch_size=batch_size
-    )
     return kept
