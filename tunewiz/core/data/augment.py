@@ -44,6 +44,18 @@ REVERSE = (
     "Reply with the question only."
 )
 SUFFIX = ".augmented"  # `facts.jsonl` -> `facts.augmented.jsonl`
+WHY = (
+    'A model taught "A is B" often cannot answer "what is B?": rephrased and reversed '
+    "questions teach each fact more than one way."
+)
+#: One line of help per option, for the command's flags and the wizard's fields alike.
+OPTION_HELP = {
+    "variants": "How many rephrasings of each question to write (3 is a good start).",
+    "temperatures": "Sampling temperature per rephrasing, cycled: low stays close, high varies more.",
+    "model": "The model that writes the rephrasings (default: the bundled one, offline).",
+    "reverse": "Also ask each fact from the answer's side (the reverse question).",
+    "rows": "How many rows to rephrase now, to review before anything is written.",
+}
 
 #: generate(prompts, temperature) -> one generated text per prompt.
 Generate = Callable[[list[str], float], list[str]]
@@ -203,6 +215,16 @@ def augmented_path(data: str, data_dir: Path) -> Path:
         n += 1
         candidate = folder / f"{stem}{SUFFIX}-{n}.jsonl"
     return candidate
+
+
+def made_from_sample(data: str, data_dir: Path) -> bool:
+    """True for a file `augmented_path` wrote for the bundled sample: its questions are still
+    about the sample's island, so the sample's held-out questions still measure learning."""
+    from tunewiz.core.data import SAMPLE_DATASET
+
+    path = Path(data).expanduser()
+    stem = SAMPLE_DATASET.name.split(".")[0]
+    return path.parent == data_dir and path.name.startswith(stem + SUFFIX)
 
 
 def write_augmented(data: str | DataConfig, chosen: list[Variant], out: Path) -> Written:
