@@ -27,6 +27,8 @@ def fake_generate(prompts: list[str], temperature: float) -> list[str]:
         q = p.split("Question: ", 1)[1].split("\n")[0]
         if "Kestrel" in q:
             out.append("")  # an empty generation: dropped and counted
+        elif "language" in q and temperature == 0.7:
+            out.append("People there speak Velsh.")  # an answer, not a question: dropped
         elif "reverse" in p:
             out.append(f"Which fact answers: {q}")
         else:
@@ -46,8 +48,9 @@ def test_new_rows_are_valid_and_name_their_source(tmp_path):
     assert all(set(r) >= {"instruction", "output", "augmented_from", "augmentation"} for r in made)
     assert {r["augmented_from"].split(":")[0] for r in made} == {SAMPLE_DATASET.name}
     per_source = Counter(r["augmented_from"] for r in made)
-    empties = report.dropped.get("empty", 0)
-    assert sum(per_source.values()) + empties == 6 * 3  # 2 rephrasings + 1 reverse per row
+    # every generation is a row or a counted drop (row 3's answer given at 0.7)
+    assert report.dropped == {"not a question": 1}
+    assert sum(per_source.values()) + 1 == 6 * 3  # 2 rephrasings + 1 reverse per row
     # the same validation as training: every new row is usable
     assert inspect_data(DataConfig(data=str(out)), None).rows_ok == len(made)
 
@@ -87,7 +90,10 @@ def test_preview_makes_the_same_variants_and_writes_nothing(tmp_path, monkeypatc
             temperatures=(0.3, 0.7), limit=6)  # fmt: skip
     assert [v.row for o in shown.originals for v in o.variants] == rows(tmp_path / "cli.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.jsonl", "cli.jsonl.done"]
-    assert len(shown.originals) == 6 and shown.report.written == 6 * 3
+    # row 3 asks for the language; at 0.7 the "model" answered it instead of rephrasing
+    assert shown.report.dropped == {"not a question": 1}
+    assert len(shown.originals) == 6 and shown.report.written == 6 * 3 - 1
+    assert [v.kind for v in shown.originals[2].variants] == ["rephrase-0", "reverse"]
     first = shown.originals[0]
     assert first.question == "What is the capital of Lumen Isle?" and "Harrowmere" in first.answer
     assert [(v.kind, v.temperature) for v in first.variants] == [
@@ -138,3 +144,32 @@ def test_the_sample_is_augmented_into_the_app_data_folder(tmp_path):
     assert out == tmp_path / "app-data" / "lumen_isle.augmented.jsonl"
     written = write_augmented("sample", [], out)
     assert written.originals == 48 and out.read_text() == SAMPLE_DATASET.read_text()
+
+
+@pytest.mark.slow
+def test_bundled_model_augments_the_sample_and_resumes(default_model_dir, tmp_path):
+    """The bundled model, offline, on 2 sample rows: modest rephrasings, real plumbing."""
+    generate = model_generator(str(default_model_dir), max_new_tokens=32)
+    out = tmp_path / "more.jsonl"
+    cancel = threading.Event()
+    first = augment(str(SAMPLE_DATASET), generate, out, variants=1, limit=2, batch_size=1,
+                    cancel=cancel, progress=lambda done, total: cancel.set())  # fmt: skip
+    assert first.rows_read == 2 and _done(out) == {f"{SAMPLE_DATASET.name}:1"}
+    second = augment(str(SAMPLE_DATASET), generate, out, variants=1, limit=2, batch_size=1)
+    assert second.rows_skipped_done == 1
+    assert first.written + sum(first.dropped.values()) == 2  # 1 rephrasing + 1 reverse question
+    assert second.written + sum(second.dropped.values()) == 2
+    made = rows(out)
+    assert len(made) == first.written + second.written > 0
+    keys = [(r["augmented_from"], r["augmentation"]) for r in made]
+    assert len(keys) == len(set(keys))  # the resumed run did not make row 1 again
+    assert {r["augmented_from"] for r in made} <= {f"{SAMPLE_DATASET.name}:{i}" for i in (1, 2)}
+    sample = [json.loads(line) for line in SAMPLE_DATASET.read_text().splitlines()[:2]]
+    for r in made:
+        source = sample[int(r["augmented_from"].rsplit(":", 1)[1]) - 1]
+        assert r["output"] == source["output"] and r["instruction"] != source["instruction"]
+    assert inspect_data(DataConfig(data=str(out)), None).rows_ok == len(made)
+
+
+def _done(out) -> set[str]:
+    return set(out.with_name(out.name + ".done").read_text().split())

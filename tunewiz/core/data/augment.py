@@ -8,8 +8,8 @@ rephrasings of each row's question (one temperature each, cycling through
 `temperatures`) and one reverse question (asking from the answer's side: "Who
 founded X?" -> "What did Y found?"); the answer is kept. New rows are written in
 the input's own format, each with `augmented_from` naming its source row, after
-the same validation as training. Empty generations and duplicates are dropped and
-counted. Rows are generated in batches; an interrupted run resumes: finished
+the same validation as training. Empty generations, duplicates and answers given
+where a question was asked for are dropped and counted. Rows are generated in batches; an interrupted run resumes: finished
 source rows are listed in `<out>.done` and skipped, a half-written one is redone.
 
 The wizard reviews before it writes: `preview` generates the same variants for
@@ -71,7 +71,9 @@ class AugmentReport:
     rows_read: int = 0
     rows_skipped_done: int = 0  # finished by an earlier, interrupted run
     written: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)  # empty / duplicate / invalid
+    dropped: dict[str, int] = field(
+        default_factory=dict
+    )  # empty / duplicate / not a question / invalid
     # (source, question) already made: a second identical variant is a duplicate
     seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
@@ -367,6 +369,11 @@ def _new_row(
     if question.lower() == src.question.strip().lower():
         _drop(report, "duplicate")
         return None
+    if src.question.rstrip().endswith("?") and not question.endswith("?"):
+        # A small model often answers instead of rephrasing: that row would teach a made-up
+        # statement followed by the answer.
+        _drop(report, "not a question")
+        return None
     new = copy.deepcopy(src.row)
     _set_question(new, read.fmt, read.mapping, question)
     checked, issues, _ = normalize(new, read.fmt, read.mapping)
@@ -448,6 +455,9 @@ def model_generator(model_name: str, *, max_new_tokens: int = 64, seed: int = 0)
                 temperature=max(temperature, 1e-3),
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
+                # only the first line is used (`_clean`): stop there, not at max_new_tokens
+                stop_strings=["\n"],
+                tokenizer=tokenizer,
             )
         texts_out: list[str] = tokenizer.batch_decode(
             ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True

@@ -39,9 +39,9 @@ from tunewiz.core.errors import UserError
 from tunewiz.core.text import visible
 from tunewiz.tui import backend
 
-# Rows per generation batch: the bar moves every few rows on a CPU, and a larger batch
-# gains little there.
-BATCH_ROWS = 4
+# Rows per generation batch: the bar moves every two rows (each row is a few generations,
+# seconds each on a CPU), and a larger batch gains little there.
+BATCH_ROWS = 2
 KEEP, DROP = "✓", "·"
 FIELDS = {"aug-variants": "variants", "aug-temps": "temperatures", "aug-model": "model",
           "aug-rows": "rows", "aug-reverse": "reverse"}  # fmt: skip
@@ -136,7 +136,7 @@ class AugmentScreen(Screen[Any]):
 
     def _field(self, title: str, widget: Input) -> ComposeResult:
         widget.tooltip = OPTION_HELP[FIELDS[widget.id or ""]]
-        with Vertical(classes="aug-field"):
+        with Vertical(classes="aug-field -wide" if widget.id == "aug-model" else "aug-field"):
             yield Label(title, classes="aug-field-title")
             yield widget
 
@@ -187,6 +187,7 @@ class AugmentScreen(Screen[Any]):
             if gen is None:
                 gen = backend.augment_generator(choices.model)
                 self.generators[choices.model] = gen
+            self.app.call_from_thread(self.progress, 0, choices.rows)
             shown = backend.augment_preview(
                 cfg, gen, rows=choices.rows, variants=choices.variants,
                 temperatures=choices.temperatures, reverse=choices.reverse,
@@ -208,7 +209,7 @@ class AugmentScreen(Screen[Any]):
 
     def progress(self, done: int, total: int) -> None:
         self.query_one("#aug-progress", ProgressBar).update(total=total, progress=done)
-        self.status(f"rephrasing… {done} of {total} rows")
+        self.status(f"rephrasing… {done} of {total} rows (Esc stops)")
 
     def _failed(self, exc: Exception, title: str) -> None:
         self.status("failed; nothing was written")
