@@ -20,10 +20,10 @@ from tunewiz.core.data.augment import (
 )
 
 
-def fake_generate(prompts: list[str], temperature: float) -> list[str]:
+def fake_generate(chats: list[list[dict]], temperature: float) -> list[str]:
     """Deterministic stand-in for a model: distinct, non-empty, sometimes empty or a copy."""
     out = []
-    for p in prompts:
+    for p in (chat[-1]["content"] for chat in chats):
         q = p.split("Question: ", 1)[1].split("\n")[0]
         if "Kestrel" in q:
             out.append("")  # an empty generation: dropped and counted
@@ -106,10 +106,10 @@ def test_preview_stops_when_cancelled_between_two_generations():
     cancel = threading.Event()
     calls = []
 
-    def generate(prompts, temperature):
+    def generate(chats, temperature):
         calls.append(temperature)
         cancel.set()  # the user pressed Esc while the model was writing
-        return fake_generate(prompts, temperature)
+        return fake_generate(chats, temperature)
 
     with pytest.raises(AugmentCancelled):
         preview("sample", generate, rows=4, variants=3, cancel=cancel)

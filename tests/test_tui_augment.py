@@ -19,10 +19,10 @@ from tunewiz.tui.screens.augment import AugmentScreen, parse_choices
 from tunewiz.tui.screens.data import DataScreen
 
 
-def scripted(prompts: list[str], temperature: float) -> list[str]:
+def scripted(chats: list[list[dict]], temperature: float) -> list[str]:
     """Stands in for the model: a rephrasing per temperature, an empty one at 1.0."""
     out = []
-    for p in prompts:
+    for p in (chat[-1]["content"] for chat in chats):
         q = p.split("Question: ", 1)[1].split("\n")[0]
         if "reverse question" in p:
             out.append(f"Reverse of: {q}")
@@ -109,11 +109,11 @@ async def test_escape_while_generating_writes_nothing(tmp_path, facts, monkeypat
     reached, release = threading.Event(), threading.Event()
     calls: list[float] = []
 
-    def slow(prompts: list[str], temperature: float) -> list[str]:
+    def slow(chats: list[list[dict]], temperature: float) -> list[str]:
         calls.append(temperature)
         reached.set()
         release.wait(10)  # the model is busy when Esc is pressed
-        return scripted(prompts, temperature)
+        return scripted(chats, temperature)
 
     monkeypatch.setattr(backend, "augment_generator", lambda m: slow)
     app = wizard(tmp_path)

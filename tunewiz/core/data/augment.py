@@ -36,13 +36,24 @@ from tunewiz.core.errors import UserError
 
 REPHRASE = (
     "Rewrite this question with different words, keeping exactly its meaning. "
-    "Reply with the new question only.\n\nQuestion: {q}"
+    "Do not answer it.\n\nQuestion: {q}"
 )
 REVERSE = (
-    "Here is a question and its answer.\nQuestion: {q}\nAnswer: {a}\n\n"
-    "Write the reverse question: one that asks about the same fact from the answer's side. "
-    "Reply with the question only."
+    "Question: {q}\nAnswer: {a}\n\nWrite the reverse question: one that asks about the same "
+    "fact from the answer's side. Reply with the question only."
 )
+# Worked examples given as earlier turns of the chat: without them the bundled 135M model
+# answered the question instead of rephrasing it (every time, on the sample); with them it
+# rephrases. (question, rephrased) and (question, answer, reverse question).
+REPHRASE_SHOTS = (
+    ("Who wrote Hamlet?", "Which author wrote Hamlet?"),
+    ("How tall is Mount Fuji?", "What is the height of Mount Fuji?"),
+)
+REVERSE_SHOTS = (
+    ("What is the capital of France?", "The capital of France is Paris.",
+     "Paris is the capital of which country?"),
+    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet.", "Which play did Shakespeare write?"),
+)  # fmt: skip
 SUFFIX = ".augmented"  # `facts.jsonl` -> `facts.augmented.jsonl`
 WHY = (
     'A model taught "A is B" often cannot answer "what is B?": rephrased and reversed '
@@ -57,8 +68,9 @@ OPTION_HELP = {
     "rows": "How many rows to rephrase now, to review before anything is written.",
 }
 
-#: generate(prompts, temperature) -> one generated text per prompt.
-Generate = Callable[[list[str], float], list[str]]
+Chat = list[dict[str, str]]  # [{"role": "user", "content": ...}, ...]
+#: generate(chats, temperature) -> the model's next reply to each chat.
+Generate = Callable[[list[Chat], float], list[str]]
 Progress = Callable[[int, int], object]
 
 
@@ -144,7 +156,7 @@ def augment(
     progress: Progress | None = None,
     cancel: CancelFlag | None = None,
 ) -> AugmentReport:
-    """Write new rows to `out` (JSON Lines); `generate(prompts, temperature)` returns one text each.
+    """Write new rows to `out` (JSON Lines); `generate(chats, temperature)` replies to each.
 
     A cancelled run stops after the batch it is in; what was finished stays (resumable)."""
     read = _read(_config(data), limit)
@@ -341,20 +353,39 @@ def _variants(
     """Per source row: [(kind, temperature, generated text), ...], one generate() call per kind.
 
     The cancel flag is read before each call: one call on a CPU can take many seconds."""
-    calls: list[tuple[str, float, list[str]]] = [
-        (f"rephrase-{v}", temperatures[v % len(temperatures)], [REPHRASE.format(q=s.question) for s in batch])
+    calls: list[tuple[str, float, list[Chat]]] = [
+        (f"rephrase-{v}", temperatures[v % len(temperatures)], [rephrase_chat(s.question) for s in batch])
         for v in range(variants)
     ]  # fmt: skip
     if reverse:
-        prompts = [REVERSE.format(q=s.question, a=s.answer) for s in batch]
-        calls.append(("reverse", temperatures[0], prompts))
+        chats = [reverse_chat(s.question, s.answer) for s in batch]
+        calls.append(("reverse", temperatures[0], chats))
     out: list[list[tuple[str, float, str]]] = [[] for _ in batch]
-    for kind, temperature, prompts in calls:
+    for kind, temperature, chats in calls:
         if cancel is not None and cancel.is_set():
             raise AugmentCancelled()
-        for i, text in enumerate(generate(prompts, temperature)):
+        for i, text in enumerate(generate(chats, temperature)):
             out[i].append((kind, temperature, text))
     return out
+
+
+def rephrase_chat(question: str) -> Chat:
+    """The chat that asks for a rephrasing of `question`, after the worked examples."""
+    shots = [(REPHRASE.format(q=q), r) for q, r in REPHRASE_SHOTS]
+    return _chat(shots, REPHRASE.format(q=question))
+
+
+def reverse_chat(question: str, answer: str) -> Chat:
+    """The chat that asks for the reverse question of a question and its answer."""
+    shots = [(REVERSE.format(q=q, a=a), r) for q, a, r in REVERSE_SHOTS]
+    return _chat(shots, REVERSE.format(q=question, a=answer))
+
+
+def _chat(shots: list[tuple[str, str]], ask: str) -> Chat:
+    turns: Chat = []
+    for user, assistant in shots:
+        turns += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return [*turns, {"role": "user", "content": ask}]
 
 
 def _new_row(
@@ -429,7 +460,7 @@ def _resume(out: Path) -> set[str]:
 
 
 def model_generator(model_name: str, *, max_new_tokens: int = 64, seed: int = 0) -> Generate:
-    """generate(prompts, temperature) with a local/bundled model, batched with left padding."""
+    """generate(chats, temperature) with a local/bundled model, batched with left padding."""
     import torch
 
     from tunewiz.core.models import load_causal_lm, load_tokenizer
@@ -439,12 +470,10 @@ def model_generator(model_name: str, *, max_new_tokens: int = 64, seed: int = 0)
     model = load_causal_lm(model_name, device="cpu" if not torch.cuda.is_available() else "cuda")
     torch.manual_seed(seed)
 
-    def generate(prompts: list[str], temperature: float) -> list[str]:
+    def generate(chats: list[Chat], temperature: float) -> list[str]:
         texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
+            tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            for chat in chats
         ]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(model.device)
