@@ -14,6 +14,7 @@ from tunewiz.core.data.augment import (
     AugmentCancelled,
     augment,
     augmented_path,
+    made_from_sample,
     model_generator,
     preview,
     write_augmented,
@@ -173,3 +174,11 @@ def test_bundled_model_augments_the_sample_and_resumes(default_model_dir, tmp_pa
 
 def _done(out) -> set[str]:
     return set(out.with_name(out.name + ".done").read_text().split())
+
+
+def test_only_the_augmented_sample_keeps_the_samples_held_out_questions(tmp_path):
+    app_data = tmp_path / "app-data"
+    assert made_from_sample(str(augmented_path("sample", app_data)), app_data)
+    (tmp_path / "lumen_isle.jsonl").write_text(SAMPLE_DATASET.read_text())  # the user's copy
+    assert not made_from_sample(str(augmented_path(str(tmp_path / "lumen_isle.jsonl"), app_data)), app_data)  # fmt: skip
+    assert not made_from_sample("sample", app_data)
