@@ -167,3 +167,21 @@ def test_form_values_are_checked_with_the_field_named():
         with pytest.raises(UserError) as err:
             parse_choices(*args)
         assert err.value.where == where
+
+
+async def test_data_without_questions_is_said_before_a_model_loads(tmp_path, monkeypatch):
+    from tunewiz.tui.widgets.error_dialog import ErrorDialog
+
+    loaded: list[str] = []
+    monkeypatch.setattr(backend, "augment_generator", lambda m: loaded.append(m) or scripted)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"text": "Lumen Isle lies west of the mainland."}\n')
+    app = wizard(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.wizard.set("data.task", "text")
+        await open_augment(app, pilot, notes)
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ErrorDialog)
+        assert "text data has none to rephrase" in str(app.screen.message)
+    assert loaded == []

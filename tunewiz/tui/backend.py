@@ -216,6 +216,13 @@ def set_tag(folder: Path, row_id: int, tag: str, on: bool = True):
 # -- augmenting data (the data screen's Augment… review) ---------------------------
 
 
+def check_augmentable(cfg: RunConfig) -> None:
+    """UserError when the run's data has no questions to rephrase (reads a few rows)."""
+    from tunewiz.core.data.augment import check_augmentable as _check
+
+    _check(cfg.data)
+
+
 def augment_generator(model: str):
     """generate(prompts, temperature) with `model` (loads it: call from a worker)."""
     from tunewiz.core.data.augment import model_generator

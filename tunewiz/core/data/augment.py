@@ -211,6 +211,13 @@ def preview(
     return Preview(originals=originals, report=report)
 
 
+def check_augmentable(data: str | DataConfig) -> None:
+    """UserError when the data has no question to rephrase (text, preference data) or no
+    usable row: said before a model is loaded for it."""
+    if not _read(_config(data), 1).rows:
+        raise UserError("no usable row with a question and an answer", where=_config(data).data)
+
+
 def augmented_path(data: str, data_dir: Path) -> Path:
     """A new file for the input and its variants: `<stem>.augmented.jsonl` beside a local
     file (never the file itself, never one that exists), else in `data_dir` (the sample,

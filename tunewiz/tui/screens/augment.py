@@ -176,6 +176,7 @@ class AugmentScreen(Screen[Any]):
             return
         self.cancel = threading.Event()
         self.running = True
+        self.show_nothing()  # what a stopped or failed run left must not be accepted
         self.query_one("#aug-progress", ProgressBar).update(total=choices.rows, progress=0)
         self.status("loading the model…" if choices.model not in self.generators else "rephrasing…")
         self.generate(self.cfg, choices, self.cancel)
@@ -183,6 +184,7 @@ class AugmentScreen(Screen[Any]):
     @work(thread=True, exclusive=True, group="augment", exit_on_error=False)
     def generate(self, cfg: RunConfig, choices: Choices, cancel: threading.Event) -> None:
         try:
+            backend.check_augmentable(cfg)  # before a model loads for data it cannot use
             gen = self.generators.get(choices.model)
             if gen is None:
                 gen = backend.augment_generator(choices.model)
@@ -256,6 +258,11 @@ class AugmentScreen(Screen[Any]):
             f"{len(shown.originals)} rows rephrased; Space keeps or drops a variant, Ctrl+S accepts"
         )
         table.focus()
+
+    def show_nothing(self) -> None:
+        self.variants, self.kept, self.dropped = [], [], {}
+        self.query_one(VariantTable).clear()
+        self.query_one("#aug-counts", Static).update("")
 
     def show_counts(self) -> None:
         text = f"{sum(self.kept)} of {len(self.variants)} variants kept"
