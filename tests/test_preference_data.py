@@ -166,3 +166,30 @@ def test_cli_inspect_shows_both_sides(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "6 usable" in out and "same_answers" in out
     assert "chosen: Blue." in out and "rejected: Green." in out
+
+
+def test_preference_scan_reports_progress_and_batches_change_nothing(
+    tmp_path, monkeypatch, default_model_dir
+):
+    """The data screen showed no progress for dpo/orpo/kto: the preference scan took none."""
+    import threading
+
+    from tunewiz.core.data import pipeline
+    from tunewiz.core.models import load_tokenizer
+    from tunewiz.tui import backend
+
+    pairs = [{"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."} for i in range(50)]
+    path = tmp_path / "pairs.jsonl"
+    rows = [*pairs, pairs[1], {"prompt": "only a prompt"}]  # a duplicate and a broken row
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = load_tokenizer(str(default_model_dir))
+    whole = inspect_data(DataConfig(data=str(path)), tokenizer, objective="dpo")
+    monkeypatch.setattr(pipeline, "BATCH", 20)
+    cfg = RunConfig()
+    cfg.data.data, cfg.training.objective = str(path), "dpo"
+    seen: list[int] = []
+    # what the data screen's scan worker calls
+    report = backend.inspect_data(cfg, tokenizer, threading.Event(), progress=seen.append)
+    assert seen == [20, 40, 52]
+    assert report.rows_ok == 50 and report.token_stats is not None
+    assert report.to_dict() == whole.to_dict()

@@ -93,3 +93,23 @@ def test_estimate_only(snap_compare, workdir, size):
     app = make_app(workdir.parent / "estimate-state", Path("runs"), resume=False, detect_gpus=False)
     app.wizard.gpu = "RTX 4090"
     assert snap_compare(app, terminal_size=size, run_before=estimate)
+
+
+def test_augment_review(snap_compare, workdir, monkeypatch):
+    """Data, Ctrl+G, Ctrl+R with a scripted model: the sample's first rows beside their variants."""
+    from tests.test_tui_augment import scripted
+    from tunewiz.tui import backend
+
+    monkeypatch.setattr(backend, "augment_generator", lambda model: scripted)
+
+    async def review(pilot) -> None:
+        await settle(pilot.app, pilot)
+        await pilot.press("ctrl+g")
+        await settled(pilot)
+        pilot.app.screen.query_one("#aug-rows").value = "3"
+        await pilot.press("ctrl+r")
+        await settled(pilot)
+        await pilot.press("down", "space")  # one variant dropped: its mark shows
+        await settled(pilot)
+
+    assert snap_compare(wizard_at(workdir, "data"), terminal_size=(120, 40), run_before=review)

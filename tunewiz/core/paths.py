@@ -42,3 +42,8 @@ def default_runs_dir() -> Path:
 def profiles_dir() -> Path:
     """The shipped data: GPUs, models, presets, the sample dataset."""
     return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def data_dir() -> Path:
+    """Datasets tunewiz makes for the user where theirs cannot go (an augmented sample)."""
+    return home() / "data"

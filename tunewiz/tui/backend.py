@@ -209,3 +209,60 @@ def chat_session(loaded, *, system: str | None, settings):
     from tunewiz.core.chat import ChatSession
 
     return ChatSession(loaded, system=system, settings=settings)
+
+
+# -- augmenting data (the data screen's Augment… review) ---------------------------
+
+
+def check_augmentable(cfg: RunConfig) -> None:
+    """UserError when the run's data has no questions to rephrase (reads a few rows)."""
+    from tunewiz.core.data.augment import check_augmentable as _check
+
+    _check(cfg.data)
+
+
+def augment_generator(model: str):
+    """generate(prompts, temperature) with `model` (loads it: call from a worker)."""
+    from tunewiz.core.data.augment import model_generator
+
+    with _TOKENIZER_LOCK:  # the model's tokenizer loads too: one first import at a time
+        return model_generator(model)
+
+
+def augment_preview(
+    cfg: RunConfig,
+    generate,
+    *,
+    rows: int,
+    variants: int,
+    temperatures: tuple[float, ...],
+    reverse: bool,
+    batch_size: int,
+    progress,
+    cancel: threading.Event,
+):
+    """The first `rows` rows of the run's data with their variants (nothing written);
+    raises DataCancelled (core's AugmentCancelled) when `cancel` is set."""
+    from tunewiz.core.data.augment import preview
+
+    return preview(
+        cfg.data, generate, rows=rows, variants=variants, temperatures=temperatures,
+        reverse=reverse, batch_size=batch_size, progress=progress, cancel=cancel,
+    )  # fmt: skip
+
+
+def write_augmented(cfg: RunConfig, chosen: list):
+    """The run's data and the `chosen` variants written to a new file (a core `Written`)."""
+    from tunewiz.core import paths
+    from tunewiz.core.data.augment import augmented_path, write_augmented
+
+    out = augmented_path(cfg.data.data, paths.data_dir())
+    return write_augmented(cfg.data, chosen, out)
+
+
+def made_from_sample(data: str) -> bool:
+    """True when `data` is the sample with variants added by the wizard."""
+    from tunewiz.core import paths
+    from tunewiz.core.data.augment import made_from_sample as _made
+
+    return _made(data, paths.data_dir())

@@ -178,7 +178,9 @@ def inspect_data(
     if objective != "sft":
         from tunewiz.core.data.preference import scan_preference
 
-        return scan_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)[0]
+        return scan_preference(
+            cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size, progress=progress
+        )[0]
     report, _ = _scan(
         cfg, tokenizer, keep=False, cancel=cancel, progress=progress, batch_size=batch_size
     )

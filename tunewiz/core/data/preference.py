@@ -12,17 +12,17 @@ import dataclasses
 import itertools
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from tunewiz.core.config import DataConfig
-from tunewiz.core.data.formats import Column, Normalized, detect_format
-from tunewiz.core.data.load import Source, resolve_sources
+from tunewiz.core.data.formats import detect_format
+from tunewiz.core.data.load import resolve_sources
 from tunewiz.core.data.pipeline import (
     PREVIEW_ROWS,
     CancelFlag,
     DataCancelled,
     PreparedData,
-    SourceRecord,
+    _batches,
     _check_usable,
     _empty_message,
     _read_ahead,
@@ -88,8 +88,12 @@ def scan_preference(
     *,
     cancel: CancelFlag | None = None,
     batch_size: int = 4,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[DataReport, list[dict]]:
-    """Every row read and checked; the usable ones in TRL's conversational shape."""
+    """Every row read and checked; the usable ones in TRL's conversational shape.
+
+    Rows are read and measured `BATCH` at a time, with `progress(rows read)` after each
+    batch, as for SFT data: measuring (rendering both answers) is the slow part."""
     sources = resolve_sources(cfg.data, hub_config=cfg.data_config_name, hub_split=cfg.data_split)
     report = DataReport(source=cfg.data, task=cfg.task, preference_data=True)
     head, rest = _read_ahead(_records(sources, cfg.text_split))
@@ -102,10 +106,25 @@ def scan_preference(
     report.notes.append(NOTES[objective])
     if fmt == "preference" and objective == "kto":
         report.notes.append("each chosen/rejected pair trains as two KTO rows (good and bad)")
-    normalize_row = normalize_kto if fmt == "kto" else normalize_pair
-    rows = _read_rows(itertools.chain(head, rest), sources, normalize_row, mapping, report, cancel)
+    rows: list[dict] = []
+    first_seen: dict[str, str] = {}
+    measured = _Measured()
+    for batch in _batches(itertools.chain(head, rest)):
+        if cancel is not None and cancel.is_set():
+            raise DataCancelled()
+        fresh = _checked(batch, fmt, mapping, sources, report, first_seen)
+        rows += (
+            _measure(fresh, tokenizer, cfg, report, measured) if tokenizer is not None else fresh
+        )
+        if progress is not None:
+            progress(report.rows_total)
     if tokenizer is not None:
-        rows = _measure(rows, tokenizer, cfg, report, batch_size)
+        report.token_stats = token_stats(
+            measured.lengths,
+            cfg.max_seq_len,
+            trained_tokens=measured.trained,
+            batch_size=batch_size,
+        )
     report.rows_ok = len(rows)
     report.preview = [{k: v for k, v in r.items() if k != "_where"} for r in rows[:PREVIEW_ROWS]]
     for r in rows:
@@ -113,27 +132,18 @@ def scan_preference(
     return report, rows
 
 
-def _read_rows(
-    records: Iterator[SourceRecord],
-    sources: list[Source],
-    normalize_row: Callable[[dict, Column], Normalized],
-    mapping: dict,
-    report: DataReport,
-    cancel: CancelFlag | None,
+def _checked(
+    batch: list, fmt: str, mapping: dict, sources: list, report: DataReport, first_seen: dict
 ) -> list[dict]:
-    """Every record checked and normalised, its problems and duplicates in the report; the
-    usable rows come back with their place (`_where`, for later problems)."""
+    """The batch's usable rows (TRL's shape, with `_where`); problems go to the report."""
     rows: list[dict] = []
-    first_seen: dict[str, str] = {}
-    for si, loc, row, problem in records:
-        if cancel is not None and cancel.is_set():
-            raise DataCancelled()
+    for si, loc, row, problem in batch:
         report.rows_total += 1
         if problem is not None:
             report.add_problem(problem)
             continue
-        assert row is not None  # a record holds a row or a problem
-        norm, issues, _ = normalize_row(row, mapping.get)
+        col = mapping.get
+        norm, issues, _ = normalize_kto(row, col) if fmt == "kto" else normalize_pair(row, col)
         where = sources[si].where(loc)
         for fld, kind, msg in issues:
             report.add_problem(Problem(sources[si].where(loc, fld), kind, msg))
@@ -169,13 +179,21 @@ def _sides(row: dict) -> list[str]:
     return ["chosen", "rejected"] if "chosen" in row else ["completion"]
 
 
+@dataclasses.dataclass
+class _Measured:
+    """Token counts gathered batch by batch, for the statistics at the end."""
+
+    lengths: list[int] = dataclasses.field(default_factory=list)
+    trained: int = 0
+
+
 def _measure(
-    rows: list[dict], tokenizer: Tokenizer, cfg: DataConfig, report: DataReport, batch_size: int
+    rows: list[dict], tokenizer: Tokenizer, cfg: DataConfig, report: DataReport, into: _Measured
 ) -> list[dict]:
     """Tokenize each side as training will see it: lengths, truncation, masking examples."""
     template = chat_template_for(tokenizer)
     report.chat_template = template
-    kept, lengths, trained = [], [], 0
+    kept = []
     for row in rows:
         sides = _sides(row)
         try:
@@ -201,8 +219,8 @@ def _measure(
             )
             continue
         kept.append(row)
-        lengths.append(longest)
-        trained += sum(t.trained for t in toks)
+        into.lengths.append(longest)
+        into.trained += sum(t.trained for t in toks)
         if len(report.examples) < PREVIEW_ROWS:
             report.examples.append(
                 {
@@ -210,7 +228,4 @@ def _measure(
                     for s, t in zip(sides, toks, strict=True)
                 }
             )
-    report.token_stats = token_stats(
-        lengths, cfg.max_seq_len, trained_tokens=trained, batch_size=batch_size
-    )
     return kept

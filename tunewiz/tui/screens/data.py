@@ -47,6 +47,10 @@ from tunewiz.tui.widgets.path_input import PathSuggester
 
 SPLIT_OPTIONS = ["validation_split", "max_seq_len", "split_seed", "packing", "validation_file"]
 MASKING_HELP = "Masking preview: trained tokens are highlighted."
+AUGMENT_HELP = (
+    'Rephrase the questions with a model, and review before adding them: a model taught "A is '
+    'B" often cannot answer "what is B?".'
+)
 
 
 class RowInput(Input):
@@ -76,6 +80,8 @@ class DataScreen(WizardScreen):
     BINDINGS = [
         Binding("ctrl+r", "scan", "Scan"),
         Binding("ctrl+s", "use_sample", "Sample"),
+        # not `a`: the path field has the focus, and would take the letter
+        Binding("ctrl+g", "augment", "Augment…"),
     ]
 
     def __init__(self) -> None:
@@ -97,6 +103,7 @@ class DataScreen(WizardScreen):
                 id="data-path",
             )
             yield Button("Scan", id="scan", variant="primary")
+            yield Button("Augment…", id="augment", tooltip=AUGMENT_HELP)
         yield Static("", id="data-status", markup=False)
         yield DataChecks(id="data-checks")
         with TabbedContent(id="data-tabs"):
@@ -166,6 +173,8 @@ class DataScreen(WizardScreen):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "scan":
             self.action_scan()
+        elif event.button.id == "augment":
+            self.action_augment()
 
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
         self.query_one("#data-path", Input).value = str(event.path)
@@ -197,6 +206,27 @@ class DataScreen(WizardScreen):
         self.query_one("#data-path", Input).value = "sample"
         self.action_scan()
 
+    def action_augment(self) -> None:
+        """Review a model's rephrasings of this data; accepted ones become the run's data."""
+        if not self.read_choices():
+            return
+        from tunewiz.tui.screens.augment import AugmentScreen
+
+        self.app.push_screen(AugmentScreen(self.wizard.run_config()), self.use_augmented)
+
+    def use_augmented(self, written) -> None:
+        """The run trains on the new file (originals + accepted variants) from now on."""
+        if written is None:
+            return
+        self.query_one("#data-path", Input).value = str(written.path)
+        self.action_scan()
+        self.notify(
+            f"The run now uses {written.path}: {written.originals} rows as they were and "
+            f"{written.variants} variants. Your file is unchanged.",
+            timeout=12,
+            markup=False,
+        )
+
     def read_choices(self) -> bool:
         """Copy the source fields into the wizard state; False (and a message) when invalid."""
         path = self.query_one("#data-path", Input).value.strip() or "sample"
@@ -218,6 +248,8 @@ class DataScreen(WizardScreen):
         own data those measure nothing, so hold out part of their data instead, and say so."""
         if path == "sample" or self.wizard.get("data.validation_file") != SAMPLE_HELDOUT_NAME:
             return
+        if backend.made_from_sample(path):
+            return  # the sample with variants: its held-out questions still measure learning
         self.wizard.set("data.validation_file", "")
         self.wizard.set("data.validation_split", 0.1)
         self.notify(
