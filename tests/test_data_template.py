@@ -271,3 +271,50 @@ def test_a_token_merging_prompt_and_answer_is_untrained_and_reported(tokenizer):
     assert tok.straddles
     trained = [t for t, lab in zip(tok.input_ids, tok.labels, strict=True) if lab != IGNORE_INDEX]
     assert "hel" not in tokenizer.decode(trained)
+
+
+def test_a_split_keeps_each_rephrasing_on_the_side_of_its_original(tmp_path, tokenizer):
+    """`tunewiz data augment` writes each original row followed by its variants, which name
+    it in `augmented_from`. A validation split that put a variant in validation and its
+    original in training would score the model on a question it trained on."""
+    rows = []
+    for i in range(40):
+        rows.append({"instruction": f"Question {i}?", "output": f"Answer {i}."})
+        for k in range(3):
+            rows.append(
+                {
+                    "instruction": f"Question {i}, asked another way ({k})?",
+                    "output": f"Answer {i}.",
+                    "augmented_from": f"data.jsonl:{i + 1}",
+                    "augmentation": "rephrase",
+                }
+            )
+    path = tmp_path / "data.augmented.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = DataConfig(data=str(path), validation_split=0.25, split_seed=3, packing="false")
+    prepared = prepare(cfg, tokenizer)
+
+    def answers(examples):
+        return [
+            tokenizer.decode(ex["input_ids"]).split("Answer ")[-1].split(".")[0] for ex in examples
+        ]
+
+    train, held_out = answers(prepared.train), answers(prepared.eval or [])
+    assert held_out, "the split held nothing out"
+    assert not set(train) & set(held_out)  # no question's answer on both sides
+    assert all(held_out.count(a) == 4 for a in set(held_out))  # the original and its 3 variants
+
+
+def test_inspect_counts_every_long_document_as_prepare_does(tmp_path, tokenizer):
+    """The note "N documents longer than max_seq_len are split" counted only the rows whose
+    examples came back (the first few shown) when inspecting; preparing counted them all."""
+    path = tmp_path / "long.jsonl"
+    long_text = "word " * 200
+    path.write_text(
+        "".join(json.dumps({"text": f"{i} {long_text}"}) + "\n" for i in range(30)),
+        encoding="utf-8",
+    )
+    cfg = DataConfig(data=str(path), task="text", max_seq_len=64, validation_split=0)
+    note = "30 documents longer than max_seq_len (64) are split"
+    assert any(note in n for n in inspect_data(cfg, tokenizer).notes)
+    assert any(note in n for n in prepare(cfg, tokenizer).report.notes)

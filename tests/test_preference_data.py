@@ -175,7 +175,7 @@ def test_preference_scan_reports_progress_and_batches_change_nothing(
     import threading
 
     from tunewiz.core.data import pipeline
-    from tunewiz.core.models import load_tokenizer
+    from tunewiz.core.loading import load_tokenizer
     from tunewiz.tui import backend
 
     pairs = [{"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."} for i in range(50)]

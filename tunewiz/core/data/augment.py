@@ -31,7 +31,13 @@ from typing import Any
 from tunewiz.core.config import DataConfig
 from tunewiz.core.data.formats import detect_format, normalize
 from tunewiz.core.data.load import resolve_sources
-from tunewiz.core.data.pipeline import CancelFlag, DataCancelled, _read_ahead, _records
+from tunewiz.core.data.pipeline import (
+    AUGMENTED_FROM,
+    CancelFlag,
+    DataCancelled,
+    _read_ahead,
+    _records,
+)
 from tunewiz.core.errors import UserError
 
 REPHRASE = (
@@ -424,7 +430,7 @@ def _new_row(
         _drop(report, "duplicate")
         return None
     report.seen.add(key)
-    new["augmented_from"], new["augmentation"] = src.where, kind
+    new[AUGMENTED_FROM], new["augmentation"] = src.where, kind
     return new, question
 
 
@@ -462,7 +468,7 @@ def _resume(out: Path) -> set[str]:
     done = set(done_path.read_text().split("\n")) - {""} if done_path.is_file() else set()
     if out.is_file():
         lines = out.read_text(encoding="utf-8").splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("augmented_from") in done]
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get(AUGMENTED_FROM) in done]
         out.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
     return done
 

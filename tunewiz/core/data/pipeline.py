@@ -64,8 +64,10 @@ SourceRecord = tuple[int, int, "dict | None", "Problem | None"]
 UsableRow = tuple[int, int, dict]  # (source index, loc, the row normalised)
 RowTokens = tuple[list[dict], int, int]  # (examples, length before truncation, trained tokens)
 # Per usable row of a batch: (source index, loc, content hash, examples or None, length,
-# trained tokens); examples travel back from a batch only when kept or shown
-KeptRow = tuple[int, int, int, "list[dict] | None", int, int]
+# trained tokens, made by `tunewiz data augment`); examples travel back from a batch only
+# when kept or shown
+KeptRow = tuple[int, int, int, "list[dict] | None", int, int, bool]
+AUGMENTED_FROM = "augmented_from"  # the field in which a made-up row names its source row
 
 TASK_HELP = {
     "instruction": "Teach the model to answer: each row is one prompt and the response you want.",
@@ -489,6 +491,8 @@ class _Rows:
     locs: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # line or index
     lengths: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # tokens
     trained: array[int] = dataclasses.field(default_factory=lambda: array("q"))  # trained tokens
+    # 1 for a row `tunewiz data augment` made (it names its source in `augmented_from`)
+    variants: array[int] = dataclasses.field(default_factory=lambda: array("b"))
     examples: list[list[dict]] = dataclasses.field(default_factory=list)  # with `keep`
     # (row index, normalised row, its examples) for the first rows, candidates for the preview
     previews: list[tuple[int, dict, list[dict]]] = dataclasses.field(default_factory=list)
@@ -531,14 +535,16 @@ def _count_batch(report: DataReport, done: _Done) -> None:
 def _keep_batch(rows: _Rows, done: _Done, job: _Job) -> None:
     """Append one batch's usable rows: their hashes and places always, their token counts
     with a tokenizer, their examples when the job keeps them."""
-    for i, (si, loc, key, exs, length, n_trained) in enumerate(done.kept):
+    for i, (si, loc, key, exs, length, n_trained, variant) in enumerate(done.kept):
         rows.hashes.append(key)
+        rows.variants.append(variant)
         rows.srcs.append(si)
         rows.locs.append(loc)
         if job.tokenizer is not None:
             rows.lengths.append(length)
             rows.trained.append(n_trained)
-            rows.split_docs += len(exs or ()) > 1
+            # from the length, not the examples: those come back only for kept or shown rows
+            rows.split_docs += job.cfg.task == "text" and length > job.cfg.max_seq_len
             if job.keep:
                 rows.examples.append(exs or [])
         if i in done.previews and len(rows.previews) < PREVIEW_ROWS * 3:
@@ -612,6 +618,7 @@ def _process(job: _Job, batch: list[SourceRecord]) -> _Done:
     """Check, normalise and (with a tokenizer) tokenize one batch of records."""
     done = _Done(rows=len(batch), problems=[], skipped={})
     good: list[UsableRow] = []
+    made: list[bool] = []  # per good row: a variant written by `tunewiz data augment`
     for si, loc, row, problem in batch:
         if problem is not None:
             done.problems.append(problem)
@@ -627,13 +634,14 @@ def _process(job: _Job, batch: list[SourceRecord]) -> _Done:
             )
             continue
         good.append((si, loc, norm))
+        made.append(AUGMENTED_FROM in row)
         done.tool_rows += job.tools and _uses_tools(norm)
     toks: Sequence[tuple[list[dict] | None, int, int] | None]
     if job.tokenizer is None:
         toks = [(None, 0, 0)] * len(good)
     else:
         toks = _tokenize(good, job, job.tokenizer, done) if good else []
-    for (si, loc, norm), tok in zip(good, toks, strict=True):
+    for (si, loc, norm), tok, variant in zip(good, toks, made, strict=True):
         if tok is None:
             continue  # reported by _tokenize
         exs, length, n_trained = tok
@@ -642,7 +650,7 @@ def _process(job: _Job, batch: list[SourceRecord]) -> _Done:
             done.previews[len(done.kept)] = norm
         # Examples travel back only when kept (or shown): pickling them is most of the cost.
         exs = exs if job.keep or preview else None
-        done.kept.append((si, loc, hash(_row_key(norm)), exs, length, n_trained))
+        done.kept.append((si, loc, hash(_row_key(norm)), exs, length, n_trained, variant))
     return done
 
 
@@ -854,7 +862,22 @@ def _summarise(
     _note_lengths(report, rows.split_docs, job.cfg)
     if not job.keep:
         return []
-    return [exs for exs, k in zip(rows.examples, keep_mask, strict=True) if k]
+    return _with_their_variants(rows, keep_mask)
+
+
+def _with_their_variants(rows: _Rows, keep_mask: BoolArray) -> list[list[dict]]:
+    """One group of examples per kept row, except that the rows `tunewiz data augment` made
+    join the row before them (their original, written just above them): a split never puts
+    a rephrasing of a training question into validation, where it would flatter the loss."""
+    groups: list[list[dict]] = []
+    for exs, variant, k in zip(rows.examples, rows.variants, keep_mask, strict=True):
+        if not k:
+            continue
+        if variant and groups:
+            groups[-1] = groups[-1] + exs
+        else:
+            groups.append(exs)
+    return groups
 
 
 def _token_summary(
