@@ -703,46 +703,64 @@ def coerce(value: Any, expected: Any, *, where: str) -> Any:
         # TOML's `true`/`false` for a Literal["auto", "true", "false"] option
         return str(value).lower() if isinstance(value, bool) else value
     expected = get_args(expected)[0] if get_args(expected) else expected
-    if expected is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise UserError(f"expected true or false, got {value!r}", where=where)
-    if expected is int:
-        if isinstance(value, bool):
-            raise UserError(f"expected a whole number, got {value!r}", where=where)
-        try:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        except (TypeError, ValueError):
-            raise UserError(f"expected a whole number, got {value!r}", where=where) from None
-    if expected is float:
-        if isinstance(value, bool):
-            raise UserError(f"expected a number, got {value!r}", where=where)
-        try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise UserError(f"expected a number, got {value!r}", where=where) from None
-        if not math.isfinite(number):  # NaN slips through every later `<= 0` check
-            raise UserError(f"expected a finite number, got {value!r}", where=where)
-        return number
-    if expected is dict:
-        if isinstance(value, dict):
-            return {str(k): str(v) for k, v in value.items()}
-        if isinstance(value, str):
-            return parse_mapping(value, where=where)
-        raise UserError(
-            f"expected a table like {{prompt = 'question'}}, got {value!r}", where=where
-        )
-    if expected is str:
-        if isinstance(value, (dict, list)):
-            raise UserError(f"expected text, got {value!r}", where=where)
-        return str(value)
-    return value
+    convert = _CONVERTERS.get(expected)
+    return convert(value, where) if convert else value
+
+
+def _to_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise UserError(f"expected true or false, got {value!r}", where=where)
+
+
+def _to_int(value: Any, where: str) -> int:
+    wrong = UserError(f"expected a whole number, got {value!r}", where=where)
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise wrong
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise wrong from None
+
+
+def _to_float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise UserError(f"expected a number, got {value!r}", where=where)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"expected a number, got {value!r}", where=where) from None
+    if not math.isfinite(number):  # NaN slips through every later `<= 0` check
+        raise UserError(f"expected a finite number, got {value!r}", where=where)
+    return number
+
+
+def _to_mapping(value: Any, where: str) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return parse_mapping(value, where=where)
+    raise UserError(f"expected a table like {{prompt = 'question'}}, got {value!r}", where=where)
+
+
+def _to_str(value: Any, where: str) -> str:
+    if isinstance(value, (dict, list)):
+        raise UserError(f"expected text, got {value!r}", where=where)
+    return str(value)
+
+
+# The field types a config option can have, each with its converter (coerce uses them).
+_CONVERTERS: dict[Any, Callable[[Any, str], Any]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    dict: _to_mapping,
+    str: _to_str,
+}
 
 
 def finite_float(text: str) -> float:
