@@ -124,7 +124,11 @@ def write_files(folder: Path, names: set[str], state: str = '{"global_step": 2}'
 
 @pytest.mark.parametrize("kind", HOSTILE_CHECKPOINTS)
 def test_resume_chat_and_the_live_panel_agree_on_complete_checkpoints(tmp_path, kind):
-    from tunewiz.core.checkpoints import checkpoint_complete, last_complete_checkpoint
+    from tunewiz.core.checkpoints import (
+        checkpoint_complete,
+        last_complete_checkpoint,
+        resume_checkpoint,
+    )
     from tunewiz.tui.widgets.run_feed import list_checkpoint_rows
 
     fake_checkpoint(tmp_path, 1, HISTORY[:1])
@@ -136,8 +140,11 @@ def test_resume_chat_and_the_live_panel_agree_on_complete_checkpoints(tmp_path, 
     expected = ["checkpoint-1", "checkpoint-2"] if complete else ["checkpoint-1"]
     assert [c.name for c in list_checkpoints(tmp_path)] == expected  # chat, eval, export
     assert [r.name for r in list_checkpoint_rows(tmp_path)] == expected  # the live panel
-    assert last_complete_checkpoint(tmp_path) == tmp_path / expected[-1]  # resume
+    assert last_complete_checkpoint(tmp_path) == tmp_path / expected[-1]
     assert resolve_checkpoint(tmp_path, "last").name == expected[-1]
+    # Resume also needs a trainer_state.json it can read: the Trainer restores the step from it.
+    resumes_from = "checkpoint-1" if kind == "corrupt_state" else expected[-1]
+    assert resume_checkpoint(tmp_path) == tmp_path / resumes_from
 
 
 @pytest.mark.parametrize(

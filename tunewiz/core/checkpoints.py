@@ -1,7 +1,8 @@
 """A run's checkpoints: which are complete, what they hold, and which one the user means.
 
 The one rule of a complete checkpoint lives here, and everything that picks a
-checkpoint uses it: resume (`last_complete_checkpoint`), chat, eval and export
+checkpoint uses it: resume (`resume_checkpoint`: complete, and its trainer state
+readable), chat, eval and export
 (`list_checkpoints`, `resolve_checkpoint`), the live panel and a run whose
 status.json was lost (`final_complete`).
 
@@ -78,6 +79,22 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
         if checkpoint_complete(path):
             return path
         log.warning("ignoring incomplete checkpoint %s", path.name)
+    return None
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a resume continues from: the newest complete one whose trainer_state.json
+    reads. The Trainer restores the step, scheduler and RNG from that file, so a damaged one
+    would crash the resumed run; it is passed over (logged) for the one before. Chat and eval
+    may still load its weights: for them the file only carries the losses."""
+    for path in reversed(checkpoint_dirs(run_dir)):
+        if not checkpoint_complete(path):
+            log.warning("ignoring incomplete checkpoint %s", path.name)
+            continue
+        _, problem = read_json_object(path / TRAINER_STATE)
+        if not problem:
+            return path
+        log.warning("not resuming from %s: its %s is %s", path.name, TRAINER_STATE, problem)
     return None
 
 

@@ -86,7 +86,7 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[Path, int]:
 
 def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
     """Continue a stopped/failed/died run from its last complete checkpoint, same config."""
-    from tunewiz.core.checkpoints import last_complete_checkpoint
+    from tunewiz.core.checkpoints import resume_checkpoint
 
     run_dir = Path(run_dir)
     info = runs.read_run(run_dir)  # before taking the lock: holding it reads as "alive"
@@ -99,7 +99,7 @@ def resume(run_dir: str | Path, *, foreground: bool = False) -> Path:
     try:
         if info.state in runs.LIVE_STATES:  # a worker from before run locks existed
             raise UserError(f"run {info.name!r} is still {info.state}", where=str(run_dir))
-        ckpt = last_complete_checkpoint(run_dir)
+        ckpt = resume_checkpoint(run_dir)
         if ckpt is None:
             raise UserError(
                 "this run has no complete checkpoint to resume from",

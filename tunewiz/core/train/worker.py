@@ -202,10 +202,10 @@ def load_inputs(run_dir: Path, stop: StopFlag) -> Inputs | None:
 
 
 def resume_point(run_dir: Path) -> Path:
-    """The checkpoint a resume continues from: the last complete one."""
-    from tunewiz.core.checkpoints import last_complete_checkpoint
+    """The checkpoint a resume continues from (`checkpoints.resume_checkpoint`'s rule)."""
+    from tunewiz.core.checkpoints import resume_checkpoint
 
-    checkpoint = last_complete_checkpoint(run_dir)
+    checkpoint = resume_checkpoint(run_dir)
     if checkpoint is None:
         raise UserError("no complete checkpoint to resume from", where=str(run_dir))
     return checkpoint
