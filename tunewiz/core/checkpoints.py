@@ -218,11 +218,14 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     return found
 
 
-def resolve_checkpoint(run_dir: str | Path, which: str = "final") -> Checkpoint:
-    """The checkpoint named `best`, `last`, `final`, `N` or `checkpoint-N`."""
+def resolve_checkpoint(run_dir: str | Path, which: str | None = None) -> Checkpoint:
+    """The checkpoint named `best`, `last`, `final`, `N` or `checkpoint-N`; with no name, the
+    default of chat, eval and export: `final` when the run has one, else the last saved."""
     run_dir = Path(run_dir)
-    which = str(which).strip()
     checkpoints = list_checkpoints(run_dir)
+    if not which:
+        which = "final" if any("final" in c.tags for c in checkpoints) else "last"
+    which = str(which).strip()
     if which in TAGS:
         match = [c for c in checkpoints if which in c.tags]
     else:

@@ -46,7 +46,7 @@ def merge_run(
     trust_remote_code: bool = False,
 ) -> Path:
     """Merge the run's adapter (default: final, else last) into its base; save to `out_dir`."""
-    from tunewiz.core.checkpoints import list_checkpoints, resolve_checkpoint
+    from tunewiz.core.checkpoints import resolve_checkpoint
     from tunewiz.core.config import load_run_config
     from tunewiz.core.loading import fit_embeddings, load_causal_lm, load_checkpoint_tokenizer
     from tunewiz.core.models import find_run, trust_for_run
@@ -63,11 +63,7 @@ def merge_run(
         )
     cfg = load_run_config(run_dir)
     trust = trust_for_run(run_dir, cfg, trust_remote_code)
-    if checkpoint:
-        ckpt = resolve_checkpoint(run_dir, checkpoint)
-    else:
-        has_final = any("final" in c.tags for c in list_checkpoints(run_dir))
-        ckpt = resolve_checkpoint(run_dir, "final" if has_final else "last")
+    ckpt = resolve_checkpoint(run_dir, checkpoint)  # none named: final, else the last
     tokenizer = load_checkpoint_tokenizer(str(ckpt.path), cfg.model.model, trust)
 
     tmp = out.with_name(f".{out.name}.partial")

@@ -316,12 +316,7 @@ def _load_run(
     if which == "base":
         newest = checkpoints[-1].path if checkpoints else None
         return _load_run_base(run_dir, cfg, newest, target, device, trust)
-    if which:
-        ckpt = resolve_checkpoint(run_dir, which)
-    elif any("final" in c.tags for c in checkpoints):
-        ckpt = resolve_checkpoint(run_dir, "final")
-    else:
-        ckpt = resolve_checkpoint(run_dir, "last")  # raises, listing what exists, when nothing does
+    ckpt = resolve_checkpoint(run_dir, which)  # none named: final, else the last saved
     tokenizer = load_checkpoint_tokenizer(ckpt.path, cfg.model.model, trust)
     model = _load_checkpoint_model(cfg, ckpt, tokenizer, device, trust)
     return LoadedModel(

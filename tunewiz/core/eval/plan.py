@@ -78,10 +78,9 @@ def _checkpoints(run_dir: Path, wanted: list[str]) -> list:
         if not found:
             raise UserError("this run has saved no checkpoint yet", where=str(run_dir))
         return found
-    if not wanted:
-        has_final = any("final" in c.tags for c in list_checkpoints(run_dir))
-        wanted = ["final" if has_final else "last"]
-    picked = [resolve_checkpoint(run_dir, w) for w in wanted]  # raises, listing what exists
+    # None: resolve_checkpoint's default (final, else the last); raises, listing what exists
+    names: list[str | None] = list(wanted) or [None]
+    picked = [resolve_checkpoint(run_dir, w) for w in names]
     return list({c.name: c for c in picked}.values())
 
 
