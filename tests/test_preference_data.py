@@ -193,3 +193,17 @@ def test_preference_scan_reports_progress_and_batches_change_nothing(
     assert seen == [20, 40, 52]
     assert report.rows_ok == 50 and report.token_stats is not None
     assert report.to_dict() == whole.to_dict()
+
+
+def test_preparing_preference_data_for_training_reports_progress(tmp_path, monkeypatch):
+    """The worker's `preparing` state shows rows read; preparing dpo data told it nothing."""
+    from tunewiz.core.data import pipeline, prepare
+
+    pairs = [{"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."} for i in range(50)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    monkeypatch.setattr(pipeline, "BATCH", 20)
+    seen: list[int] = []
+    prepared = prepare(DataConfig(data=str(path)), None, objective="dpo", progress=seen.append)
+    assert seen == [20, 40, 50]
+    assert len(prepared.train) + len(prepared.eval or []) == 50

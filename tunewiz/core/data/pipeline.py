@@ -207,7 +207,9 @@ def prepare(
     if objective != "sft":
         from tunewiz.core.data.preference import prepare_preference
 
-        return prepare_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)
+        return prepare_preference(
+            cfg, tokenizer, objective, cancel=cancel, progress=progress, batch_size=batch_size
+        )
     report, groups = _scan(
         cfg,
         tokenizer,

@@ -54,10 +54,14 @@ def prepare_preference(
     objective: str,
     *,
     cancel: CancelFlag | None = None,
+    progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
 ) -> PreparedData:
-    """Checked preference rows split for training; UserError when none is usable."""
-    report, rows = scan_preference(cfg, tokenizer, objective, cancel=cancel, batch_size=batch_size)
+    """Checked preference rows split for training; UserError when none is usable. `progress`
+    hears the rows read so far (the worker's `preparing` state shows them)."""
+    report, rows = scan_preference(
+        cfg, tokenizer, objective, cancel=cancel, progress=progress, batch_size=batch_size
+    )
     _check_usable(report, cfg, "data.data")
     eval_report = None
     if cfg.validation_file:
