@@ -269,6 +269,15 @@ def _trains_all_weights(req: EstimateRequest) -> bool:
     return req.method in ("full", "freeze")
 
 
+def dropout_kept(req: EstimateRequest) -> bool:
+    """Whether dropout layers run (and keep masks). TRL's preference trainers set every
+    nn.Dropout's p to 0 after PEFT has wrapped the model, LoRA's dropout included
+    (`disable_dropout=True` by default in DPOConfig, KTOConfig and ORPOConfig; TRL 1.16
+    trainer/dpo_trainer.py:932-935, kto_trainer.py:943-946, experimental/orpo/orpo_trainer.py:339-340),
+    and torch's dropout with p=0 returns its input: no mask, no copy."""
+    return req.objective == "sft"
+
+
 def sequences_per_row(req: EstimateRequest) -> int:
     """dpo and orpo put chosen and rejected through the model in one batch: twice the sequences."""
     return 2 if req.objective in ("dpo", "orpo") else 1
@@ -459,7 +468,8 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
             total += reads(1, h, r) * 2  # c_attn and c_fc inputs
         total += _attention_bytes(arch, req, kv)
         total += a * i * (1 + (1 if full else 0))  # gelu input, c_proj input
-        total += 2 * h  # residual dropout masks (1 byte each)
+        if dropout_kept(req):
+            total += 2 * h  # residual dropout masks (1 byte each)
     if req.method in ("lora", "qlora"):
         total += _lora_activation_bytes(arch, req)
     return total
@@ -494,7 +504,7 @@ def _lora_activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     targets = lora_targets(arch, req.lora_targets)
     mixed = _mixed(req)
     lora_a_input = 2 if mixed else 4
-    if req.lora_dropout > 0:
+    if req.lora_dropout > 0 and dropout_kept(req):
         mask = 1 if req.device == "cuda" else 4
         return sum((mask + lora_a_input) * d_in * n for d_in, _o, n in targets.values())
     if mixed:
@@ -543,9 +553,9 @@ def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     """Loss buffers: fp32 log-softmax kept, its gradient, and the input gradient (3 x 4 x vocab).
 
     dpo and kto score tokens with TRL's fused LM head (trl/kernels/chunked_logprob.py), never the
-    whole logits: its backward holds one fp32 tile of up to 4096 tokens x 32768 vocabulary
-    columns, the hidden states' gradient, and an fp32 gradient of the head's weight when the head
-    trains. ORPO materialises the logits of chosen and rejected, plus the NLL loss's log-softmax
+    whole logits: its backward holds a tile of up to 4096 tokens x 32768 vocabulary columns (one
+    fp32 copy on CUDA, several on the CPU: `fused_logprob_tile_bytes`), the hidden states'
+    gradient, and an fp32 gradient of the head's weight when the head trains. ORPO materialises the logits of chosen and rejected, plus the NLL loss's log-softmax
     over the chosen half.
 
     With Liger's fused linear cross-entropy (SFT): one chunk of logits, the hidden states'
@@ -557,9 +567,8 @@ def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
         head_trains = req.method == "full" or (
             req.method == "freeze" and (req.freeze_lm_head or req.freeze_embeddings)
         )
-        tile = 4 * min(n, 4096) * min(arch.vocab_size, 32768)
         return (
-            tile
+            fused_logprob_tile_bytes(arch, req, n)
             + 4 * n * arch.hidden_size
             + (4 * arch.vocab_size * arch.hidden_size if head_trains else 0)
         )
@@ -576,6 +585,33 @@ def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
             head_grad_bytes=(2 if req.precision == "bf16-true" else 4) if full else 0,
         )
     return 12 * arch.vocab_size * tokens
+
+
+#: TRL's fused LM head computes the logits in tiles of at most this many tokens
+#: (trl/kernels/chunked_logprob.py `TOKEN_CHUNK_SIZE`) by this many vocabulary columns
+#: (trl/trainer/utils.py `_CHUNKED_LOGPROB_CHUNK_SIZE`), TRL 1.16.
+TRL_TILE_TOKENS = 4096
+TRL_TILE_VOCAB = 32768
+
+
+def fused_logprob_tile_bytes(arch: ModelArch, req: EstimateRequest, tokens: int) -> float:
+    """What the backward pass of TRL's fused LM head holds for its widest tile (dpo, kto).
+
+    `ChunkedLogProbFunction.backward` (trl/kernels/chunked_logprob.py:394-453) recomputes each
+    tile of logits into one buffer. On CUDA, a Triton kernel turns it into the logits' gradient
+    in place: one fp32 tile. On the CPU (no Triton), `_backward_tile` (lines 276-289) does it
+    with whole-tile torch ops, each a new tensor: per element of the tile, the buffer
+    (compute dtype), y, z, log_p, p and grad (5 x fp32), the bool is_target, and at line 289
+    `is_target.float() - p` and its product with grad_logprobs (2 x fp32) alive together:
+    `c + 29` bytes, 33 in fp32 (measured with an RSS sampler on SmolLM2, DPO full b=2 s=256:
+    the process peak is at line 289, 0.9 GiB above the one-tile figure). The forward pass's
+    tiles (`_forward_tile`, at most `c + 13` bytes per element, the reference model's included)
+    hold less, and no logits of the reference model are kept at all.
+    """
+    elements = min(tokens, TRL_TILE_TOKENS) * min(arch.vocab_size, TRL_TILE_VOCAB)
+    if req.device == "cuda":
+        return 4 * elements
+    return (_compute_bytes(req) + 5 * 4 + 1 + 2 * 4) * elements
 
 
 def kv_cache_bytes(arch: ModelArch, req: EstimateRequest) -> float:
