@@ -269,6 +269,11 @@ def train(run_dir: Path, *, resume: bool, stop) -> dict:
             cfg, run_dir, precision, model, tokenizer, train_rows, eval_rows, callbacks, fault
         )
     callback.counter = trainer
+    if not torch.cuda.is_available():
+        # glibc keeps the forward pass's freed blocks resident; the CPU estimate assumes not
+        from tunewiz.core.train.heap import trim_after_decoder
+
+        trim_after_decoder(trainer.model)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     peak = peak_memory_bytes()
     result = {
