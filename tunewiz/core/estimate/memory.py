@@ -55,9 +55,10 @@ CUDA_CONTEXT_BYTES = int(0.55 * GIB)
 ALLOCATOR_RESERVE = 0.05
 #: On the CPU the "overhead" is the process itself: Python with torch, transformers (Trainer),
 #: peft and datasets imported, measured as the baseline RSS by bench/bench_estimate.py. The CPU
-#: estimate is the peak RSS with large blocks returned to the OS when freed
-#: (MALLOC_MMAP_THRESHOLD_=131072); glibc's default dynamic threshold keeps freed heap memory and
-#: adds 10-40% on small runs, which no tensor holds.
+#: estimate is the peak RSS with freed blocks returned to the OS (the bench measures under
+#: MALLOC_MMAP_THRESHOLD_=131072); glibc's default keeps freed heap blocks resident, +27% on a
+#: LoRA step of the bundled model, which no tensor holds. The training worker trims the heap
+#: after each decoder pass instead (tunewiz.core.train.heap), which keeps most of it away.
 CPU_PROCESS_BYTES = int(0.46 * GIB)
 
 NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes + one fp32 absmax per 64-weight block
