@@ -16,7 +16,9 @@ Allocator: glibc's malloc raises its mmap threshold as large blocks are freed an
 freed heap memory, which adds 10-40% to the RSS of small CPU runs (measured: LoRA 128 tokens,
 +130 MiB) and is not memory that tensors hold. The children therefore run with
 MALLOC_MMAP_THRESHOLD_=131072 (a fixed threshold: large blocks go back to the OS when freed),
-which is what the estimate models; `--glibc-default` measures without it.
+which is what the estimate models; `--glibc-default` measures without it. The training worker
+keeps glibc's default (the fixed threshold ran at 0.54-0.59x its tokens per CPU-second) and
+trims the heap after each decoder pass instead (tunewiz/core/train/heap.py; bench_allocator.py).
 Also not modelled: loading a checkpoint whose dtype equals the training dtype keeps the
 safetensors file mapped (its pages count in RSS) while any parameter is a view into it; for
 QLoRA from the bundled fp32 file that is +0.5 GiB. With a bf16 checkpoint (hub models), no.

@@ -7,7 +7,12 @@ import pytest
 from tunewiz.core.config import RunConfig
 from tunewiz.core.errors import UserError
 from tunewiz.core.estimate import EstimateRequest, estimate, request_from_run_config
-from tunewiz.core.estimate.memory import activation_bytes, logits_bytes
+from tunewiz.core.estimate.memory import (
+    _lora_activation_bytes,
+    activation_bytes,
+    fused_logprob_tile_bytes,
+    logits_bytes,
+)
 from tunewiz.core.profiles import load_model_arch
 
 
@@ -23,10 +28,45 @@ def req(**kw) -> EstimateRequest:
 
 def test_pairs_double_the_activations_kto_does_not(arch):
     for method in ("lora", "full"):
-        sft = activation_bytes(arch, req(method=method))
+        # TRL's preference trainers turn dropout off (LoRA's too): SFT without dropout compares
+        sft = activation_bytes(arch, req(method=method, lora_dropout=0.0))
         assert activation_bytes(arch, req(method=method, objective="dpo")) == 2 * sft
         assert activation_bytes(arch, req(method=method, objective="orpo")) == 2 * sft
         assert activation_bytes(arch, req(method=method, objective="kto")) == sft
+
+
+def test_preference_objectives_keep_no_dropout_masks(arch):
+    # TRL sets every nn.Dropout's p to 0 (disable_dropout=True): LoRA's dropout keeps nothing,
+    # where SFT keeps a noise tensor per adapted input on the CPU (4 bytes x d_in, per token)
+    for device in ("cpu", "cuda"):
+        kw = dict(method="lora", precision="fp32", device=device)
+        for objective in ("dpo", "kto", "orpo"):
+            with_dropout = activation_bytes(arch, req(objective=objective, lora_dropout=0.05, **kw))
+            assert with_dropout == activation_bytes(
+                arch, req(objective=objective, lora_dropout=0.0, **kw)
+            )
+        assert activation_bytes(arch, req(lora_dropout=0.05, **kw)) > activation_bytes(
+            arch, req(lora_dropout=0.0, **kw)
+        )
+    # SmolLM2, per token per layer: q/k/v share one fp32 input, gate/up another, o and down
+    # their own: (3 x 576 + 1536) x 4 bytes, against (mask + input) per adapter with dropout
+    lora = req(method="lora", precision="fp32", device="cpu", objective="dpo")
+    assert _lora_activation_bytes(arch, lora) == (3 * 576 + 1536) * 4
+
+
+def test_fused_head_tile_on_the_cpu_is_trls_torch_fallback(arch):
+    # TRL's _backward_tile without Triton: the tile buffer, y, z, log_p, p, grad (fp32), the
+    # bool is_target and two fp32 temporaries of `grad += g * (is_target.float() - p)`
+    cpu = req(objective="dpo", method="full", precision="fp32", device="cpu")
+    tokens = 2 * 2 * 256  # chosen and rejected of 2 rows: under 4096, one token chunk
+    assert fused_logprob_tile_bytes(arch, cpu, tokens) == 33 * tokens * 32768
+    bf16 = req(objective="dpo", method="full", precision="bf16-mixed", device="cpu")
+    assert fused_logprob_tile_bytes(arch, bf16, tokens) == 31 * tokens * 32768  # 16-bit buffer
+    cuda = req(objective="dpo", method="full", precision="fp32", device="cuda")
+    assert fused_logprob_tile_bytes(arch, cuda, tokens) == 4 * tokens * 32768  # in place
+    assert fused_logprob_tile_bytes(arch, cpu, 10_000) == 33 * 4096 * 32768  # widest tile
+    head = 4 * arch.vocab_size * arch.hidden_size
+    assert logits_bytes(arch, cpu) == 33 * tokens * 32768 + 4 * tokens * arch.hidden_size + head
 
 
 def test_logits_fused_for_dpo_and_kto_whole_for_orpo(arch):

@@ -56,9 +56,10 @@ CUDA_CONTEXT_BYTES = int(0.55 * GIB)
 ALLOCATOR_RESERVE = 0.05
 #: On the CPU the "overhead" is the process itself: Python with torch, transformers (Trainer),
 #: peft and datasets imported, measured as the baseline RSS by bench/bench_estimate.py. The CPU
-#: estimate is the peak RSS with large blocks returned to the OS when freed
-#: (MALLOC_MMAP_THRESHOLD_=131072); glibc's default dynamic threshold keeps freed heap memory and
-#: adds 10-40% on small runs, which no tensor holds.
+#: estimate is the peak RSS with freed blocks returned to the OS (the bench measures under
+#: MALLOC_MMAP_THRESHOLD_=131072); glibc's default keeps freed heap blocks resident, +27% on a
+#: LoRA step of the bundled model, which no tensor holds. The training worker trims the heap
+#: after each decoder pass instead (tunewiz.core.train.heap), which keeps most of it away.
 CPU_PROCESS_BYTES = int(0.46 * GIB)
 
 NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes + one fp32 absmax per 64-weight block
@@ -167,7 +168,7 @@ def validate(arch: ModelArch, req: EstimateRequest) -> None:
         raise UserError(f"LoRA rank must be at least 1, got {req.lora_r}", where="--lora-r")
     if req.gpus < 1:
         raise UserError(f"must be at least 1, got {req.gpus}", where="--gpus")
-    if req.zero not in (0, 1, 2, 3):
+    if req.zero not in ZERO_STAGES:
         raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {req.zero}", where="--zero")
     if req.zero and req.gpus < 2:
         raise UserError(
@@ -268,6 +269,15 @@ def frozen_trainable_params(arch: ModelArch, req: EstimateRequest) -> int:
 def _trains_all_weights(req: EstimateRequest) -> bool:
     """full and freeze hold fp32 weights (the frozen part too: one dtype for the whole model)."""
     return req.method in ("full", "freeze")
+
+
+def dropout_kept(req: EstimateRequest) -> bool:
+    """Whether dropout layers run (and keep masks). TRL's preference trainers set every
+    nn.Dropout's p to 0 after PEFT has wrapped the model, LoRA's dropout included
+    (`disable_dropout=True` by default in DPOConfig, KTOConfig and ORPOConfig; TRL 1.16
+    trainer/dpo_trainer.py:932-935, kto_trainer.py:943-946, experimental/orpo/orpo_trainer.py:339-340),
+    and torch's dropout with p=0 returns its input: no mask, no copy."""
+    return req.objective == "sft"
 
 
 def sequences_per_row(req: EstimateRequest) -> int:
@@ -460,7 +470,8 @@ def layer_activation_bytes_per_token(arch: ModelArch, req: EstimateRequest) -> f
             total += reads(1, h, r) * 2  # c_attn and c_fc inputs
         total += _attention_bytes(arch, req, kv)
         total += a * i * (1 + (1 if full else 0))  # gelu input, c_proj input
-        total += 2 * h  # residual dropout masks (1 byte each)
+        if dropout_kept(req):
+            total += 2 * h  # residual dropout masks (1 byte each)
     if req.method in ("lora", "qlora"):
         total += _lora_activation_bytes(arch, req)
     return total
@@ -495,7 +506,7 @@ def _lora_activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     targets = lora_targets(arch, req.lora_targets)
     mixed = _mixed(req)
     lora_a_input = 2 if mixed else 4
-    if req.lora_dropout > 0:
+    if req.lora_dropout > 0 and dropout_kept(req):
         mask = 1 if req.device == "cuda" else 4
         return sum((mask + lora_a_input) * d_in * n for d_in, _o, n in targets.values())
     if mixed:
@@ -544,9 +555,9 @@ def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     """Loss buffers: fp32 log-softmax kept, its gradient, and the input gradient (3 x 4 x vocab).
 
     dpo and kto score tokens with TRL's fused LM head (trl/kernels/chunked_logprob.py), never the
-    whole logits: its backward holds one fp32 tile of up to 4096 tokens x 32768 vocabulary
-    columns, the hidden states' gradient, and an fp32 gradient of the head's weight when the head
-    trains. ORPO materialises the logits of chosen and rejected, plus the NLL loss's log-softmax
+    whole logits: its backward holds a tile of up to 4096 tokens x 32768 vocabulary columns (one
+    fp32 copy on CUDA, several on the CPU: `fused_logprob_tile_bytes`), the hidden states'
+    gradient, and an fp32 gradient of the head's weight when the head trains. ORPO materialises the logits of chosen and rejected, plus the NLL loss's log-softmax
     over the chosen half.
 
     With Liger's fused linear cross-entropy (SFT): one chunk of logits, the hidden states'
@@ -558,9 +569,8 @@ def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
         head_trains = req.method == "full" or (
             req.method == "freeze" and (req.freeze_lm_head or req.freeze_embeddings)
         )
-        tile = 4 * min(n, 4096) * min(arch.vocab_size, 32768)
         return (
-            tile
+            fused_logprob_tile_bytes(arch, req, n)
             + 4 * n * arch.hidden_size
             + (4 * arch.vocab_size * arch.hidden_size if head_trains else 0)
         )
@@ -577,6 +587,33 @@ def logits_bytes(arch: ModelArch, req: EstimateRequest) -> float:
             head_grad_bytes=(2 if req.precision == "bf16-true" else 4) if full else 0,
         )
     return 12 * arch.vocab_size * tokens
+
+
+#: TRL's fused LM head computes the logits in tiles of at most this many tokens
+#: (trl/kernels/chunked_logprob.py `TOKEN_CHUNK_SIZE`) by this many vocabulary columns
+#: (trl/trainer/utils.py `_CHUNKED_LOGPROB_CHUNK_SIZE`), TRL 1.16.
+TRL_TILE_TOKENS = 4096
+TRL_TILE_VOCAB = 32768
+
+
+def fused_logprob_tile_bytes(arch: ModelArch, req: EstimateRequest, tokens: int) -> float:
+    """What the backward pass of TRL's fused LM head holds for its widest tile (dpo, kto).
+
+    `ChunkedLogProbFunction.backward` (trl/kernels/chunked_logprob.py:394-453) recomputes each
+    tile of logits into one buffer. On CUDA, a Triton kernel turns it into the logits' gradient
+    in place: one fp32 tile. On the CPU (no Triton), `_backward_tile` (lines 276-289) does it
+    with whole-tile torch ops, each a new tensor: per element of the tile, the buffer
+    (compute dtype), y, z, log_p, p and grad (5 x fp32), the bool is_target, and at line 289
+    `is_target.float() - p` and its product with grad_logprobs (2 x fp32) alive together:
+    `c + 29` bytes, 33 in fp32 (measured with an RSS sampler on SmolLM2, DPO full b=2 s=256:
+    the process peak is at line 289, 0.9 GiB above the one-tile figure). The forward pass's
+    tiles (`_forward_tile`, at most `c + 13` bytes per element, the reference model's included)
+    hold less, and no logits of the reference model are kept at all.
+    """
+    elements = min(tokens, TRL_TILE_TOKENS) * min(arch.vocab_size, TRL_TILE_VOCAB)
+    if req.device == "cuda":
+        return 4 * elements
+    return (_compute_bytes(req) + 5 * 4 + 1 + 2 * 4) * elements
 
 
 def kv_cache_bytes(arch: ModelArch, req: EstimateRequest) -> float:

@@ -177,8 +177,20 @@ def train(run_dir: Path, *, resume: bool, stop: StopFlag) -> dict[str, Any]:
             return finish_from_checkpoint(run_dir, checkpoint, cfg, inputs.tokenizer)
         rewind_metrics(run_dir, checkpoint)
     trainer, callback = make_trainer(run_dir, inputs, model, stop)
+    _trim_heap_on_cpu(trainer)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return training_outcome(run_dir, trainer, callback, inputs.tokenizer)
+
+
+def _trim_heap_on_cpu(trainer: RunTrainer) -> None:
+    """On a CPU, return the forward pass's freed blocks to the system after the decoder:
+    glibc keeps them resident otherwise, and the CPU estimate assumes it does not."""
+    import torch
+
+    if not torch.cuda.is_available():
+        from tunewiz.core.train.heap import trim_after_decoder
+
+        trim_after_decoder(trainer.model)
 
 
 def load_inputs(run_dir: Path, stop: StopFlag) -> Inputs | None:
