@@ -118,13 +118,16 @@ class AugmentScreen(Screen[Any]):
         self.generators: dict[str, Any] = {}  # model -> generate(): loaded once per screen
 
     def compose(self) -> ComposeResult:
-        with Horizontal(id="aug-form"):
-            yield from self._field("variants", Input("3", id="aug-variants", type="integer", compact=True))  # fmt: skip
-            yield from self._field("temperatures", Input("0.3,0.7,1.0", id="aug-temps", compact=True))  # fmt: skip
-            yield from self._field("model", Input(self.cfg.model.model, id="aug-model", compact=True))  # fmt: skip
-            yield from self._field("rows to review", Input("5", id="aug-rows", type="integer", compact=True))  # fmt: skip
-            yield Checkbox("reverse questions", True, id="aug-reverse", compact=True)
-            yield Button("Make variants", id="aug-go", variant="primary", compact=True)
+        # Two rows, so that every value stays readable at 80 columns (a model id is long).
+        with Vertical(id="aug-form"):
+            with Horizontal(classes="aug-row"):
+                yield from self._field("variants", Input("3", id="aug-variants", type="integer", compact=True))  # fmt: skip
+                yield from self._field("temperatures", Input("0.3,0.7,1.0", id="aug-temps", compact=True))  # fmt: skip
+                yield from self._field("rows to review", Input("5", id="aug-rows", type="integer", compact=True))  # fmt: skip
+                yield Checkbox("reverse questions", True, id="aug-reverse", compact=True)
+            with Horizontal(classes="aug-row"):
+                yield from self._field("model", Input(self.cfg.model.model, id="aug-model", compact=True))  # fmt: skip
+                yield Button("Make variants", id="aug-go", variant="primary", compact=True)
         yield Static(WHY, id="aug-help", classes="help", markup=False)
         with Horizontal(id="aug-progress-line"):
             yield ProgressBar(total=1, id="aug-progress", show_eta=False)
